@@ -1,0 +1,61 @@
+# metreg: `make run` to try it, `make test` to check it. `make help` lists everything.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/metreg
+export REDIS_URL    ?= redis://127.0.0.1:6379/0
+
+.PHONY: help install run serve migrate demo test lint format typecheck check openapi bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install metreg with its pinned dependencies
+
+migrate: install ## Create the database if missing and apply pending migrations
+	$(BIN)/metreg migrate --create-database
+
+demo: migrate ## Seed the demo enterprise (once) and print its keys
+	$(BIN)/metreg demo
+
+run: demo ## Install, migrate, seed the demo and serve the API until Ctrl-C
+	$(BIN)/metreg serve
+
+serve: install ## Serve the API only (METREG_HOST, METREG_PORT)
+	$(BIN)/metreg serve
+
+test: install ## Run every test against real PostgreSQL and Redis (own database, dropped after)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install ## ruff: lint and formatting
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## Format and autofix with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install ## mypy --strict on the service code
+	$(BIN)/mypy
+
+check: lint typecheck test ## Lint, types and tests
+
+openapi: install ## Write the OpenAPI document to openapi.json
+	$(BIN)/metreg openapi > openapi.json
+
+bench: install ## EXPLAIN the register's list filters on 1,000,000 instruments (own database)
+	$(BIN)/python -m bench.explain_filters $(BENCH_ARGS)
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,48 @@
+-- The legal catalogue as data: SAMR 公告 2020年第42号《实施强制管理的计量器具目录》(catalog_version 2020-42).
+-- Regimes, uses and cycles per domain.md §1.3 and §2.1 (with their confidence markers there).
+-- A code is a stable contract; a later catalogue adds rows or a new migration, never edits this one.
+INSERT INTO catalog_items
+    (code, name_zh, name_en, regime, compulsory_uses, legal_max_cycle_months, default_cycle_months,
+     regulation, catalog_version)
+VALUES
+    ('pressure_gauge', '压力表', 'Pressure gauge', 'periodic',
+        '{safety_protection}', 6, 6, 'JJG 52-2013', '2020-42'),
+    ('fuel_dispenser', '燃油加油机', 'Fuel dispenser', 'periodic',
+        '{trade_settlement}', 6, 6, 'JJG 443-2023', '2020-42'),
+    ('price_scale', '电子计价秤', 'Electronic price-computing scale', 'periodic',
+        '{trade_settlement}', 12, 12, 'JJG 539-2016', '2020-42'),
+    ('electronic_balance', '电子天平', 'Electronic balance', 'periodic',
+        '{trade_settlement}', 12, 12, 'JJG 1036', '2020-42'),
+    ('weights', '砝码', 'Weights', 'periodic',
+        '{trade_settlement}', 12, 12, 'JJG 99-2022', '2020-42'),
+    ('taximeter', '出租汽车计价器', 'Taximeter', 'periodic',
+        '{trade_settlement}', 12, 12, 'JJG 517-2016', '2020-42'),
+    ('sphygmomanometer', '血压计（汞柱式、弹簧式）', 'Sphygmomanometer (mercury, aneroid)', 'periodic',
+        '{medical}', 6, 6, 'JJG 270-2008', '2020-42'),
+    ('bp_monitor_automated', '无创自动测量血压计', 'Automated non-invasive blood pressure monitor', 'periodic',
+        '{medical}', 12, 12, 'JJG 692-2010', '2020-42'),
+    ('clinical_thermometer_glass', '玻璃体温计', 'Glass clinical thermometer', 'initial_only_scrap_on_failure',
+        '{medical}', NULL, NULL, 'JJG 111', '2020-42'),
+    ('water_meter_dn25', '水表 (DN≤25)', 'Water meter (DN ≤ 25)', 'initial_only_limited_life',
+        '{trade_settlement}', 72, 72, 'JJG 162-2019', '2020-42'),
+    ('water_meter_dn50', '水表 (25<DN≤50)', 'Water meter (25 < DN ≤ 50)', 'initial_only_limited_life',
+        '{trade_settlement}', 48, 48, 'JJG 162-2019', '2020-42'),
+    ('water_meter_large', '水表 (DN>50)', 'Water meter (DN > 50)', 'periodic',
+        '{trade_settlement}', 24, 24, 'JJG 162-2019', '2020-42'),
+    ('gas_meter_household', '膜式燃气表（民用）', 'Diaphragm gas meter (household)', 'initial_only_limited_life',
+        '{trade_settlement}', 120, 120, 'JJG 577-2012', '2020-42'),
+    ('electricity_meter_household', '电能表（民用）', 'Electricity meter (household)', 'initial_only_limited_life',
+        '{trade_settlement}', 96, 96, 'JJG 596-2012', '2020-42'),
+    ('breath_alcohol_analyser', '呼出气体酒精含量检测仪', 'Breath alcohol analyser', 'periodic',
+        '{safety_protection}', 12, 12, 'JJG 657-2019', '2020-42'),
+    ('speed_radar', '机动车雷达测速仪', 'Motor vehicle radar speed meter', 'periodic',
+        '{safety_protection}', 12, 12, 'JJG 527-2015', '2020-42'),
+    ('sound_level_meter', '声级计', 'Sound level meter', 'periodic',
+        '{environmental_monitoring}', 12, 12, 'JJG 188-2017', '2020-42'),
+    ('combustible_gas_detector', '可燃气体检测报警器', 'Combustible gas detector-alarm', 'periodic',
+        '{safety_protection}', 12, 12, 'JJG 693-2011', '2020-42'),
+    ('co_detector', '一氧化碳检测报警器', 'Carbon monoxide detector-alarm', 'periodic',
+        '{safety_protection}', 12, 12, 'JJG 915-2008', '2020-42'),
+    -- Type approval only (监管方式 = 型式批准): no in-use verification duty (domain.md §1.3).
+    ('load_cell', '称重传感器', 'Load cell', 'type_approval_only',
+        '{}', NULL, NULL, 'JJG 669-2003', '2020-42');

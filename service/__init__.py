@@ -1,0 +1,1 @@
+"""metreg: the legal register of measuring instruments and their verification schedule."""

@@ -1,0 +1,209 @@
+"""``create_app(settings)``: every piece of the HTTP service wired in one place."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import cast
+
+import asyncpg
+import msgspec
+import redis.asyncio as aioredis
+from litestar import Litestar, Router, get
+from litestar.datastructures import MutableScopeHeaders, State
+from litestar.enums import ScopeType
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.response import Response
+from litestar.types import HTTPScope, LifeSpanReceive, LifeSpanScope, LifeSpanSend, Message, Receive, Scope, Send
+
+from service.catalog.routes import CatalogController
+from service.clock import Clock, SystemClock
+from service.db import create_pool
+from service.deps import dependencies
+from service.enterprises.routes import EnterpriseController
+from service.instruments.routes import EnterpriseInstrumentController, InstrumentController
+from service.keys.routes import ApiKeyController
+from service.labs.routes import LabController
+from service.logs import configure_logging, request_id_var
+from service.problems import exception_handlers
+from service.settings import Settings
+
+__all__ = ("MetregApp", "create_app")
+
+log = logging.getLogger("metreg.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_AUTHENTICATED = frozenset({"principal", "admin"})
+
+API_DESCRIPTION = """\
+The legal register of measuring instruments: what each instrument is, whether it may be used today
+and until when, and why.
+
+Authenticate with `Authorization: Bearer mr_…`. Errors are RFC 9457 `application/problem+json`
+with a `request_id` and, for input errors, an `errors` list naming each field. Dates are
+`YYYY-MM-DD` local dates of the enterprise; instants are RFC 3339 UTC.
+"""
+
+
+class MetregApp(Litestar):
+    """Litestar with a request id and an access line for every HTTP exchange.
+
+    This lives at the ASGI entry point rather than in middleware because Litestar answers unknown
+    routes (404) and wrong methods (405) before its middleware runs, and those answers need a
+    request id too.
+    """
+
+    async def __call__(
+        self,
+        scope: Scope | LifeSpanScope,
+        receive: Receive | LifeSpanReceive,
+        send: Send | LifeSpanSend,
+    ) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await super().__call__(scope, receive, send)
+            return
+        http_send = cast(Send, send)
+        scope = cast(HTTPScope, scope)
+        incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableScopeHeaders.from_message(message)["X-Request-ID"] = request_id
+            await http_send(message)
+
+        try:
+            await super().__call__(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "%s %s %s",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={"status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+            )
+            request_id_var.reset(token)
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    status: str
+    checks: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+@get("/healthz", operation_id="Healthz", summary="Process is alive", tags=["Operations"], opt={"public": True})
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@get(
+    "/readyz",
+    operation_id="Readyz",
+    summary="PostgreSQL and Redis answer",
+    description="503 while either does not; load balancers should stop routing here until it is 200.",
+    tags=["Operations"],
+    opt={"public": True},
+)
+async def readyz(state: State) -> Response[Health]:
+    checks: dict[str, str] = {}
+    try:
+        async with state.db_pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1", timeout=2)
+        checks["postgresql"] = "ok"
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        checks["postgresql"] = f"unavailable: {type(exc).__name__}"
+    try:
+        await state.redis.ping()
+        checks["redis"] = "ok"
+    except (OSError, TimeoutError, aioredis.RedisError) as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return Response(Health(status="ok" if ready else "unavailable", checks=checks), status_code=200 if ready else 503)
+
+
+def _require_authentication(app: Litestar) -> None:
+    """Refuse to start when a route neither authenticates nor declares itself public.
+
+    Authentication is a dependency (it shares the request's connection and transaction), so a
+    handler that forgets to ask for ``principal`` would be open to anyone; this makes that a
+    start-up error instead.
+    """
+    for route in app.routes:
+        if route.path.startswith("/docs"):  # the OpenAPI document and its viewer are public
+            continue
+        for handler in getattr(route, "route_handlers", ()):
+            if not isinstance(handler, HTTPRouteHandler) or handler.opt.get("public"):
+                continue
+            if handler.http_methods == {"OPTIONS"}:  # Litestar's automatic preflight answer: no data
+                continue
+            if not set(handler.parsed_fn_signature.parameters) & _AUTHENTICATED:
+                raise RuntimeError(f"{handler.handler_name} at {route.path} neither authenticates nor is public")
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Litestar:
+    """Build the HTTP service from ``settings`` (default: the environment) and ``clock``."""
+    settings = settings or Settings.from_env()
+    clock = clock or SystemClock()
+    configure_logging(settings.log_level, settings.log_format)
+
+    @asynccontextmanager
+    async def resources(app: Litestar) -> AsyncIterator[None]:
+        app.state.clock = clock
+        app.state.settings = settings
+        app.state.db_pool = await create_pool(settings)
+        app.state.redis = aioredis.from_url(  # type: ignore[no-untyped-call]  # untyped in redis-py 5
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
+        try:
+            yield
+        finally:
+            await app.state.redis.aclose()
+            await app.state.db_pool.close()
+
+    api = Router(
+        path="/v1",
+        route_handlers=[
+            CatalogController,
+            EnterpriseController,
+            LabController,
+            ApiKeyController,
+            EnterpriseInstrumentController,
+            InstrumentController,
+        ],
+        security=[{"bearer": []}],
+    )
+    app = MetregApp(
+        route_handlers=[healthz, readyz, api],
+        dependencies=dependencies(),
+        exception_handlers=exception_handlers(),
+        lifespan=[resources],
+        request_max_body_size=settings.max_body_bytes,
+        logging_config=None,
+        openapi_config=OpenAPIConfig(
+            title="metreg",
+            version="1",
+            description=API_DESCRIPTION,
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin(version="1.25.11", path="/")],
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http", scheme="bearer", description="An API key: `mr_<prefix>_<secret>`."
+                    )
+                }
+            ),
+        ),
+    )
+    _require_authentication(app)
+    return app

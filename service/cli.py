@@ -1,0 +1,196 @@
+"""The ``metreg`` command: migrate, serve, mint keys, seed the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+import click
+import msgspec
+
+from service import migrate as migrations
+from service.auth import Role
+from service.clock import SystemClock
+from service.db import init_connection
+from service.keys.queries import create_key
+from service.keys.schemas import ApiKeyCreate
+from service.settings import Settings
+
+__all__ = ("main",)
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except msgspec.ValidationError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+
+
+def _run(coro: Awaitable[T]) -> T:
+    async def wrapped() -> T:
+        return await coro
+
+    try:
+        return asyncio.run(wrapped())
+    except (OSError, asyncpg.PostgresError, migrations.MigrationError) as exc:
+        raise click.ClickException(str(exc) or type(exc).__name__) from None
+
+
+async def _in_transaction(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    conn = await asyncpg.connect(dsn, server_settings={"application_name": "metreg-cli", "timezone": "UTC"})
+    try:
+        await init_connection(conn)
+        async with conn.transaction():
+            return await work(conn)
+    finally:
+        await conn.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """metreg: the legal register of measuring instruments.
+
+    Configuration comes from the environment (DATABASE_URL, REDIS_URL, METREG_*); see .env.example.
+    """
+
+
+@main.command()
+@click.option("--create-database", is_flag=True, help="Create the database first if it does not exist.")
+@click.option("--check", is_flag=True, help="Apply nothing; exit 1 if migrations are pending.")
+def migrate(create_database: bool, check: bool) -> None:
+    """Apply pending schema migrations (safe to run twice, and from two places at once).
+
+    Example: metreg migrate --create-database
+    """
+    settings = _settings()
+    if check:
+        todo = _run(migrations.pending(settings.database_url))
+        for m in todo:
+            click.echo(f"pending {m.version:04d}_{m.name}")
+        sys.exit(1 if todo else 0)
+    if create_database and _run(migrations.create_database(settings.database_url)):
+        click.echo("created the database", err=True)
+    applied = _run(migrations.migrate(settings.database_url, SystemClock().now()))
+    for m in applied:
+        click.echo(f"applied {m.version:04d}_{m.name}", err=True)
+    if not applied:
+        click.echo("the schema is up to date", err=True)
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default METREG_HOST or 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default METREG_PORT or 8000).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Processes (one per core).")
+def serve(host: str | None, port: int | None, workers: int) -> None:
+    """Serve the HTTP API with uvicorn (uvloop, httptools).
+
+    Example: metreg serve --host 0.0.0.0 --port 8000
+    """
+    import uvicorn
+
+    settings = _settings()
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+@main.command("create-key")
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--name", required=True, help="Who or what the key is for.")
+@click.option("--enterprise", "enterprise_id", type=click.UUID, help="Enterprise id (enterprise keys).")
+@click.option("--lab", "lab_id", type=click.UUID, help="Lab id (lab keys).")
+@click.option("--region", "region_code", help="Region code prefix (regulator keys), e.g. 31 or 310115.")
+def create_key_command(
+    role: str, name: str, enterprise_id: uuid.UUID | None, lab_id: uuid.UUID | None, region_code: str | None
+) -> None:
+    """Mint an API key and print it on stdout (the only time it is shown).
+
+    Example: metreg create-key --role admin --name ops
+    """
+    try:
+        data = msgspec.convert(
+            {"role": role, "name": name, "enterprise_id": enterprise_id, "lab_id": lab_id, "region_code": region_code},
+            ApiKeyCreate,
+        )
+    except msgspec.ValidationError as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = _settings()
+    from service.errors import MetregError
+
+    try:
+        created = _run(_in_transaction(settings.database_url, lambda db: create_key(db, data, SystemClock().now())))
+    except MetregError as exc:
+        raise click.ClickException(exc.detail) from None
+    click.echo(created.key)
+
+
+@main.command()
+@click.option(
+    "--keys-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".metreg-demo-keys.json"),
+    show_default=True,
+    help="Where the demo keys are kept between runs (the database keeps only their hashes).",
+)
+@click.option("--url", default=None, help="Base URL to print (default from METREG_HOST and METREG_PORT).")
+def demo(keys_file: Path, url: str | None) -> None:
+    """Seed a demo enterprise with about 200 instruments (once) and print its keys.
+
+    Example: metreg demo
+    """
+    from service.demo import DemoKeys, seed_demo
+
+    settings = _settings()
+    kept = None
+    if keys_file.exists():
+        try:
+            kept = msgspec.json.decode(keys_file.read_bytes(), type=DemoKeys)
+        except msgspec.DecodeError:
+            click.echo(f"{keys_file} is unreadable: minting new demo keys", err=True)
+    result = _run(_in_transaction(settings.database_url, lambda db: seed_demo(db, SystemClock().now(), kept)))
+    if result.keys != kept:
+        keys_file.write_bytes(msgspec.json.encode(result.keys))
+        keys_file.chmod(0o600)
+    base = url or f"http://{settings.host}:{settings.port}"
+    state = "seeded" if result.created else "already present"
+    click.echo(
+        f"""
+metreg is starting at {base}
+  API docs:        {base}/docs
+  demo enterprise: {result.enterprise_name} ({result.enterprise_id}), {result.instruments} instruments, {state}
+  admin key:       {result.keys.admin_key}
+  enterprise key:  {result.keys.enterprise_key}
+
+Try:
+  curl -s -H 'Authorization: Bearer {result.keys.enterprise_key}' \\
+    '{base}/v1/enterprises/{result.enterprise_id}/instruments?status=overdue&limit=5'
+"""
+    )
+
+
+@main.command()
+def openapi() -> None:
+    """Print the OpenAPI document of this version as JSON (no database needed).
+
+    Example: metreg openapi > openapi.json
+    """
+    from service.app import create_app
+
+    app = create_app(Settings(log_level="WARNING"))
+    click.echo(msgspec.json.encode(app.openapi_schema.to_schema()).decode())

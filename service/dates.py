@@ -1,0 +1,119 @@
+"""The date engine: how a verification date and a cycle become legal dates.
+
+Pure functions, no I/O, no clock. Rule numbers (R1–R7) are those of ``domain.md`` §2.3; each
+function names the rule it implements and where the rule comes from.
+
+Calendar facts are ``datetime.date`` (no time zone: a date printed on a certificate); instants are
+aware ``datetime`` in UTC. The only bridge between the two is :func:`local_today` (R7).
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import enum
+from zoneinfo import ZoneInfo
+
+__all__ = (
+    "MAX_DATE",
+    "MIN_DATE",
+    "PeriodRule",
+    "add_months",
+    "local_today",
+    "next_due",
+    "reminder_date",
+    "valid_until",
+)
+
+#: Dates outside this range are refused at the edge, so that ``valid_until + 1 day`` and
+#: ``add_months`` can never overflow ``datetime.date``.
+MIN_DATE = dt.date(1900, 1, 1)
+MAX_DATE = dt.date(2999, 12, 31)
+
+
+class PeriodRule(enum.StrEnum):
+    """How an enterprise's certificates turn a cycle into the last valid day.
+
+    - ``inclusive_minus_one`` (default, R2): 有效期至 = verification date + cycle − 1 day.
+    - ``civil_code`` (R4): the period ends on the corresponding day (民法典 §§201–202).
+    - ``end_of_year``: the period ends on 31 December of the year it would otherwise end in
+      (German MessEV practice, domain.md §2.3 "Germany contrast"), for tenants outside China.
+    """
+
+    INCLUSIVE_MINUS_ONE = "inclusive_minus_one"
+    CIVIL_CODE = "civil_code"
+    END_OF_YEAR = "end_of_year"
+
+
+def add_months(start: dt.date, months: int) -> dt.date:
+    """Add calendar months, clamping to the last day of the target month.
+
+    Rule R1 (domain.md §2.3; ``dateutil.relativedelta`` semantics): 2025-08-31 + 6 → 2026-02-28,
+    2024-02-29 + 12 → 2025-02-28. Never overflows into the next month (the classic
+    ``setMonth`` bug gives 2026-03-03). ``months`` may be negative.
+
+    Raises:
+        OverflowError: the result is outside the years 1–9999.
+    """
+    index = start.year * 12 + (start.month - 1) + months
+    year, month0 = divmod(index, 12)
+    if not 1 <= year <= 9999:
+        raise OverflowError(f"{start.isoformat()} + {months} months is outside the calendar")
+    last_day = calendar.monthrange(year, month0 + 1)[1]
+    return dt.date(year, month0 + 1, min(start.day, last_day))
+
+
+def valid_until(verified_on: dt.date, cycle_months: int, rule: PeriodRule) -> dt.date:
+    """The last day on which an instrument verified on ``verified_on`` may legally be used.
+
+    - R2 ``inclusive_minus_one``: add_months(D, N) − 1 day. What certificates print as 有效期至:
+      "检定日期+6个月-1天" in a public certificate-archiving app [S-OCR]; "有效期是要少一天，下次检定日期
+      应保持相同" [S-FORUM]. No national text fixes the −1 (domain.md marks it [U]), hence the setting.
+    - R4 ``civil_code``: add_months(D, N). 民法典 §201 excludes the start day and §202 ends a period of
+      months on the corresponding day, or the month end where there is none [S-CIVIL]. The §203
+      holiday roll-over is not applied: no source applies it to certificates.
+    - ``end_of_year``: 31 December of the year of add_months(D, N) (MessEV §34 [S-DE1]).
+
+    R6: the period always runs from this verification's own date; periods never stack.
+    """
+    if cycle_months < 0:
+        raise ValueError("cycle_months must not be negative")
+    end = add_months(verified_on, cycle_months)
+    if rule is PeriodRule.INCLUSIVE_MINUS_ONE:
+        return end - dt.timedelta(days=1)
+    if rule is PeriodRule.CIVIL_CODE:
+        return end
+    return dt.date(end.year, 12, 31)
+
+
+def next_due(last_valid_day: dt.date) -> dt.date:
+    """The day the next verification falls due: the day after the last valid day.
+
+    Rule R3 (domain.md §2.3): 下次检定日期 = 有效期至 + 1 day; the instrument is overdue from this
+    day on (``today > valid_until``). Under R2 this equals add_months(D, N).
+    """
+    return last_valid_day + dt.timedelta(days=1)
+
+
+def reminder_date(last_valid_day: dt.date, offset_days: int) -> dt.date:
+    """The local date on which a reminder ``offset_days`` before expiry is due.
+
+    Rule R5 (domain.md §2.3): reminder_date = valid_until − offset, in calendar days (business-day
+    adjustment is off by default). An instrument is ``due_soon`` from the largest offset's reminder
+    date through ``valid_until``.
+    """
+    return last_valid_day - dt.timedelta(days=offset_days)
+
+
+def local_today(now: dt.datetime, timezone: str) -> dt.date:
+    """The enterprise's calendar date at the instant ``now``.
+
+    Rule R7 (domain.md §2.3): "today" is the local date of the enterprise (default Asia/Shanghai),
+    so 2026-07-14T17:30Z is already 2026-07-15 in Shanghai.
+
+    Raises:
+        ValueError: ``now`` is naive; an instant without a zone is ambiguous.
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be an aware datetime")
+    return now.astimezone(ZoneInfo(timezone)).date()

@@ -1,0 +1,68 @@
+"""The PostgreSQL pool and the per-request connection.
+
+Connection state is transaction-scoped only (``SET LOCAL``, ``pg_advisory_xact_lock``): nothing a
+request does may outlive its transaction on a pooled connection (design.md §7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import asyncpg
+import msgspec
+from asyncpg.pool import PoolConnectionProxy
+from litestar.datastructures import State
+
+from service.errors import UnavailableError
+from service.settings import Settings
+
+__all__ = ("Connection", "create_pool", "init_connection", "provide_db")
+
+Connection = asyncpg.Connection
+
+
+def _encode_json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Teach a new connection to speak JSON through msgspec (asyncpg returns ``str`` otherwise)."""
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, schema="pg_catalog", encoder=_encode_json, decoder=msgspec.json.decode, format="text"
+        )
+
+
+async def create_pool(settings: Settings, *, application_name: str = "metreg-api") -> asyncpg.Pool:
+    """Open the pool; every session runs in UTC so that no server-side ``now()`` depends on a zone."""
+    pool = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        init=init_connection,
+        command_timeout=30,
+        server_settings={"application_name": application_name, "timezone": "UTC"},
+    )
+    assert pool is not None
+    return pool
+
+
+async def provide_db(state: State) -> AsyncIterator[asyncpg.Connection]:
+    """One connection and one transaction for the whole request.
+
+    Acquire and transaction live in a single generator because Litestar tears yield dependencies
+    down concurrently (stack.md §1.3): split in two, the connection could be released while COMMIT
+    is in flight. Commit happens before the response is sent; a raised error rolls back.
+    """
+    pool: asyncpg.Pool = state.db_pool
+    try:
+        # The pool hands out proxies that behave as connections; queries are typed for the latter.
+        conn = cast(asyncpg.Connection, await pool.acquire())
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
+        raise UnavailableError("the database is not reachable; try again shortly") from exc
+    try:
+        async with conn.transaction():
+            yield conn
+    finally:
+        await pool.release(cast(PoolConnectionProxy, conn))

@@ -1,0 +1,39 @@
+"""Dependencies every controller may ask for, by name: ``db``, ``clock``, ``principal``, ``admin``."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.params import SkipValidation
+
+from service.auth import Principal, provide_admin, provide_principal
+from service.clock import Clock
+from service.db import Connection, provide_db
+
+__all__ = ("AdminDep", "ClockDep", "Db", "PrincipalDep", "dependencies", "provide_clock")
+
+
+async def provide_clock(state: State) -> Clock:
+    """The app's clock (the system clock, or a fixed one in tests)."""
+    clock: Clock = state.clock
+    return clock
+
+
+def dependencies() -> dict[str, Provide]:
+    return {
+        "db": Provide(provide_db),
+        "clock": Provide(provide_clock),
+        "principal": Provide(provide_principal),
+        "admin": Provide(provide_admin),
+    }
+
+
+# Injected resources are ours, not client input: skip Litestar's per-request validation of them.
+Db: TypeAlias = NamedDependency[SkipValidation[Connection]]
+ClockDep: TypeAlias = NamedDependency[SkipValidation[Clock]]
+PrincipalDep: TypeAlias = NamedDependency[SkipValidation[Principal]]
+"""The authenticated caller (any role)."""
+AdminDep: TypeAlias = NamedDependency[SkipValidation[Principal]]
+"""The authenticated caller, who must be an admin (403 otherwise)."""

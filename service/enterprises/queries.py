@@ -1,0 +1,72 @@
+"""Enterprise rows: SQL and the asyncpg calls."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, Literal
+
+import asyncpg
+import msgspec
+
+from service.enterprises.schemas import Enterprise, EnterpriseCreate
+from service.errors import DuplicateError
+
+__all__ = ("insert_enterprise", "select_enterprise", "update_enterprise")
+
+_COLUMNS = """id, name, credit_code, region_code, timezone, period_rule, reminder_days,
+              rotation_reminder_days, version, created_at, updated_at"""
+
+
+def _enterprise(row: asyncpg.Record) -> Enterprise:
+    return msgspec.convert(dict(row), Enterprise)
+
+
+async def insert_enterprise(db: asyncpg.Connection, data: EnterpriseCreate, now: dt.datetime) -> Enterprise:
+    try:
+        row = await db.fetchrow(
+            f"""INSERT INTO enterprises (name, credit_code, region_code, timezone, period_rule, reminder_days,
+                                         rotation_reminder_days, created_at, updated_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+                RETURNING {_COLUMNS}""",
+            data.name,
+            data.credit_code,
+            data.region_code,
+            data.timezone,
+            data.period_rule.value,
+            data.reminder_days,
+            data.rotation_reminder_days,
+            now,
+        )
+    except asyncpg.UniqueViolationError:
+        raise DuplicateError.for_field("credit_code", "an enterprise with this credit code exists") from None
+    assert row is not None
+    return _enterprise(row)
+
+
+async def select_enterprise(
+    db: asyncpg.Connection, enterprise_id: uuid.UUID, *, lock: Literal["share", "update"] | None = None
+) -> Enterprise | None:
+    clause = {None: "", "share": " FOR SHARE", "update": " FOR UPDATE"}[lock]
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM enterprises WHERE id = $1{clause}", enterprise_id)
+    return _enterprise(row) if row else None
+
+
+_UPDATABLE = ("name", "region_code", "timezone", "period_rule", "reminder_days", "rotation_reminder_days")
+
+
+async def update_enterprise(
+    db: asyncpg.Connection, enterprise_id: uuid.UUID, changes: dict[str, Any], now: dt.datetime
+) -> Enterprise:
+    """Apply ``changes`` (column -> value, columns from a fixed list) and bump the version."""
+    columns = [c for c in _UPDATABLE if c in changes]
+    assignments = "".join(f", {c} = ${i}" for i, c in enumerate(columns, start=3))
+    row = await db.fetchrow(
+        f"""UPDATE enterprises SET version = version + 1, updated_at = $2{assignments}
+            WHERE id = $1 RETURNING {_COLUMNS}""",
+        enterprise_id,
+        now,
+        *(changes[c] for c in columns),
+    )
+    assert row is not None
+    return _enterprise(row)

@@ -1,0 +1,79 @@
+"""Enterprises (使用单位) in and out of the API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated
+
+import msgspec
+
+from service.dates import PeriodRule
+from service.types import Name, RegionCode
+
+__all__ = ("Enterprise", "EnterpriseCreate", "EnterpriseUpdate")
+
+Timezone = Annotated[str, msgspec.Meta(max_length=64, description="IANA time zone of the enterprise's local dates.")]
+ReminderDays = Annotated[
+    list[int],
+    msgspec.Meta(
+        max_length=10,
+        description="Days before valid-until on which reminders fall due: 1–366, strictly decreasing.",
+    ),
+]
+
+
+class EnterpriseCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A new enterprise. Only an admin creates one."""
+
+    name: Name
+    credit_code: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=64,
+            description="统一社会信用代码: 18 characters ending in the GB 32100-2015 check character.",
+            examples=["91350100M000100Y43"],
+        ),
+    ]
+    region_code: RegionCode
+    timezone: Timezone = "Asia/Shanghai"
+    period_rule: PeriodRule = PeriodRule.INCLUSIVE_MINUS_ONE
+    reminder_days: ReminderDays = msgspec.field(default_factory=lambda: [30, 7])
+    rotation_reminder_days: ReminderDays = msgspec.field(default_factory=lambda: [90, 30])
+
+
+class EnterpriseUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Changes to an enterprise; absent fields stay as they are.
+
+    ``region_code`` decides which regulator sees the enterprise, so only an admin may change it.
+    """
+
+    name: Name | msgspec.UnsetType = msgspec.UNSET
+    region_code: RegionCode | msgspec.UnsetType = msgspec.UNSET
+    timezone: Timezone | msgspec.UnsetType = msgspec.UNSET
+    period_rule: PeriodRule | msgspec.UnsetType = msgspec.UNSET
+    reminder_days: ReminderDays | msgspec.UnsetType = msgspec.UNSET
+    rotation_reminder_days: ReminderDays | msgspec.UnsetType = msgspec.UNSET
+    version: int | msgspec.UnsetType = msgspec.UNSET
+    """The version last read; when given, a stale one is refused with 409."""
+
+
+class Enterprise(msgspec.Struct, frozen=True, kw_only=True):
+    """An enterprise and its settings.
+
+    ``period_rule`` decides how a cycle becomes a valid-until date; ``reminder_days`` (periodic and
+    calibrated instruments) and ``rotation_reminder_days`` (limited-life meters) are the reminder
+    offsets, and the largest of each is the window in which an instrument is ``due_soon``.
+    """
+
+    id: uuid.UUID
+    name: str
+    credit_code: str
+    region_code: str
+    timezone: str
+    period_rule: PeriodRule
+    reminder_days: list[int]
+    rotation_reminder_days: list[int]
+    version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime

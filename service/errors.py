@@ -1,0 +1,104 @@
+"""Domain errors and their problem+json shape (RFC 9457).
+
+Handlers and queries raise these; one exception handler in ``service.problems`` turns them into
+responses, so no handler builds an error response by hand. The hierarchy::
+
+    MetregError                      any error a client caused or may see
+    ├── InvalidInputError     400    malformed input; names the offending fields
+    ├── UnauthorizedError     401    no key, or a key that is unknown, malformed or revoked
+    ├── ForbiddenError        403    a valid key that may not take this action
+    ├── NotFoundError         404    absent, or outside the caller's scope (indistinguishable)
+    ├── ConflictError         409    the write collides with the current state
+    │   ├── DuplicateError           a unique fact already exists (serial, credit code, number)
+    │   └── StaleVersionError        optimistic concurrency: the client's version is old
+    ├── PayloadTooLargeError  413
+    ├── RuleViolationError    422    well-formed input that breaks a legal or domain rule
+    └── UnavailableError      503    a dependency (PostgreSQL, Redis) does not answer
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Self
+
+import msgspec
+
+__all__ = (
+    "ConflictError",
+    "DuplicateError",
+    "FieldError",
+    "ForbiddenError",
+    "InvalidInputError",
+    "MetregError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "RuleViolationError",
+    "StaleVersionError",
+    "UnauthorizedError",
+    "UnavailableError",
+)
+
+
+class FieldError(msgspec.Struct, frozen=True, kw_only=True):
+    """One problem with one input field, addressed by its JSON path (``instruments[3].serial_no``)."""
+
+    field: str
+    message: str
+
+
+class MetregError(Exception):
+    """Base of every error metreg reports to a client."""
+
+    status: int = 500
+    slug: str = "internal"
+    title: str = "Internal Server Error"
+
+    def __init__(self, detail: str, *, errors: Sequence[FieldError] = ()) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = tuple(errors)
+
+    @classmethod
+    def for_field(cls, field: str, message: str) -> Self:
+        """Build the error for a single field, with the field named in the detail too."""
+        return cls(f"{field}: {message}", errors=[FieldError(field=field, message=message)])
+
+
+class InvalidInputError(MetregError):
+    status, slug, title = 400, "invalid-input", "Bad Request"
+
+
+class UnauthorizedError(MetregError):
+    status, slug, title = 401, "unauthorized", "Unauthorized"
+
+
+class ForbiddenError(MetregError):
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+
+class NotFoundError(MetregError):
+    status, slug, title = 404, "not-found", "Not Found"
+
+
+class ConflictError(MetregError):
+    status, slug, title = 409, "conflict", "Conflict"
+
+
+class DuplicateError(ConflictError):
+    slug = "duplicate"
+
+
+class StaleVersionError(ConflictError):
+    slug = "stale-version"
+
+
+class PayloadTooLargeError(MetregError):
+    status, slug, title = 413, "payload-too-large", "Payload Too Large"
+
+
+class RuleViolationError(MetregError):
+    status, slug, title = 422, "rule-violation", "Unprocessable Content"
+
+
+class UnavailableError(MetregError):
+    status, slug, title = 503, "unavailable", "Service Unavailable"

@@ -1,0 +1,378 @@
+"""Instrument rows: SQL, the asyncpg calls, and the read model built from them.
+
+The status filters are SQL twins of :func:`service.instruments.rules.status_of`, written so that
+each is a range of ``instruments_due`` or ``instruments_lifecycle_due`` (enterprise, [lifecycle,]
+due_key, id): a page costs the rows it returns, whatever the size of the register.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from service import dates
+from service.catalog.rules import CatalogRule, LegalUse, Regime
+from service.enterprises.schemas import Enterprise
+from service.errors import DuplicateError
+from service.instruments.rules import (
+    DueSoonWindows,
+    Lifecycle,
+    Status,
+    ValiditySource,
+    assess,
+)
+from service.instruments.schemas import Instrument
+from service.pagination import decode_cursor, encode_cursor
+
+__all__ = (
+    "STATUS_PREDICATES",
+    "InstrumentFilters",
+    "InstrumentRow",
+    "insert_instrument",
+    "recompute_validity",
+    "select_instrument",
+    "select_instruments",
+    "status_predicate",
+    "to_instrument",
+    "update_instrument",
+)
+
+
+class InstrumentRow(msgspec.Struct, frozen=True, kw_only=True):
+    """An instrument as stored, with its catalogue rule (null when uncatalogued)."""
+
+    id: uuid.UUID
+    enterprise_id: uuid.UUID
+    catalog_code: str | None
+    name: str
+    model: str
+    serial_no: str
+    manufacturer: str
+    management_no: str | None
+    measuring_range: str | None
+    accuracy_class: str | None
+    mpe: str | None
+    location: str | None
+    department: str | None
+    legal_use: LegalUse
+    regime: Regime
+    cycle_months: int | None
+    lifecycle: Lifecycle
+    last_verified_on: dt.date | None
+    valid_until: dt.date | None
+    validity_source: ValiditySource
+    version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    rule: CatalogRule | None = None
+
+
+# Columns of InstrumentRow, then those of its CatalogRule (prefixed c_).
+_SELECT = """
+    SELECT i.id, i.enterprise_id, i.catalog_code, i.name, i.model, i.serial_no, i.manufacturer,
+           i.management_no, i.measuring_range, i.accuracy_class, i.mpe, i.location, i.department,
+           i.legal_use, i.regime, i.cycle_months, i.lifecycle, i.last_verified_on, i.valid_until,
+           i.validity_source, i.version, i.created_at, i.updated_at,
+           c.regime AS c_regime, c.compulsory_uses AS c_compulsory_uses,
+           c.legal_max_cycle_months AS c_legal_max_cycle_months,
+           c.default_cycle_months AS c_default_cycle_months, c.regulation AS c_regulation
+    FROM instruments i
+    LEFT JOIN catalog_items c ON c.code = i.catalog_code
+"""
+
+
+def _row(record: asyncpg.Record) -> InstrumentRow:
+    data = dict(record)
+    rule = None
+    if data["catalog_code"] is not None:
+        rule = CatalogRule(
+            code=data["catalog_code"],
+            regime=Regime(data["c_regime"]),
+            compulsory_uses=tuple(LegalUse(u) for u in data["c_compulsory_uses"]),
+            legal_max_cycle_months=data["c_legal_max_cycle_months"],
+            default_cycle_months=data["c_default_cycle_months"],
+            regulation=data["c_regulation"],
+        )
+    for key in [k for k in data if k.startswith("c_")]:
+        del data[key]
+    data["rule"] = rule
+    return msgspec.convert(data, InstrumentRow)
+
+
+def to_instrument(row: InstrumentRow, enterprise: Enterprise, as_of: dt.date) -> Instrument:
+    """The API's view of ``row`` on the enterprise's local date ``as_of``."""
+    found = assess(
+        item=row.rule,
+        regime=row.regime,
+        lifecycle=row.lifecycle,
+        own_cycle_months=row.cycle_months,
+        last_verified_on=row.last_verified_on,
+        valid_until=row.valid_until,
+        validity_source=row.validity_source,
+        rule=enterprise.period_rule,
+        windows=DueSoonWindows.from_reminders(enterprise.reminder_days, enterprise.rotation_reminder_days),
+        today=as_of,
+    )
+    return Instrument(
+        id=row.id,
+        enterprise_id=row.enterprise_id,
+        catalog_code=row.catalog_code,
+        name=row.name,
+        model=row.model,
+        serial_no=row.serial_no,
+        manufacturer=row.manufacturer,
+        management_no=row.management_no,
+        measuring_range=row.measuring_range,
+        accuracy_class=row.accuracy_class,
+        mpe=row.mpe,
+        location=row.location,
+        department=row.department,
+        legal_use=row.legal_use,
+        compulsory=found.compulsory,
+        regime=found.regime,
+        traceability=found.traceability,
+        cycle_months=found.cycle_months,
+        lifecycle=row.lifecycle,
+        last_verified_on=row.last_verified_on,
+        valid_until=found.valid_until,
+        next_due=found.next_due,
+        status=found.status,
+        status_reason=found.status_reason,
+        days_until_due=found.days_until_due,
+        required_action=found.required_action,
+        basis=found.basis,
+        as_of=as_of,
+        version=row.version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+async def select_instrument(
+    db: asyncpg.Connection, instrument_id: uuid.UUID, *, for_update: bool = False
+) -> InstrumentRow | None:
+    lock = " FOR UPDATE OF i" if for_update else ""
+    record = await db.fetchrow(f"{_SELECT} WHERE i.id = $1{lock}", instrument_id)
+    return _row(record) if record else None
+
+
+# The SQL twin of rules.status_of, as templates: {d} is the local date, {wp} and {wr} the due-soon
+# windows in days of periodic and limited-life instruments. Each predicate bounds due_key so that
+# its index range is tight.
+_IN_SERVICE = "i.lifecycle = 'in_service'"
+_WINDOW = "CASE WHEN i.regime = 'initial_only_limited_life' THEN {wr} ELSE {wp} END"
+_NO_EXPIRY = "(i.regime = 'initial_only_scrap_on_failure' AND i.last_verified_on IS NOT NULL)"
+STATUS_PREDICATES: dict[Status, str] = {
+    Status.OVERDUE: f"{_IN_SERVICE} AND i.due_key < {{d}}",
+    Status.DUE_SOON: f"""{_IN_SERVICE} AND i.due_key >= {{d}}
+        AND i.due_key <= {{d}} + greatest({{wp}}, {{wr}})
+        AND i.due_key <= {{d}} + {_WINDOW}""",
+    Status.VALID: f"""{_IN_SERVICE} AND i.due_key > {{d}} + least({{wp}}, {{wr}})
+        AND i.due_key > {{d}} + {_WINDOW}
+        AND (i.valid_until IS NOT NULL OR {_NO_EXPIRY})""",
+    Status.UNVERIFIED: f"{_IN_SERVICE} AND i.due_key = 'infinity'::date AND NOT {_NO_EXPIRY}",
+    **{
+        Status(state.value): f"i.lifecycle = '{state.value}'"
+        for state in Lifecycle
+        if state is not Lifecycle.IN_SERVICE
+    },
+}
+
+
+def status_predicate(status: Status, *, day: str, periodic_window: str, rotation_window: str) -> str:
+    """The SQL condition for ``status``, given the SQL expressions of the date and the windows."""
+    return STATUS_PREDICATES[status].format(d=day, wp=periodic_window, wr=rotation_window)
+
+
+class InstrumentFilters(msgspec.Struct, frozen=True, kw_only=True):
+    """List filters, all optional; ``as_of`` is the local date statuses are computed for."""
+
+    as_of: dt.date
+    status: Status | None = None
+    catalog_code: str | None = None
+    legal_use: LegalUse | None = None
+    due_before: dt.date | None = None
+    q: str | None = None
+
+
+class _PageKey(msgspec.Struct, frozen=True, array_like=True):
+    due: dt.date | None
+    id: uuid.UUID
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def select_instruments(
+    db: asyncpg.Connection,
+    enterprise: Enterprise,
+    filters: InstrumentFilters,
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Instrument], str | None]:
+    """One page of the enterprise's register in due order (what lapses first comes first).
+
+    Returns the page and the cursor of the next one (None on the last page).
+    """
+    windows = DueSoonWindows.from_reminders(enterprise.reminder_days, enterprise.rotation_reminder_days)
+    args: list[Any] = [enterprise.id]
+    where = ["i.enterprise_id = $1"]
+
+    def bind(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if filters.status is not None:
+        where.append(
+            status_predicate(
+                filters.status,
+                day=f"{bind(filters.as_of)}::date",
+                periodic_window=f"{bind(windows.periodic_days)}::int",
+                rotation_window=f"{bind(windows.rotation_days)}::int",
+            )
+        )
+    if filters.catalog_code is not None:
+        where.append(f"i.catalog_code = {bind(filters.catalog_code)}")
+    if filters.legal_use is not None:
+        where.append(f"i.legal_use = {bind(filters.legal_use.value)}")
+    if filters.due_before is not None:
+        where.append(f"i.due_key < {bind(filters.due_before)}::date")
+    if filters.q:
+        pattern = bind(_like_pattern(filters.q))
+        where.append(f"(i.name || ' ' || i.serial_no || ' ' || coalesce(i.management_no, '')) ILIKE {pattern}")
+    if cursor is not None:
+        key = decode_cursor(cursor, _PageKey)
+        # date.max is how asyncpg spells PostgreSQL's 'infinity' date, the due_key of rows that never lapse.
+        where.append(f"(i.due_key, i.id) > ({bind(key.due or dt.date.max)}::date, {bind(key.id)}::uuid)")
+    sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY i.due_key, i.id LIMIT {bind(limit + 1)}"
+    rows = [_row(r) for r in await db.fetch(sql, *args)]
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = encode_cursor(_PageKey(due=last.valid_until, id=last.id))
+    return [to_instrument(r, enterprise, filters.as_of) for r in rows], next_cursor
+
+
+# Columns a write sets from the request, in a fixed order (never from client-supplied names).
+WRITABLE = (
+    "catalog_code",
+    "name",
+    "model",
+    "serial_no",
+    "manufacturer",
+    "management_no",
+    "measuring_range",
+    "accuracy_class",
+    "mpe",
+    "location",
+    "department",
+    "legal_use",
+    "regime",
+    "cycle_months",
+    "lifecycle",
+    "last_verified_on",
+    "valid_until",
+    "validity_source",
+)
+
+
+def _translate_duplicate(exc: asyncpg.UniqueViolationError, values: dict[str, Any]) -> DuplicateError:
+    if exc.constraint_name == "instruments_management_no":
+        return DuplicateError.for_field(
+            "management_no", f"management number {values.get('management_no')!r} is already in use"
+        )
+    return DuplicateError.for_field(
+        "serial_no",
+        "an instrument with this manufacturer, model and serial number is already registered",
+    )
+
+
+def _db_value(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+async def insert_instrument(
+    db: asyncpg.Connection, enterprise_id: uuid.UUID, values: dict[str, Any], now: dt.datetime
+) -> InstrumentRow:
+    """Insert a registration (``values`` keyed by :data:`WRITABLE`) and return the stored row."""
+    columns = [c for c in WRITABLE if c in values]
+    placeholders = ", ".join(f"${i}" for i in range(3, len(columns) + 3))
+    try:
+        new_id = await db.fetchval(
+            f"""INSERT INTO instruments (enterprise_id, created_at, updated_at, {", ".join(columns)})
+                VALUES ($1, $2, $2, {placeholders}) RETURNING id""",
+            enterprise_id,
+            now,
+            *(_db_value(values[c]) for c in columns),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise _translate_duplicate(exc, values) from None
+    found = await select_instrument(db, new_id)
+    assert found is not None
+    return found
+
+
+async def update_instrument(
+    db: asyncpg.Connection, instrument_id: uuid.UUID, values: dict[str, Any], now: dt.datetime
+) -> InstrumentRow:
+    """Apply ``values`` (keyed by :data:`WRITABLE`), bump the version, return the stored row."""
+    columns = [c for c in WRITABLE if c in values]
+    assignments = "".join(f", {c} = ${i}" for i, c in enumerate(columns, start=3))
+    try:
+        await db.execute(
+            f"UPDATE instruments SET version = version + 1, updated_at = $2{assignments} WHERE id = $1",
+            instrument_id,
+            now,
+            *(_db_value(values[c]) for c in columns),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise _translate_duplicate(exc, values) from None
+    found = await select_instrument(db, instrument_id)
+    assert found is not None
+    return found
+
+
+async def recompute_validity(
+    db: asyncpg.Connection, enterprise_id: uuid.UUID, rule: dates.PeriodRule, now: dt.datetime
+) -> int:
+    """Recompute every ``valid_until`` metreg computed for the enterprise under ``rule``.
+
+    Printed dates are certificate facts and stay. The computation is :func:`dates.valid_until`
+    itself (not a SQL copy of it), applied to the rows and written back in one statement.
+    Returns the number of instruments whose date changed.
+    """
+    rows = await db.fetch(
+        """SELECT i.id, i.last_verified_on, coalesce(i.cycle_months, c.default_cycle_months) AS cycle, i.valid_until
+           FROM instruments i LEFT JOIN catalog_items c ON c.code = i.catalog_code
+           WHERE i.enterprise_id = $1 AND i.validity_source = 'computed' AND i.last_verified_on IS NOT NULL
+             AND i.regime <> 'initial_only_scrap_on_failure'
+           FOR UPDATE OF i""",
+        enterprise_id,
+    )
+    ids: list[uuid.UUID] = []
+    untils: list[dt.date] = []
+    for row in rows:
+        if row["cycle"] is None:
+            continue
+        until = dates.valid_until(row["last_verified_on"], row["cycle"], rule)
+        if until != row["valid_until"]:
+            ids.append(row["id"])
+            untils.append(until)
+    if ids:
+        await db.execute(
+            """UPDATE instruments i SET valid_until = u.valid_until, version = i.version + 1, updated_at = $3
+               FROM unnest($1::uuid[], $2::date[]) AS u(id, valid_until) WHERE i.id = u.id""",
+            ids,
+            untils,
+            now,
+        )
+    return len(ids)

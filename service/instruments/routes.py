@@ -1,0 +1,284 @@
+"""The register over HTTP: register, list, read and change instruments."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Response, get, patch, post
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+
+from service import dates
+from service.catalog.queries import select_catalog_rule
+from service.catalog.rules import CatalogRule, LegalUse
+from service.db import Connection
+from service.deps import ClockDep, Db, PrincipalDep
+from service.enterprises.access import readable_enterprise, writable_enterprise
+from service.enterprises.schemas import Enterprise
+from service.errors import (
+    FieldError,
+    InvalidInputError,
+    NotFoundError,
+    RuleViolationError,
+    StaleVersionError,
+)
+from service.instruments.queries import (
+    InstrumentFilters,
+    insert_instrument,
+    select_instrument,
+    select_instruments,
+    to_instrument,
+    update_instrument,
+)
+from service.instruments.rules import Lifecycle, Status, derive
+from service.instruments.schemas import Instrument, InstrumentCreate, InstrumentUpdate
+from service.pagination import Cursor, Limit, Page
+from service.problems import problem_responses
+from service.types import validate_date
+
+__all__ = ("EnterpriseInstrumentController", "InstrumentController")
+
+AsOf = Annotated[
+    dt.date | None,
+    QueryParameter(description="Compute statuses for this local date (YYYY-MM-DD) instead of today."),
+]
+_TEXT_FIELDS = (
+    "name",
+    "model",
+    "serial_no",
+    "manufacturer",
+    "management_no",
+    "measuring_range",
+    "accuracy_class",
+    "mpe",
+    "location",
+    "department",
+    "catalog_code",
+)
+_REQUIRED_TEXT = ("name", "serial_no")
+
+
+def _clean(values: dict[str, Any]) -> dict[str, Any]:
+    """Trim text fields (a trailing space must not make a second serial number); refuse blanks."""
+    problems = []
+    for name in _TEXT_FIELDS:
+        value = values.get(name)
+        if isinstance(value, str):
+            value = value.strip()
+            if not value and name in _REQUIRED_TEXT:
+                problems.append(FieldError(field=name, message="must not be blank"))
+            values[name] = value if value or name in ("model", "manufacturer") else None
+    for name in ("last_verified_on", "valid_until"):
+        validate_date(name, values.get(name))
+    if problems:
+        raise InvalidInputError("; ".join(f"{p.field}: {p.message}" for p in problems), errors=problems)
+    return values
+
+
+async def _catalog_rule(db: Connection, code: str | None) -> CatalogRule | None:
+    if code is None:
+        return None
+    rule = await select_catalog_rule(db, code)
+    if rule is None:
+        raise RuleViolationError.for_field("catalog_code", f"{code!r} is not in the catalogue (GET /v1/catalog)")
+    return rule
+
+
+def _etag(instrument: Instrument) -> dict[str, str]:
+    return {"ETag": f'"{instrument.version}"'}
+
+
+class EnterpriseInstrumentController(Controller):
+    path = "/enterprises/{enterprise_id:str}/instruments"
+    tags = ["Instruments"]
+
+    @post(
+        operation_id="RegisterInstrument",
+        summary="Register an instrument",
+        description="The enterprise or an admin. Compulsory determination, cycle limits and the "
+        "valid-until date follow the catalogue and the enterprise's period rule; the response carries "
+        "the computed status for today.",
+        responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
+    )
+    async def register_instrument(
+        self,
+        db: Db,
+        clock: ClockDep,
+        principal: PrincipalDep,
+        enterprise_id: FromPath[uuid.UUID],
+        data: JSONBody[InstrumentCreate],
+    ) -> Response[Instrument]:
+        enterprise = await writable_enterprise(db, principal, enterprise_id, lock="share")
+        values = _clean(msgspec.structs.asdict(data))
+        if values["lifecycle"] is Lifecycle.REPLACED:
+            raise RuleViolationError.for_field(
+                "lifecycle", "an instrument becomes replaced by the replace operation, not at registration"
+            )
+        now = clock.now()
+        today = dates.local_today(now, enterprise.timezone)
+        derived = derive(
+            item=await _catalog_rule(db, values["catalog_code"]),
+            legal_use=values["legal_use"],
+            cycle_months=values["cycle_months"],
+            last_verified_on=values["last_verified_on"],
+            printed_valid_until=values["valid_until"],
+            rule=enterprise.period_rule,
+            today=today,
+        )
+        values.update(msgspec.structs.asdict(derived))
+        row = await insert_instrument(db, enterprise.id, values, now)
+        instrument = to_instrument(row, enterprise, today)
+        return Response(instrument, status_code=201, headers=_etag(instrument))
+
+    @get(
+        operation_id="ListInstruments",
+        summary="List an enterprise's register",
+        description="In due order (what lapses first comes first), keyset-paged. Filters combine: "
+        "`status` as computed for `as_of` (default: the enterprise's local today); `due_before` keeps "
+        "instruments whose validity ends before that date (valid_until < due_before); `q` searches "
+        "name, serial and management number.",
+        responses=problem_responses(400, 401, 404),
+    )
+    async def list_instruments(
+        self,
+        db: Db,
+        clock: ClockDep,
+        principal: PrincipalDep,
+        enterprise_id: FromPath[uuid.UUID],
+        status: Annotated[Status | None, QueryParameter(description="Computed status.")] = None,
+        catalog_code: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        legal_use: Annotated[LegalUse | None, QueryParameter()] = None,
+        due_before: Annotated[dt.date | None, QueryParameter(description="valid_until before this date.")] = None,
+        q: Annotated[str | None, QueryParameter(min_length=1, max_length=100)] = None,
+        as_of: AsOf = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> Page[Instrument]:
+        enterprise = await readable_enterprise(db, principal, enterprise_id)
+        validate_date("as_of", as_of)
+        validate_date("due_before", due_before)
+        filters = InstrumentFilters(
+            as_of=as_of or dates.local_today(clock.now(), enterprise.timezone),
+            status=status,
+            catalog_code=catalog_code,
+            legal_use=legal_use,
+            due_before=due_before,
+            q=q.strip() if q else None,
+        )
+        items, next_cursor = await select_instruments(db, enterprise, filters, limit=limit, cursor=cursor)
+        return Page(items=items, next_cursor=next_cursor)
+
+
+class InstrumentController(Controller):
+    path = "/instruments"
+    tags = ["Instruments"]
+
+    @get(
+        "/{instrument_id:str}",
+        operation_id="GetInstrument",
+        summary="Read an instrument and its legal status",
+        description="Its enterprise, an admin, or a regulator of the enterprise's region. `as_of` "
+        "computes the status for another local date.",
+        responses=problem_responses(400, 401, 404),
+    )
+    async def get_instrument(
+        self,
+        db: Db,
+        clock: ClockDep,
+        principal: PrincipalDep,
+        instrument_id: FromPath[uuid.UUID],
+        as_of: AsOf = None,
+    ) -> Response[Instrument]:
+        row = await select_instrument(db, instrument_id)
+        if row is None:
+            raise NotFoundError(f"instrument {instrument_id} not found")
+        try:
+            enterprise = await readable_enterprise(db, principal, row.enterprise_id)
+        except NotFoundError:
+            raise NotFoundError(f"instrument {instrument_id} not found") from None
+        validate_date("as_of", as_of)
+        instrument = to_instrument(row, enterprise, as_of or dates.local_today(clock.now(), enterprise.timezone))
+        return Response(instrument, headers=_etag(instrument))
+
+    @patch(
+        "/{instrument_id:str}",
+        operation_id="UpdateInstrument",
+        summary="Change an instrument's record",
+        description="The enterprise or an admin. Send the `version` you read (or `If-Match`); a stale "
+        "one is a 409. Changing the catalogue item, use, cycle or verification data re-applies the "
+        "registration rules.",
+        responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
+    )
+    async def update_instrument(
+        self,
+        db: Db,
+        clock: ClockDep,
+        principal: PrincipalDep,
+        instrument_id: FromPath[uuid.UUID],
+        data: JSONBody[InstrumentUpdate],
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=40)] = None,
+    ) -> Response[Instrument]:
+        current = await select_instrument(db, instrument_id, for_update=True)
+        if current is None:
+            raise NotFoundError(f"instrument {instrument_id} not found")
+        try:
+            enterprise = await writable_enterprise(db, principal, current.enterprise_id, lock="share")
+        except NotFoundError:
+            raise NotFoundError(f"instrument {instrument_id} not found") from None
+        expected = _expected_version(data.version, if_match)
+        if expected != current.version:
+            raise StaleVersionError(
+                f"instrument is at version {current.version}, not {expected}: read it again and retry"
+            )
+        changes = _clean({k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET})
+        changes.pop("version", None)
+        now = clock.now()
+        today = dates.local_today(now, enterprise.timezone)
+        changes.update(await _rederive(db, current, changes, enterprise, today))
+        row = await update_instrument(db, instrument_id, changes, now)
+        instrument = to_instrument(row, enterprise, today)
+        return Response(instrument, headers=_etag(instrument))
+
+
+def _expected_version(body_version: int | msgspec.UnsetType, if_match: str | None) -> int:
+    if body_version is not msgspec.UNSET:
+        return body_version
+    if if_match is not None:
+        tag = if_match.strip().removeprefix("W/").strip('"')
+        if tag.isdigit():
+            return int(tag)
+        raise InvalidInputError.for_field("If-Match", 'must be the instrument\'s ETag, e.g. "3"')
+    raise InvalidInputError.for_field(
+        "version", "is required: send the version you read (or an If-Match header) so no change is lost"
+    )
+
+
+_RULE_INPUTS = ("catalog_code", "legal_use", "cycle_months", "last_verified_on", "valid_until")
+
+
+async def _rederive(
+    db: Connection, current: Any, changes: dict[str, Any], enterprise: Enterprise, today: dt.date
+) -> dict[str, Any]:
+    """Re-apply the registration rules when a fact they read changes; {} when none did."""
+    if not any(k in changes for k in _RULE_INPUTS):
+        return {}
+    merged = {k: changes.get(k, getattr(current, k)) for k in _RULE_INPUTS}
+    if "valid_until" in changes:
+        printed = changes["valid_until"]
+    elif "last_verified_on" in changes or current.validity_source == "computed":
+        # A printed date belongs to the certificate of the old verification date.
+        printed = None
+    else:
+        printed = current.valid_until
+    derived = derive(
+        item=await _catalog_rule(db, merged["catalog_code"]),
+        legal_use=merged["legal_use"],
+        cycle_months=merged["cycle_months"],
+        last_verified_on=merged["last_verified_on"],
+        printed_valid_until=printed,
+        rule=enterprise.period_rule,
+        today=today,
+    )
+    return msgspec.structs.asdict(derived)

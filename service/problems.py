@@ -1,0 +1,178 @@
+"""Every error as RFC 9457 ``application/problem+json``, registered once on the app.
+
+Domain errors (``service.errors``) map by their class; Litestar's own exceptions (validation,
+malformed JSON, unknown route, wrong method, oversized body) are reshaped so that clients see one
+format; database outages become 503; anything else is a 500 with a generic detail, and the
+traceback goes to the log with the request id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar import Request
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.response import Response
+from litestar.types import ExceptionHandlersMap
+
+from service.errors import FieldError, MetregError
+
+__all__ = ("PROBLEM_MEDIA_TYPE", "Problem", "exception_handlers", "problem_responses")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("metreg.errors")
+
+_PHRASES = {
+    400: ("invalid-input", "Bad Request"),
+    401: ("unauthorized", "Unauthorized"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not Found"),
+    405: ("method-not-allowed", "Method Not Allowed"),
+    409: ("conflict", "Conflict"),
+    413: ("payload-too-large", "Payload Too Large"),
+    415: ("unsupported-media-type", "Unsupported Media Type"),
+    422: ("rule-violation", "Unprocessable Content"),
+    429: ("too-many-requests", "Too Many Requests"),
+    500: ("internal", "Internal Server Error"),
+    503: ("unavailable", "Service Unavailable"),
+}
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An error, as RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    request_id: str | None = None
+    errors: list[FieldError] = msgspec.field(default_factory=list)
+
+
+def _problem(
+    request: Request[Any, Any, Any],
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Problem]:
+    default_slug, title = _PHRASES.get(status, ("error", "Error"))
+    body = Problem(
+        type=f"urn:metreg:problem:{slug or default_slug}",
+        title=title,
+        status=status,
+        detail=detail,
+        request_id=request.scope.get("state", {}).get("request_id"),
+        errors=errors or [],
+    )
+    return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _on_domain_error(request: Request[Any, Any, Any], exc: MetregError) -> Response[Problem]:
+    return _problem(request, exc.status, exc.detail, slug=exc.slug, errors=list(exc.errors))
+
+
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
+
+
+def _field_errors(extra: Any) -> list[FieldError]:
+    """Litestar's validation ``extra`` as field errors addressed by path.
+
+    msgspec reports an unknown or missing field at the enclosing object (``items[0]``) and names the
+    field in the message; the client wants the field itself (``items[0].serial_no``).
+    """
+    found: list[FieldError] = []
+    for item in extra if isinstance(extra, list) else []:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message", "invalid value"))
+        key = str(item.get("key") or "")
+        named = _NAMED_FIELD.search(message)
+        if named:
+            key = f"{key}.{named[1]}" if key and key != "data" else named[1]
+        elif key == "data":
+            key = "body"
+        found.append(FieldError(field=key or "body", message=message))
+    return found
+
+
+def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    status = exc.status_code
+    if status >= 500:
+        return _on_internal(request, exc)
+    if isinstance(exc, ValidationException):
+        errors = _field_errors(exc.extra)
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc.detail)
+        return _problem(request, 400, detail, errors=errors)
+    detail = str(exc.detail)
+    if status == 404:
+        detail = f"no resource at {request.method} {request.url.path}"
+    elif status == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    elif status == 413:
+        detail = "the request body is larger than this endpoint accepts"
+    elif detail.startswith("JSON is malformed"):
+        detail = f"the request body is not valid JSON ({detail.removeprefix('JSON is malformed: ')})"
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+    return _problem(request, status, detail, headers=headers or None)
+
+
+def _on_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return _problem(request, 503, "the database is not reachable; try again shortly")
+
+
+def _on_unique_violation(request: Request[Any, Any, Any], exc: asyncpg.UniqueViolationError) -> Response[Problem]:
+    # Queries translate the violations they expect; this is the net under them.
+    log.warning("unmapped unique violation on %s", exc.constraint_name)
+    return _problem(request, 409, "the write conflicts with an existing record", slug="duplicate")
+
+
+def _on_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+    return _problem(request, 500, "an unexpected error occurred; it has been logged with the request id")
+
+
+def exception_handlers() -> ExceptionHandlersMap:
+    """The app-level handlers (404/405 are raised before middleware: they must live on the app)."""
+    return {
+        MetregError: _on_domain_error,
+        HTTPException: _on_http_exception,
+        asyncpg.UniqueViolationError: _on_unique_violation,
+        asyncpg.PostgresConnectionError: _on_unavailable,
+        asyncpg.CannotConnectNowError: _on_unavailable,
+        asyncpg.InterfaceError: _on_unavailable,
+        ConnectionError: _on_unavailable,
+        Exception: _on_internal,
+    }
+
+
+_DESCRIPTIONS = {
+    400: "Malformed input: the `errors` list names each offending field.",
+    401: "No API key, or a key that is unknown or revoked.",
+    403: "The key's role may not take this action.",
+    404: "Not found, or outside the key's scope.",
+    409: "Conflicts with the current state (duplicate, or a stale `version`).",
+    413: "The request body is too large.",
+    422: "Well-formed input that breaks a legal or domain rule; `errors` names the field.",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI response entries for the error statuses an operation can return."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            description=_DESCRIPTIONS[status],
+            media_type=PROBLEM_MEDIA_TYPE,
+            generate_examples=False,
+        )
+        for status in statuses
+    }

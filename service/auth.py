@@ -19,6 +19,8 @@ from typing import Any
 import asyncpg
 import msgspec
 from litestar import Request
+from litestar.di import NamedDependency
+from litestar.params import SkipValidation
 
 from service.errors import ForbiddenError, UnauthorizedError
 
@@ -97,7 +99,9 @@ _SELECT_KEY = """
 """
 
 
-async def provide_principal(request: Request[Any, Any, Any], db: asyncpg.Connection) -> Principal:
+async def provide_principal(
+    request: Request[Any, Any, Any], db: NamedDependency[SkipValidation[asyncpg.Connection]]
+) -> Principal:
     """Authenticate the request's bearer key, on the request's own connection.
 
     Raises:
@@ -121,7 +125,7 @@ async def provide_principal(request: Request[Any, Any, Any], db: asyncpg.Connect
     )
 
 
-async def provide_admin(principal: Principal) -> Principal:
+async def provide_admin(principal: NamedDependency[SkipValidation[Principal]]) -> Principal:
     """The principal, if it is an admin.
 
     Raises:

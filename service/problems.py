@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import msgspec
 from litestar import Request
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Response
 from litestar.types import ExceptionHandlersMap
@@ -118,7 +118,7 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> R
         detail = f"{request.method} is not allowed on {request.url.path}"
     elif status == 413:
         detail = "the request body is larger than this endpoint accepts"
-    elif detail.startswith("JSON is malformed"):
+    elif isinstance(exc.__cause__, SerializationException):
         detail = f"the request body is not valid JSON ({detail.removeprefix('JSON is malformed: ')})"
     headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
     return _problem(request, status, detail, headers=headers or None)

@@ -8,6 +8,8 @@ test can read the database the app just wrote.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import os
 import random
@@ -18,6 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from litestar import Litestar
 
 from service import migrate
 from service.app import create_app
@@ -73,10 +76,37 @@ async def app_client(database_url: str, clock: FixedClock) -> AsyncIterator[http
         database_url=database_url, redis_url=REDIS_URL, db_pool_min=1, db_pool_max=4, log_level="WARNING"
     )
     app = create_app(settings, clock=clock)
-    async with app.lifespan():
+    async with running(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://metreg.test") as client:
             yield client
+
+
+@contextlib.asynccontextmanager
+async def running(app: Litestar) -> AsyncIterator[None]:
+    """Run the app's lifespan in a task of its own.
+
+    anyio's cancel scopes must be left by the task that entered them, and pytest-asyncio may tear a
+    fixture down in another task than the one that set it up.
+    """
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(hold())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        task.result()  # raises what broke start-up
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 class Api:

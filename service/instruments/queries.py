@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -184,9 +185,11 @@ STATUS_PREDICATES: dict[Status, str] = {
 }
 
 
-def status_predicate(status: Status, *, day: str, periodic_window: str, rotation_window: str) -> str:
-    """The SQL condition for ``status``, given the SQL expressions of the date and the windows."""
-    return STATUS_PREDICATES[status].format(d=day, wp=periodic_window, wr=rotation_window)
+def status_predicate(status: Status, bind: Callable[[Any], str], *, day: dt.date, windows: DueSoonWindows) -> str:
+    """The SQL condition for ``status``; ``bind`` turns a value into a placeholder (only those used)."""
+    template = STATUS_PREDICATES[status]
+    values = {"d": (day, "date"), "wp": (windows.periodic_days, "int"), "wr": (windows.rotation_days, "int")}
+    return template.format(**{k: f"{bind(v)}::{t}" for k, (v, t) in values.items() if f"{{{k}}}" in template})
 
 
 class InstrumentFilters(msgspec.Struct, frozen=True, kw_only=True):
@@ -231,14 +234,7 @@ async def select_instruments(
         return f"${len(args)}"
 
     if filters.status is not None:
-        where.append(
-            status_predicate(
-                filters.status,
-                day=f"{bind(filters.as_of)}::date",
-                periodic_window=f"{bind(windows.periodic_days)}::int",
-                rotation_window=f"{bind(windows.rotation_days)}::int",
-            )
-        )
+        where.append(status_predicate(filters.status, bind, day=filters.as_of, windows=windows))
     if filters.catalog_code is not None:
         where.append(f"i.catalog_code = {bind(filters.catalog_code)}")
     if filters.legal_use is not None:

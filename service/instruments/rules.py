@@ -354,7 +354,7 @@ def assess(
     """Compute every derived field of an instrument for the local date ``today``.
 
     ``own_cycle_months`` is the cycle recorded on the instrument (null: the catalogue default);
-    ``valid_until`` the stored last valid day, which is authoritative when it was printed.
+    ``valid_until`` the stored last valid day, which decides the status.
     """
     cycle = _cycle_for_read(item, regime, own_cycle_months)
     printed = valid_until if validity_source is ValiditySource.PRINTED else None
@@ -366,15 +366,17 @@ def assess(
         rule=rule,
         regulation=item.regulation if item and regime is not Regime.NOT_CONTROLLED else None,
     )
+    # The stored date is the legal record and what the SQL filters read; the computation above
+    # only explains it (they agree by construction: writes store what validity() computes).
+    until = None if regime is Regime.INITIAL_ONLY_SCRAP_ON_FAILURE else valid_until
     status = status_of(
         lifecycle=lifecycle,
         regime=regime,
         last_verified_on=last_verified_on,
-        valid_until=found.valid_until,
+        valid_until=until,
         today=today,
         windows=windows,
     )
-    until = found.valid_until
     compulsory = regime is not Regime.NOT_CONTROLLED
     return Assessment(
         compulsory=compulsory,

@@ -113,7 +113,9 @@ async def test_changing_the_period_rule_recomputes_computed_dates_only(tenant: T
         catalog_code="pressure_gauge", legal_use="safety_protection", last_verified_on="2026-01-15"
     )
     printed = await tenant.register(
-        catalog_code="pressure_gauge", legal_use="safety_protection", last_verified_on="2026-01-15",
+        catalog_code="pressure_gauge",
+        legal_use="safety_protection",
+        last_verified_on="2026-01-15",
         valid_until="2026-07-10",
     )
     assert computed["valid_until"] == "2026-07-14"

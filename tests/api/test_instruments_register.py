@@ -20,22 +20,45 @@ async def _count(pool: asyncpg.Pool, tenant: Tenant) -> int:
 async def test_the_pressure_gauge_of_domain_md(tenant: Tenant) -> None:
     """domain.md §5 and design.md §5's example: verified 2026-01-15, 6 months."""
     body = await tenant.register(
-        **GAUGE, name="一般压力表", model="Y-100", serial_no="A123", manufacturer="红旗仪表",
-        management_no="PG-001", last_verified_on="2026-01-15",
+        **GAUGE,
+        name="一般压力表",
+        model="Y-100",
+        serial_no="A123",
+        manufacturer="红旗仪表",
+        management_no="PG-001",
+        last_verified_on="2026-01-15",
     )
     expected = {
-        "catalog_code": "pressure_gauge", "compulsory": True, "regime": "periodic", "traceability": "verification",
-        "cycle_months": 6, "lifecycle": "in_service", "last_verified_on": "2026-01-15",
-        "valid_until": "2026-07-14", "next_due": "2026-07-15", "status": "due_soon", "days_until_due": 29,
-        "required_action": "verify", "as_of": "2026-06-15", "version": 1,
+        "catalog_code": "pressure_gauge",
+        "compulsory": True,
+        "regime": "periodic",
+        "traceability": "verification",
+        "cycle_months": 6,
+        "lifecycle": "in_service",
+        "last_verified_on": "2026-01-15",
+        "valid_until": "2026-07-14",
+        "next_due": "2026-07-15",
+        "status": "due_soon",
+        "days_until_due": 29,
+        "required_action": "verify",
+        "as_of": "2026-06-15",
+        "version": 1,
     }
     assert {k: body[k] for k in expected} == expected
     assert body["basis"] == {
-        "rule": "inclusive_minus_one", "from": "2026-01-15", "cycle_months": 6, "cycle_source": "catalog",
-        "regulation": "JJG 52-2013", "text": "valid until = 2026-01-15 + 6 months − 1 day",
+        "rule": "inclusive_minus_one",
+        "from": "2026-01-15",
+        "cycle_months": 6,
+        "cycle_source": "catalog",
+        "regulation": "JJG 52-2013",
+        "text": "valid until = 2026-01-15 + 6 months − 1 day",
     }
-    for as_of, status, days in [("2026-06-14", "due_soon", 30), ("2026-07-14", "due_soon", 0),
-                                ("2026-07-15", "overdue", -1), ("2026-06-13", "valid", 31)]:
+    for as_of, status, days in [
+        ("2026-06-14", "due_soon", 30),
+        ("2026-07-14", "due_soon", 0),
+        ("2026-07-15", "overdue", -1),
+        ("2026-06-13", "valid", 31),
+    ]:
         read = (await tenant.api.get(f"/v1/instruments/{body['id']}", params={"as_of": as_of})).json()
         assert (read["status"], read["days_until_due"], read["as_of"]) == (status, days, as_of)
 
@@ -46,8 +69,9 @@ async def test_a_shorter_cycle_is_allowed_a_longer_one_is_422(tenant: Tenant, po
     assert short["basis"]["cycle_source"] == "instrument"
     before = await _count(pool, tenant)
     body = problem(
-        await tenant.api.post(tenant.instruments_url, json=GAUGE | {"name": "压力表", "serial_no": "L1",
-                                                                     "cycle_months": 12}),
+        await tenant.api.post(
+            tenant.instruments_url, json=GAUGE | {"name": "压力表", "serial_no": "L1", "cycle_months": 12}
+        ),
         422,
     )
     assert fields_of(body) == ["cycle_months"]
@@ -57,15 +81,21 @@ async def test_a_shorter_cycle_is_allowed_a_longer_one_is_422(tenant: Tenant, po
 
 async def test_non_compulsory_use_is_calibration_on_an_own_cycle(tenant: Tenant) -> None:
     body = problem(
-        await tenant.api.post(tenant.instruments_url, json={"catalog_code": "pressure_gauge", "name": "压力表",
-                                                            "serial_no": "N1", "legal_use": "none"}),
+        await tenant.api.post(
+            tenant.instruments_url,
+            json={"catalog_code": "pressure_gauge", "name": "压力表", "serial_no": "N1", "legal_use": "none"},
+        ),
         422,
     )
     assert fields_of(body) == ["cycle_months"]
-    calibrated = await tenant.register(catalog_code="pressure_gauge", legal_use="none", cycle_months=24,
-                                       last_verified_on="2026-01-15")
+    calibrated = await tenant.register(
+        catalog_code="pressure_gauge", legal_use="none", cycle_months=24, last_verified_on="2026-01-15"
+    )
     assert (calibrated["compulsory"], calibrated["regime"], calibrated["traceability"]) == (
-        False, "not_controlled", "calibration")
+        False,
+        "not_controlled",
+        "calibration",
+    )
     assert calibrated["valid_until"] == "2028-01-14"
     assert calibrated["basis"]["regulation"] is None
 
@@ -78,8 +108,12 @@ async def test_uncatalogued_equipment_needs_a_cycle(tenant: Tenant) -> None:
 
 
 async def test_limited_life_meter_is_replaced_at_expiry(tenant: Tenant) -> None:
-    meter = await tenant.register(catalog_code="water_meter_dn25", legal_use="trade_settlement",
-                                  name="冷水水表 DN20", last_verified_on="2020-06-16")
+    meter = await tenant.register(
+        catalog_code="water_meter_dn25",
+        legal_use="trade_settlement",
+        name="冷水水表 DN20",
+        last_verified_on="2020-06-16",
+    )
     assert meter["regime"] == "initial_only_limited_life"
     assert meter["valid_until"] == "2026-06-15"
     assert meter["basis"]["text"] == "valid until = 2020-06-16 + 72 months (use life) − 1 day"
@@ -89,14 +123,23 @@ async def test_limited_life_meter_is_replaced_at_expiry(tenant: Tenant) -> None:
 
 
 async def test_scrap_on_failure_instruments_have_no_valid_until(tenant: Tenant) -> None:
-    thermometer = await tenant.register(catalog_code="clinical_thermometer_glass", legal_use="medical",
-                                        name="玻璃体温计", last_verified_on="2024-03-01")
+    thermometer = await tenant.register(
+        catalog_code="clinical_thermometer_glass", legal_use="medical", name="玻璃体温计", last_verified_on="2024-03-01"
+    )
     assert (thermometer["valid_until"], thermometer["next_due"], thermometer["cycle_months"]) == (None, None, None)
     assert (thermometer["status"], thermometer["basis"]["rule"]) == ("valid", "no_expiry")
     body = problem(
-        await tenant.api.post(tenant.instruments_url, json={
-            "catalog_code": "clinical_thermometer_glass", "legal_use": "medical", "name": "体温计",
-            "serial_no": "T2", "last_verified_on": "2024-03-01", "valid_until": "2025-03-01"}),
+        await tenant.api.post(
+            tenant.instruments_url,
+            json={
+                "catalog_code": "clinical_thermometer_glass",
+                "legal_use": "medical",
+                "name": "体温计",
+                "serial_no": "T2",
+                "last_verified_on": "2024-03-01",
+                "valid_until": "2025-03-01",
+            },
+        ),
         422,
     )
     assert fields_of(body) == ["valid_until"]
@@ -116,8 +159,12 @@ async def test_registration_without_verification_is_unverified(tenant: Tenant) -
 async def test_initial_lifecycle_may_be_recorded_but_not_replaced(tenant: Tenant) -> None:
     sealed = await tenant.register(**GAUGE, lifecycle="sealed", last_verified_on="2026-01-15")
     assert (sealed["status"], sealed["valid_until"]) == ("sealed", "2026-07-14")
-    body = problem(await tenant.api.post(tenant.instruments_url, json=GAUGE | {
-        "name": "x", "serial_no": "R1", "lifecycle": "replaced"}), 422)
+    body = problem(
+        await tenant.api.post(
+            tenant.instruments_url, json=GAUGE | {"name": "x", "serial_no": "R1", "lifecycle": "replaced"}
+        ),
+        422,
+    )
     assert fields_of(body) == ["lifecycle"]
 
 
@@ -127,8 +174,7 @@ async def test_duplicates_are_409_naming_the_field(tenant: Tenant, pool: asyncpg
     same_serial = GAUGE | {"name": "x", "manufacturer": "红旗", "model": "Y-100", "serial_no": " DUP-1 "}
     assert fields_of(problem(await tenant.api.post(tenant.instruments_url, json=same_serial), 409)) == ["serial_no"]
     same_number = GAUGE | {"name": "x", "serial_no": "OTHER", "management_no": "M-1"}
-    assert fields_of(problem(await tenant.api.post(tenant.instruments_url, json=same_number), 409)) == [
-        "management_no"]
+    assert fields_of(problem(await tenant.api.post(tenant.instruments_url, json=same_number), 409)) == ["management_no"]
     assert await _count(pool, tenant) == before
     # The same serial from another manufacturer is another instrument.
     await tenant.register(**GAUGE, manufacturer="上仪", model="Y-100", serial_no="DUP-1")
@@ -149,8 +195,12 @@ BAD_INPUT: list[tuple[str, Any, int, list[str]]] = [
     ("name too long", {"name": "x" * 201}, 400, ["name"]),
     ("unknown catalogue code", {"catalog_code": "flux_capacitor"}, 422, ["catalog_code"]),
     ("verification in the future", {"last_verified_on": "2026-06-16"}, 422, ["last_verified_on"]),
-    ("printed date before the verification", {"last_verified_on": "2026-01-15", "valid_until": "2026-01-14"},
-     422, ["valid_until"]),
+    (
+        "printed date before the verification",
+        {"last_verified_on": "2026-01-15", "valid_until": "2026-01-14"},
+        422,
+        ["valid_until"],
+    ),
     ("printed date without verification", {"valid_until": "2026-07-14"}, 422, ["valid_until"]),
 ]
 
@@ -168,8 +218,9 @@ async def test_bad_input_is_a_4xx_naming_the_field_and_writes_nothing(
 
 
 async def test_malformed_json_and_wrong_shapes_are_400(tenant: Tenant) -> None:
-    malformed = await tenant.api.post(tenant.instruments_url, content=b'{"name": "x",',
-                                      headers={"content-type": "application/json"})
+    malformed = await tenant.api.post(
+        tenant.instruments_url, content=b'{"name": "x",', headers={"content-type": "application/json"}
+    )
     assert "not valid JSON" in problem(malformed, 400)["detail"]
     problem(await tenant.api.post(tenant.instruments_url, json=[{"name": "x"}]), 400)
 
@@ -185,4 +236,5 @@ async def test_non_uuid_ids_are_400_naming_the_parameter(tenant: Tenant) -> None
     assert fields_of(problem(await tenant.api.get("/v1/instruments/123"), 400)) == ["instrument_id"]
     body = {"name": "x", "serial_no": "U1"}
     assert fields_of(problem(await tenant.api.post("/v1/enterprises/abc/instruments", json=body), 400)) == [
-        "enterprise_id"]
+        "enterprise_id"
+    ]

@@ -32,8 +32,12 @@ async def test_a_right_prefix_with_a_wrong_secret_is_401(anonymous: Api, tenant:
 
 
 async def test_admin_creates_keys_for_every_role(admin: Api, tenant: Tenant, pool: asyncpg.Pool) -> None:
-    lab = (await admin.post("/v1/labs", json={"name": "上海市计量测试技术研究院", "accreditation_no": "CNAS L0001",
-                                              "region_code": "310000"})).json()
+    lab = (
+        await admin.post(
+            "/v1/labs",
+            json={"name": "上海市计量测试技术研究院", "accreditation_no": "CNAS L0001", "region_code": "310000"},
+        )
+    ).json()
     bodies = [
         {"role": "admin", "name": "ops"},
         {"role": "enterprise", "name": "ledger clerk", "enterprise_id": tenant.id},
@@ -63,8 +67,10 @@ async def test_admin_creates_keys_for_every_role(admin: Api, tenant: Tenant, poo
         ({"role": "lab", "name": "x"}, ["lab_id"]),
         ({"role": "regulator", "name": "x"}, ["region_code"]),
         ({"role": "admin", "name": "x", "region_code": "31"}, ["region_code"]),
-        ({"role": "enterprise", "name": "x", "enterprise_id": "6b0f7a5e-0000-4000-8000-000000000000"},
-         ["enterprise_id"]),
+        (
+            {"role": "enterprise", "name": "x", "enterprise_id": "6b0f7a5e-0000-4000-8000-000000000000"},
+            ["enterprise_id"],
+        ),
     ],
 )
 async def test_key_scope_must_fit_the_role(admin: Api, body: dict[str, str], fields: list[str]) -> None:

@@ -53,9 +53,7 @@ def test_add_months(rule: str, start: dt.date, months: int, expected: dt.date) -
         ("end_of_year: Dec verification + 1 month rolls a year", D(2026, 12, 10), 1, EOY, D(2027, 12, 31)),
     ],
 )
-def test_valid_until(
-    rule: str, verified: dt.date, months: int, period_rule: PeriodRule, expected: dt.date
-) -> None:
+def test_valid_until(rule: str, verified: dt.date, months: int, period_rule: PeriodRule, expected: dt.date) -> None:
     assert valid_until(verified, months, period_rule) == expected, rule
 
 
@@ -93,19 +91,42 @@ def test_reminder_date(rule: str, last_valid: dt.date, offset: int, expected: dt
 @pytest.mark.parametrize(
     ("rule", "now", "zone", "expected"),
     [
-        ("R7 17:30Z on Jul 14 is Jul 15 in Shanghai", dt.datetime(2026, 7, 14, 17, 30, tzinfo=dt.UTC),
-         "Asia/Shanghai", D(2026, 7, 15)),
-        ("R7 15:59Z is still the same day in Shanghai", dt.datetime(2026, 7, 14, 15, 59, tzinfo=dt.UTC),
-         "Asia/Shanghai", D(2026, 7, 14)),
-        ("R7 16:00Z is the next day in Shanghai", dt.datetime(2026, 7, 14, 16, 0, tzinfo=dt.UTC),
-         "Asia/Shanghai", D(2026, 7, 15)),
-        ("R7 New Year arrives in Shanghai first", dt.datetime(2026, 12, 31, 16, 0, tzinfo=dt.UTC),
-         "Asia/Shanghai", D(2027, 1, 1)),
-        ("R7 a tenant in Berlin is still on Jul 14", dt.datetime(2026, 7, 14, 17, 30, tzinfo=dt.UTC),
-         "Europe/Berlin", D(2026, 7, 14)),
-        ("R7 an offset instant is converted, not truncated",
-         dt.datetime(2026, 7, 14, 1, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5))), "Asia/Shanghai",
-         D(2026, 7, 14)),
+        (
+            "R7 17:30Z on Jul 14 is Jul 15 in Shanghai",
+            dt.datetime(2026, 7, 14, 17, 30, tzinfo=dt.UTC),
+            "Asia/Shanghai",
+            D(2026, 7, 15),
+        ),
+        (
+            "R7 15:59Z is still the same day in Shanghai",
+            dt.datetime(2026, 7, 14, 15, 59, tzinfo=dt.UTC),
+            "Asia/Shanghai",
+            D(2026, 7, 14),
+        ),
+        (
+            "R7 16:00Z is the next day in Shanghai",
+            dt.datetime(2026, 7, 14, 16, 0, tzinfo=dt.UTC),
+            "Asia/Shanghai",
+            D(2026, 7, 15),
+        ),
+        (
+            "R7 New Year arrives in Shanghai first",
+            dt.datetime(2026, 12, 31, 16, 0, tzinfo=dt.UTC),
+            "Asia/Shanghai",
+            D(2027, 1, 1),
+        ),
+        (
+            "R7 a tenant in Berlin is still on Jul 14",
+            dt.datetime(2026, 7, 14, 17, 30, tzinfo=dt.UTC),
+            "Europe/Berlin",
+            D(2026, 7, 14),
+        ),
+        (
+            "R7 an offset instant is converted, not truncated",
+            dt.datetime(2026, 7, 14, 1, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+            "Asia/Shanghai",
+            D(2026, 7, 14),
+        ),
     ],
 )
 def test_local_today(rule: str, now: dt.datetime, zone: str, expected: dt.date) -> None:
@@ -114,7 +135,7 @@ def test_local_today(rule: str, now: dt.datetime, zone: str, expected: dt.date) 
 
 def test_local_today_refuses_naive_instants() -> None:
     with pytest.raises(ValueError, match="aware"):
-        local_today(dt.datetime(2026, 7, 14, 17, 30), "Asia/Shanghai")  # noqa: DTZ001
+        local_today(dt.datetime(2026, 7, 14, 17, 30), "Asia/Shanghai")
 
 
 def test_r4_and_r2_differ_by_exactly_one_day() -> None:

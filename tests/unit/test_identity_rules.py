@@ -47,8 +47,16 @@ def test_time_zones() -> None:
 
 @pytest.mark.parametrize(
     ("days", "ok"),
-    [([30, 7], True), ([90], True), ([7, 30], False), ([30, 30], False), ([0], False), ([-7], False), ([], False),
-     ([400], False)],
+    [
+        ([30, 7], True),
+        ([90], True),
+        ([7, 30], False),
+        ([30, 30], False),
+        ([0], False),
+        ([-7], False),
+        ([], False),
+        ([400], False),
+    ],
 )
 def test_reminder_days(days: list[int], ok: bool) -> None:
     assert (reminder_days_problem(days) is None) is ok

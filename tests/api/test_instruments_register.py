@@ -75,7 +75,8 @@ async def test_a_shorter_cycle_is_allowed_a_longer_one_is_422(tenant: Tenant, po
         422,
     )
     assert fields_of(body) == ["cycle_months"]
-    assert "legal maximum of 6 months" in body["detail"] and "JJG 52-2013" in body["detail"]
+    assert "legal maximum of 6 months" in body["detail"]
+    assert "JJG 52-2013" in body["detail"]
     assert await _count(pool, tenant) == before
 
 
@@ -104,7 +105,8 @@ async def test_uncatalogued_equipment_needs_a_cycle(tenant: Tenant) -> None:
     problem(await tenant.api.post(tenant.instruments_url, json={"name": "数字多用表", "serial_no": "F17"}), 422)
     meter = await tenant.register(name="数字多用表", cycle_months=12, last_verified_on="2025-08-31")
     assert meter["valid_until"] == "2026-08-30"
-    assert meter["catalog_code"] is None and meter["compulsory"] is False
+    assert meter["catalog_code"] is None
+    assert meter["compulsory"] is False
 
 
 async def test_limited_life_meter_is_replaced_at_expiry(tenant: Tenant) -> None:

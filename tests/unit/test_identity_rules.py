@@ -29,7 +29,8 @@ def test_real_credit_codes_pass(code: str) -> None:
 )
 def test_bad_credit_codes_are_explained(code: str, why: str) -> None:
     problem = credit_code_problem(code)
-    assert problem is not None and why in problem
+    assert problem is not None
+    assert why in problem
 
 
 def test_check_character_wraps_31_to_zero() -> None:

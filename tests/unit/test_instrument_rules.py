@@ -279,7 +279,8 @@ def test_assess_the_pressure_gauge_of_domain_md() -> None:
     assert on_last_day.status is Status.DUE_SOON
     assert on_last_day.days_until_due == 0
     assert on_last_day.next_due == D(2026, 7, 15)
-    assert on_last_day.compulsory and on_last_day.traceability == "verification"
+    assert on_last_day.compulsory
+    assert on_last_day.traceability == "verification"
     assert on_last_day.basis.text == "valid until = 2026-01-15 + 6 months − 1 day"
     assert on_last_day.basis.regulation == "JJG 52-2013"
     overdue = assess(today=D(2026, 7, 15), **common)  # type: ignore[arg-type]

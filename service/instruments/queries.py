@@ -35,6 +35,7 @@ __all__ = (
     "InstrumentFilters",
     "InstrumentRow",
     "insert_instrument",
+    "list_query",
     "recompute_validity",
     "select_instrument",
     "select_instruments",
@@ -213,17 +214,13 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-async def select_instruments(
-    db: asyncpg.Connection,
-    enterprise: Enterprise,
-    filters: InstrumentFilters,
-    *,
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[Instrument], str | None]:
-    """One page of the enterprise's register in due order (what lapses first comes first).
+def list_query(
+    enterprise: Enterprise, filters: InstrumentFilters, *, limit: int, cursor: str | None
+) -> tuple[str, list[Any]]:
+    """The SQL and arguments of one page of the register (``limit + 1`` rows, to see a next page).
 
-    Returns the page and the cursor of the next one (None on the last page).
+    Raises:
+        InvalidInputError: the cursor was not made by this list.
     """
     windows = DueSoonWindows.from_reminders(enterprise.reminder_days, enterprise.rotation_reminder_days)
     args: list[Any] = [enterprise.id]
@@ -249,6 +246,22 @@ async def select_instruments(
         # date.max is how asyncpg spells PostgreSQL's 'infinity' date, the due_key of rows that never lapse.
         where.append(f"(i.due_key, i.id) > ({bind(key.due or dt.date.max)}::date, {bind(key.id)}::uuid)")
     sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY i.due_key, i.id LIMIT {bind(limit + 1)}"
+    return sql, args
+
+
+async def select_instruments(
+    db: asyncpg.Connection,
+    enterprise: Enterprise,
+    filters: InstrumentFilters,
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Instrument], str | None]:
+    """One page of the enterprise's register in due order (what lapses first comes first).
+
+    Returns the page and the cursor of the next one (None on the last page).
+    """
+    sql, args = list_query(enterprise, filters, limit=limit, cursor=cursor)
     rows = [_row(r) for r in await db.fetch(sql, *args)]
     next_cursor = None
     if len(rows) > limit:

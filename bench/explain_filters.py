@@ -1,0 +1,225 @@
+"""EXPLAIN the register's list filters on a large register: every one must be an index scan.
+
+Builds (once, and reuses) a database with ``--instruments`` instruments spread over
+``--enterprises`` enterprises plus one large enterprise of ``--large`` instruments, then runs
+``EXPLAIN (ANALYZE, BUFFERS)`` of the exact SQL ``GET /v1/enterprises/{id}/instruments`` sends for
+each status, the due-date filter and search, on the large enterprise and on a small one. Prints
+each plan's shape and time; exits 1 if any plan reads the instruments table sequentially.
+
+    python -m bench.explain_filters                        # 1,000,000 instruments
+    python -m bench.explain_filters --instruments 20000 --large 5000 --fresh
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import sys
+import time
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from service import dates, migrate
+from service.catalog.rules import LegalUse
+from service.clock import SystemClock
+from service.enterprises.queries import select_enterprise
+from service.enterprises.schemas import Enterprise
+from service.instruments.queries import InstrumentFilters, list_query
+from service.instruments.rules import Status
+
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/metreg_bench"
+# Indexes cheaper to build once after the load than to maintain row by row during it.
+_DEFERRED_INDEXES = (
+    "instruments_due",
+    "instruments_lifecycle_due",
+    "instruments_search",
+    "instruments_catalog_due",
+    "instruments_use_due",
+)
+
+
+async def _index_definitions(conn: asyncpg.Connection) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'instruments' AND indexname = any($1)",
+        list(_DEFERRED_INDEXES),
+    )
+    return {r["indexname"]: r["indexdef"] for r in rows}
+
+
+async def build(dsn: str, *, instruments: int, enterprises: int, large: int, today: dt.date) -> None:
+    """Load the register with set-based SQL (generate_series), then build the deferred indexes."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        definitions = await _index_definitions(conn)
+        for name in definitions:
+            await conn.execute(f"DROP INDEX {name}")
+        started = time.perf_counter()
+        await conn.execute(
+            """
+            INSERT INTO enterprises (name, credit_code, region_code)
+            SELECT 'bench ' || n, lpad(n::text, 17, '0') || '0', '310115'
+            FROM generate_series(0, $1) AS n
+            """,
+            enterprises,
+        )
+        # Enterprise 0 is the large one; the rest share what is left.
+        await conn.execute(
+            """
+            WITH e AS (SELECT id, row_number() OVER (ORDER BY credit_code) - 1 AS k FROM enterprises
+                       WHERE name LIKE 'bench %'),
+                 n AS (SELECT g, CASE WHEN g < $2 THEN 0 ELSE 1 + (g % $3) END AS k
+                       FROM generate_series(0, $1 - 1) AS g),
+                 r AS (
+                   SELECT e.id AS enterprise_id, g,
+                          (ARRAY['periodic','periodic','periodic','initial_only_limited_life',
+                                 'initial_only_scrap_on_failure','not_controlled'])[1 + g % 6] AS regime,
+                          (ARRAY['in_service','in_service','in_service','in_service','in_service','in_service',
+                                 'in_service','in_service','sealed','failed','scrapped','replaced',
+                                 'pending_verification'])[1 + (g / 7) % 13] AS lifecycle,
+                          $4::date - ((g::bigint * 7919) % 730)::int AS verified
+                   FROM n JOIN e USING (k))
+            INSERT INTO instruments (enterprise_id, name, serial_no, management_no, regime, cycle_months, lifecycle,
+                                     last_verified_on, valid_until, catalog_code, legal_use)
+            SELECT enterprise_id, 'instrument ' || g, 'SN' || g, 'M' || g, regime,
+                   CASE WHEN regime = 'initial_only_scrap_on_failure' THEN NULL ELSE 12 END, lifecycle,
+                   CASE WHEN g % 20 = 0 THEN NULL ELSE verified END,
+                   CASE WHEN g % 20 = 0 OR regime = 'initial_only_scrap_on_failure' THEN NULL
+                        ELSE verified + 364 END,
+                   CASE regime WHEN 'periodic' THEN (ARRAY['pressure_gauge','price_scale','combustible_gas_detector',
+                                                           'electronic_balance'])[1 + (g / 6) % 4]
+                               WHEN 'initial_only_limited_life' THEN 'water_meter_dn25'
+                               WHEN 'initial_only_scrap_on_failure' THEN 'clinical_thermometer_glass' END,
+                   CASE regime WHEN 'not_controlled' THEN 'none'
+                               WHEN 'initial_only_scrap_on_failure' THEN 'medical'
+                               WHEN 'initial_only_limited_life' THEN 'trade_settlement'
+                               ELSE (ARRAY['safety_protection','trade_settlement','safety_protection',
+                                           'trade_settlement'])[1 + (g / 6) % 4] END
+            FROM r
+            """,
+            instruments,
+            large,
+            enterprises,
+            today,
+        )
+        loaded = time.perf_counter() - started
+        for definition in definitions.values():
+            await conn.execute(definition)
+        await conn.execute("VACUUM ANALYZE instruments")
+        await conn.execute("VACUUM ANALYZE enterprises")
+        print(f"loaded {instruments:,} instruments in {loaded:.1f} s, indexed in {time.perf_counter() - started:.1f} s")
+    finally:
+        await conn.close()
+
+
+class Case(msgspec.Struct, frozen=True, kw_only=True):
+    label: str
+    filters: dict[str, Any]
+
+
+CASES = [
+    Case(label="no filter", filters={}),
+    *[Case(label=f"status={s.value}", filters={"status": s}) for s in Status],
+    Case(label="due_before=+30d", filters={"due_before": 30}),
+    Case(label="status=valid & due_before=+90d", filters={"status": Status.VALID, "due_before": 90}),
+    Case(label="catalog_code=pressure_gauge", filters={"catalog_code": "pressure_gauge"}),
+    Case(label="catalog_code=taximeter (none)", filters={"catalog_code": "taximeter"}),
+    Case(label="legal_use=medical", filters={"legal_use": LegalUse.MEDICAL}),
+    Case(label="legal_use=environmental (none)", filters={"legal_use": LegalUse.ENVIRONMENTAL_MONITORING}),
+    Case(label="q=SN12345", filters={"q": "SN12345"}),
+]
+
+
+def _walk(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    nodes = [plan]
+    for child in plan.get("Plans", []):
+        nodes += _walk(child)
+    return nodes
+
+
+async def explain(dsn: str, today: dt.date, limit: int) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        ids = await conn.fetch(
+            """SELECT enterprise_id, count(*) AS n FROM instruments GROUP BY enterprise_id
+               ORDER BY n DESC LIMIT 1"""
+        )
+        small = await conn.fetchval(
+            "SELECT enterprise_id FROM instruments GROUP BY enterprise_id ORDER BY count(*) LIMIT 1"
+        )
+        total = await conn.fetchval("SELECT count(*) FROM instruments")
+        print(f"register: {total:,} instruments; EXPLAIN ANALYZE of one page (limit {limit}), as of {today}\n")
+        ok = True
+        for label, enterprise_id, size in [("large", ids[0]["enterprise_id"], ids[0]["n"]), ("small", small, None)]:
+            enterprise = await select_enterprise(conn, enterprise_id)
+            assert isinstance(enterprise, Enterprise)
+            count = size or await conn.fetchval("SELECT count(*) FROM instruments WHERE enterprise_id = $1", small)
+            print(f"{label} enterprise ({count:,} instruments)")
+            for case in CASES:
+                given = dict(case.filters)
+                if "due_before" in given:
+                    given["due_before"] = today + dt.timedelta(days=given["due_before"])
+                filters = InstrumentFilters(as_of=today, **given)
+                sql, args = list_query(enterprise, filters, limit=limit, cursor=None)
+                raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *args)
+                top = msgspec.json.decode(raw)[0]
+                nodes = _walk(top["Plan"])
+                scans = sorted(
+                    {
+                        f"{n['Node Type']} on {n.get('Index Name') or n.get('Relation Name')}"
+                        for n in nodes
+                        if "Scan" in n["Node Type"] and n.get("Relation Name", "") != "catalog_items"
+                        and "catalog_items" not in (n.get("Index Name") or "")
+                    }
+                )
+                sequential = any(
+                    n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "instruments" for n in nodes
+                )
+                ok &= not sequential
+                mark = "SEQ SCAN" if sequential else "index"
+                rows = top["Plan"].get("Actual Rows", 0)
+                print(f"  {case.label:34} {top['Execution Time']:8.2f} ms  {rows:4} rows  {mark:8} {'; '.join(scans)}")
+            print()
+        return ok
+    finally:
+        await conn.close()
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dsn", default=os.environ.get("METREG_BENCH_DATABASE_URL", DEFAULT_DSN))
+    parser.add_argument("--instruments", type=int, default=1_000_000)
+    parser.add_argument("--enterprises", type=int, default=4_000)
+    parser.add_argument("--large", type=int, default=200_000, help="instruments of the largest enterprise")
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--fresh", action="store_true", help="drop and rebuild the bench database")
+    parser.add_argument("--drop", action="store_true", help="drop the bench database when done")
+    args = parser.parse_args(argv)
+    now = SystemClock().now()
+    today = dates.local_today(now, "Asia/Shanghai")
+    if args.fresh:
+        await migrate.drop_database(args.dsn)
+    await migrate.create_database(args.dsn)
+    await migrate.migrate(args.dsn, now)
+    conn = await asyncpg.connect(args.dsn)
+    present = await conn.fetchval("SELECT count(*) FROM instruments")
+    await conn.close()
+    if present != args.instruments:  # a register of another size, or a half-built one: start over
+        await migrate.drop_database(args.dsn)
+        await migrate.create_database(args.dsn)
+        await migrate.migrate(args.dsn, now)
+        await build(
+            args.dsn, instruments=args.instruments, enterprises=args.enterprises, large=args.large, today=today
+        )
+    ok = await explain(args.dsn, today, args.limit)
+    if args.drop:
+        await migrate.drop_database(args.dsn)
+    print("every filter is an index scan" if ok else "SEQUENTIAL SCAN FOUND", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -171,7 +171,8 @@ async def explain(dsn: str, today: dt.date, limit: int) -> bool:
                     {
                         f"{n['Node Type']} on {n.get('Index Name') or n.get('Relation Name')}"
                         for n in nodes
-                        if "Scan" in n["Node Type"] and n.get("Relation Name", "") != "catalog_items"
+                        if "Scan" in n["Node Type"]
+                        and n.get("Relation Name", "") != "catalog_items"
                         and "catalog_items" not in (n.get("Index Name") or "")
                     }
                 )
@@ -211,9 +212,7 @@ async def main(argv: list[str] | None = None) -> int:
         await migrate.drop_database(args.dsn)
         await migrate.create_database(args.dsn)
         await migrate.migrate(args.dsn, now)
-        await build(
-            args.dsn, instruments=args.instruments, enterprises=args.enterprises, large=args.large, today=today
-        )
+        await build(args.dsn, instruments=args.instruments, enterprises=args.enterprises, large=args.large, today=today)
     ok = await explain(args.dsn, today, args.limit)
     if args.drop:
         await migrate.drop_database(args.dsn)

@@ -1,0 +1,1 @@
+"""The arq worker: reminder planning, the notice outbox and delivery (issue 4 builds it)."""

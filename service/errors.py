@@ -61,7 +61,12 @@ class MetregError(Exception):
     @classmethod
     def for_field(cls, field: str, message: str) -> Self:
         """Build the error for a single field, with the field named in the detail too."""
-        return cls(f"{field}: {message}", errors=[FieldError(field=field, message=message)])
+        return cls.for_fields([FieldError(field=field, message=message)])
+
+    @classmethod
+    def for_fields(cls, errors: Sequence[FieldError]) -> Self:
+        """Build the error for several fields at once; the detail names each."""
+        return cls("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
 
 
 class InvalidInputError(MetregError):

@@ -35,7 +35,7 @@ def _check_settings(
         if isinstance(days, list) and (why := reminder_days_problem(days)):
             problems.append(FieldError(field=name, message=why))
     if problems:
-        raise InvalidInputError("; ".join(f"{p.field}: {p.message}" for p in problems), errors=problems)
+        raise InvalidInputError.for_fields(problems)
 
 
 class EnterpriseController(Controller):

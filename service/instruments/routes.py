@@ -73,7 +73,7 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
     for name in ("last_verified_on", "valid_until"):
         validate_date(name, values.get(name))
     if problems:
-        raise InvalidInputError("; ".join(f"{p.field}: {p.message}" for p in problems), errors=problems)
+        raise InvalidInputError.for_fields(problems)
     return values
 
 

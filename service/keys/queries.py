@@ -29,7 +29,7 @@ def _check_scope(data: ApiKeyCreate) -> None:
         elif field != needed and given:
             errors.append(FieldError(field=field, message=f"does not apply to a {data.role} key"))
     if errors:
-        raise RuleViolationError("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+        raise RuleViolationError.for_fields(errors)
 
 
 async def create_key(db: asyncpg.Connection, data: ApiKeyCreate, now: dt.datetime) -> CreatedApiKey:

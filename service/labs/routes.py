@@ -50,7 +50,7 @@ class LabController(Controller):
                 FieldError(field=f"scope[{data.scope.index(code)}]", message=f"{code!r} is not in the catalogue")
                 for code in unknown
             ]
-            raise RuleViolationError("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+            raise RuleViolationError.for_fields(errors)
         return await insert_lab(db, data, clock.now())
 
     @get(

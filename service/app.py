@@ -17,7 +17,7 @@ from litestar import Litestar, Router, get
 from litestar.datastructures import MutableScopeHeaders, State
 from litestar.enums import ScopeType
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Response
@@ -112,6 +112,7 @@ async def healthz() -> Health:
     operation_id="Readyz",
     summary="PostgreSQL and Redis answer",
     description="503 while either does not; load balancers should stop routing here until it is 200.",
+    responses={503: ResponseSpec(data_container=Health, description="PostgreSQL or Redis does not answer.")},
     tags=["Operations"],
     opt={"public": True},
 )

@@ -36,13 +36,14 @@ class PeriodRule(enum.StrEnum):
 
     - ``inclusive_minus_one`` (default, R2): 有效期至 = verification date + cycle − 1 day.
     - ``civil_code`` (R4): the period ends on the corresponding day (民法典 §§201–202).
-    - ``end_of_year``: the period ends on 31 December of the year it would otherwise end in
-      (German MessEV practice, domain.md §2.3 "Germany contrast"), for tenants outside China.
+
+    Both stay within the legal cycle (they differ by one day). A rule that ends periods on
+    31 December (German MessEV) would lengthen a Chinese compulsory cycle by up to eleven months, so
+    it waits until jurisdictions, not enterprises, carry their period rule.
     """
 
     INCLUSIVE_MINUS_ONE = "inclusive_minus_one"
     CIVIL_CODE = "civil_code"
-    END_OF_YEAR = "end_of_year"
 
 
 def add_months(start: dt.date, months: int) -> dt.date:
@@ -72,7 +73,6 @@ def valid_until(verified_on: dt.date, cycle_months: int, rule: PeriodRule) -> dt
     - R4 ``civil_code``: add_months(D, N). 民法典 §201 excludes the start day and §202 ends a period of
       months on the corresponding day, or the month end where there is none [S-CIVIL]. The §203
       holiday roll-over is not applied: no source applies it to certificates.
-    - ``end_of_year``: 31 December of the year of add_months(D, N) (MessEV §34 [S-DE1]).
 
     R6: the period always runs from this verification's own date; periods never stack.
     """
@@ -81,9 +81,7 @@ def valid_until(verified_on: dt.date, cycle_months: int, rule: PeriodRule) -> dt
     end = add_months(verified_on, cycle_months)
     if rule is PeriodRule.INCLUSIVE_MINUS_ONE:
         return end - dt.timedelta(days=1)
-    if rule is PeriodRule.CIVIL_CODE:
-        return end
-    return dt.date(end.year, 12, 31)
+    return end
 
 
 def next_due(last_valid_day: dt.date) -> dt.date:

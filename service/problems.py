@@ -135,6 +135,15 @@ def _on_unique_violation(request: Request[Any, Any, Any], exc: asyncpg.UniqueVio
     return _problem(request, 409, "the write conflicts with an existing record", slug="duplicate")
 
 
+def _on_unstorable_text(request: Request[Any, Any, Any], exc: asyncpg.PostgresError) -> Response[Problem]:
+    return _problem(request, 400, "the input holds a character that cannot be stored (such as NUL)")
+
+
+def _on_concurrent_change(request: Request[Any, Any, Any], exc: asyncpg.PostgresError) -> Response[Problem]:
+    log.warning("transaction aborted by a concurrent one: %s", type(exc).__name__)
+    return _problem(request, 409, "a concurrent change got in the way; nothing was written, retry", slug="conflict")
+
+
 def _on_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     log.error("unhandled %s", type(exc).__name__, exc_info=exc)
     return _problem(request, 500, "an unexpected error occurred; it has been logged with the request id")
@@ -146,6 +155,10 @@ def exception_handlers() -> ExceptionHandlersMap:
         MetregError: _on_domain_error,
         HTTPException: _on_http_exception,
         asyncpg.UniqueViolationError: _on_unique_violation,
+        asyncpg.CharacterNotInRepertoireError: _on_unstorable_text,
+        asyncpg.UntranslatableCharacterError: _on_unstorable_text,
+        asyncpg.DeadlockDetectedError: _on_concurrent_change,
+        asyncpg.SerializationError: _on_concurrent_change,
         asyncpg.PostgresConnectionError: _on_unavailable,
         asyncpg.CannotConnectNowError: _on_unavailable,
         asyncpg.InterfaceError: _on_unavailable,

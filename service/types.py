@@ -7,14 +7,33 @@ from typing import Annotated
 
 from msgspec import Meta
 
-__all__ = ("CycleMonths", "LongText", "Name", "RegionCode", "RegionPrefix", "ShortText", "validate_date")
-
 from service import dates
 from service.errors import InvalidInputError
 
-Name = Annotated[str, Meta(min_length=1, max_length=200)]
-ShortText = Annotated[str, Meta(max_length=100)]
-LongText = Annotated[str, Meta(max_length=500)]
+__all__ = (
+    "NO_NUL",
+    "CycleMonths",
+    "LongText",
+    "Name",
+    "RegionCode",
+    "RegionPrefix",
+    "ShortText",
+    "Text",
+    "validate_date",
+)
+
+#: PostgreSQL text cannot hold NUL; refusing it here names the field instead of failing in SQL.
+NO_NUL = r"^[^\x00]*$"
+
+
+def Text(max_length: int, *, min_length: int = 0, description: str | None = None) -> Meta:  # noqa: N802
+    """Constraints of a text field: length bounds and no NUL characters."""
+    return Meta(min_length=min_length, max_length=max_length, pattern=NO_NUL, description=description)
+
+
+Name = Annotated[str, Text(200, min_length=1)]
+ShortText = Annotated[str, Text(100)]
+LongText = Annotated[str, Text(500)]
 RegionCode = Annotated[
     str, Meta(pattern=r"^[0-9]{6}$", description="Six-digit administrative division code (GB/T 2260).")
 ]

@@ -46,7 +46,7 @@ class EnterpriseController(Controller):
         operation_id="CreateEnterprise",
         summary="Create an enterprise",
         description="Admin only. The credit code must carry a valid GB 32100-2015 check character and be unique.",
-        responses=problem_responses(400, 401, 403, 409),
+        responses=problem_responses(400, 401, 403, 409, 413),
     )
     async def create_enterprise(
         self,
@@ -86,7 +86,7 @@ class EnterpriseController(Controller):
         summary="Change an enterprise's settings",
         description="The enterprise itself or an admin; `region_code` is admin only. Changing "
         "`period_rule` recomputes every valid-until date that metreg computed (printed ones stay).",
-        responses=problem_responses(400, 401, 403, 404, 409),
+        responses=problem_responses(400, 401, 403, 404, 409, 413),
     )
     async def update_enterprise(
         self,

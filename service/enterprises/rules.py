@@ -38,7 +38,8 @@ def credit_code_problem(code: str) -> str | None:
     return None
 
 
-_TIMEZONES = frozenset(available_timezones())
+# The machine's own zone and the placeholder zone are not places an enterprise can be.
+_TIMEZONES = frozenset(available_timezones()) - {"localtime", "Factory", "posixrules"}
 
 
 def is_valid_timezone(name: str) -> bool:

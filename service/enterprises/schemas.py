@@ -9,11 +9,11 @@ from typing import Annotated
 import msgspec
 
 from service.dates import PeriodRule
-from service.types import Name, RegionCode
+from service.types import NO_NUL, Name, RegionCode, Text
 
 __all__ = ("Enterprise", "EnterpriseCreate", "EnterpriseUpdate")
 
-Timezone = Annotated[str, msgspec.Meta(max_length=64, description="IANA time zone of the enterprise's local dates.")]
+Timezone = Annotated[str, Text(64, description="IANA time zone of the enterprise's local dates.")]
 ReminderDays = Annotated[
     list[int],
     msgspec.Meta(
@@ -31,6 +31,7 @@ class EnterpriseCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         str,
         msgspec.Meta(
             max_length=64,
+            pattern=NO_NUL,
             description="统一社会信用代码: 18 characters ending in the GB 32100-2015 check character.",
             examples=["91350100M000100Y43"],
         ),

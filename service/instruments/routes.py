@@ -12,7 +12,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from service import dates
 from service.catalog.queries import select_catalog_rule
-from service.catalog.rules import CatalogRule, LegalUse
+from service.catalog.rules import CatalogRule, LegalUse, Regime, effective_regime
 from service.db import Connection
 from service.deps import ClockDep, Db, PrincipalDep
 from service.enterprises.access import readable_enterprise, writable_enterprise
@@ -36,7 +36,7 @@ from service.instruments.rules import Lifecycle, Status, derive
 from service.instruments.schemas import Instrument, InstrumentCreate, InstrumentUpdate
 from service.pagination import Cursor, Limit, Page
 from service.problems import problem_responses
-from service.types import validate_date
+from service.types import NO_NUL, validate_date
 
 __all__ = ("EnterpriseInstrumentController", "InstrumentController")
 
@@ -148,10 +148,10 @@ class EnterpriseInstrumentController(Controller):
         principal: PrincipalDep,
         enterprise_id: FromPath[uuid.UUID],
         status: Annotated[Status | None, QueryParameter(description="Computed status.")] = None,
-        catalog_code: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        catalog_code: Annotated[str | None, QueryParameter(max_length=64, pattern=NO_NUL)] = None,
         legal_use: Annotated[LegalUse | None, QueryParameter()] = None,
         due_before: Annotated[dt.date | None, QueryParameter(description="valid_until before this date.")] = None,
-        q: Annotated[str | None, QueryParameter(min_length=1, max_length=100)] = None,
+        q: Annotated[str | None, QueryParameter(min_length=1, max_length=100, pattern=NO_NUL)] = None,
         as_of: AsOf = None,
         limit: Limit = 50,
         cursor: Cursor = None,
@@ -159,6 +159,8 @@ class EnterpriseInstrumentController(Controller):
         enterprise = await readable_enterprise(db, principal, enterprise_id)
         validate_date("as_of", as_of)
         validate_date("due_before", due_before)
+        if q is not None and not q.strip():
+            raise InvalidInputError.for_field("q", "must not be blank")
         filters = InstrumentFilters(
             as_of=as_of or dates.local_today(clock.now(), enterprise.timezone),
             status=status,
@@ -220,13 +222,16 @@ class InstrumentController(Controller):
         data: JSONBody[InstrumentUpdate],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=40)] = None,
     ) -> Response[Instrument]:
-        current = await select_instrument(db, instrument_id, for_update=True)
-        if current is None:
+        found = await select_instrument(db, instrument_id)
+        if found is None:
             raise NotFoundError(f"instrument {instrument_id} not found")
+        # Locks go enterprise first, then instrument: the order a settings change takes them in.
         try:
-            enterprise = await writable_enterprise(db, principal, current.enterprise_id, lock="share")
+            enterprise = await writable_enterprise(db, principal, found.enterprise_id, lock="share")
         except NotFoundError:
             raise NotFoundError(f"instrument {instrument_id} not found") from None
+        current = await select_instrument(db, instrument_id, for_update=True)
+        assert current is not None  # instruments are never deleted
         expected = _expected_version(data.version, if_match)
         if expected != current.version:
             raise StaleVersionError(
@@ -265,15 +270,18 @@ async def _rederive(
     if not any(k in changes for k in _RULE_INPUTS):
         return {}
     merged = {k: changes.get(k, getattr(current, k)) for k in _RULE_INPUTS}
+    item = await _catalog_rule(db, merged["catalog_code"])
     if "valid_until" in changes:
         printed = changes["valid_until"]
     elif "last_verified_on" in changes or current.validity_source == "computed":
         # A printed date belongs to the certificate of the old verification date.
         printed = None
+    elif effective_regime(item, merged["legal_use"]) is Regime.INITIAL_ONLY_SCRAP_ON_FAILURE:
+        printed = None  # the instrument no longer expires: the old date does not apply
     else:
         printed = current.valid_until
     derived = derive(
-        item=await _catalog_rule(db, merged["catalog_code"]),
+        item=item,
         legal_use=merged["legal_use"],
         cycle_months=merged["cycle_months"],
         last_verified_on=merged["last_verified_on"],

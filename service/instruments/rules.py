@@ -243,7 +243,6 @@ def validity(
     text = {
         dates.PeriodRule.INCLUSIVE_MINUS_ONE: f"valid until = {span} − 1 day",
         dates.PeriodRule.CIVIL_CODE: f"valid until = {span} (Civil Code: ends on the corresponding day)",
-        dates.PeriodRule.END_OF_YEAR: f"valid until = 31 December of the year of {span}",
     }[rule]
     return Validity(
         valid_until=until,
@@ -450,6 +449,16 @@ def derive(
         if printed_valid_until < last_verified_on:
             raise RuleViolationError.for_field(
                 "valid_until", f"{printed_valid_until} is before last_verified_on {last_verified_on}"
+            )
+        # Trusted as printed, but no certificate outlasts its cycle: the latest either period rule
+        # allows is the Civil Code's corresponding day.
+        if cycle.months is not None and printed_valid_until > (
+            limit := dates.add_months(last_verified_on, cycle.months)
+        ):
+            raise RuleViolationError.for_field(
+                "valid_until",
+                f"{printed_valid_until} is later than {limit}, the end of a {cycle.months}-month cycle from "
+                f"{last_verified_on}; check the date, or the instrument's cycle_months",
             )
     found = validity(
         regime=regime,

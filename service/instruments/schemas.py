@@ -10,15 +10,14 @@ import msgspec
 
 from service.catalog.rules import LegalUse, Regime
 from service.instruments.rules import Basis, Lifecycle, RequiredAction, Status, Traceability
-from service.types import CycleMonths, LongText, Name, ShortText
+from service.types import CycleMonths, LongText, Name, ShortText, Text
 
 __all__ = ("Instrument", "InstrumentCreate", "InstrumentUpdate")
 
-SerialNo = Annotated[str, msgspec.Meta(min_length=1, max_length=100, description="出厂编号 (serial number).")]
-ManagementNo = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=100, description="管理编号: unique within the enterprise.")
-]
-CatalogCode = Annotated[str, msgspec.Meta(max_length=64, description="Code of a catalogue item (GET /v1/catalog).")]
+SerialNo = Annotated[str, Text(100, min_length=1, description="出厂编号 (serial number).")]
+ManagementNo = Annotated[str, Text(100, min_length=1, description="管理编号: unique within the enterprise.")]
+CatalogCode = Annotated[str, Text(64, description="Code of a catalogue item (GET /v1/catalog).")]
+Manufacturer = Annotated[str, Text(200)]
 
 
 class InstrumentCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -34,7 +33,7 @@ class InstrumentCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     name: Name
     model: ShortText = ""
     serial_no: SerialNo
-    manufacturer: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    manufacturer: Manufacturer = ""
     management_no: ManagementNo | None = None
     measuring_range: LongText | None = None
     accuracy_class: ShortText | None = None
@@ -63,7 +62,7 @@ class InstrumentUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     name: Name | _U = msgspec.UNSET
     model: ShortText | _U = msgspec.UNSET
     serial_no: SerialNo | _U = msgspec.UNSET
-    manufacturer: Annotated[str, msgspec.Meta(max_length=200)] | _U = msgspec.UNSET
+    manufacturer: Manufacturer | _U = msgspec.UNSET
     management_no: ManagementNo | _U | None = msgspec.UNSET
     measuring_range: LongText | _U | None = msgspec.UNSET
     accuracy_class: ShortText | _U | None = msgspec.UNSET

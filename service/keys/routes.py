@@ -25,7 +25,7 @@ class ApiKeyController(Controller):
         summary="Create an API key",
         description="Admin only. The response's `key` is the secret: it is shown this once and only its "
         "hash is stored.",
-        responses=problem_responses(400, 401, 403, 422),
+        responses=problem_responses(400, 401, 403, 413, 422),
     )
     async def create_api_key(
         self,

@@ -26,7 +26,7 @@ class LabController(Controller):
         operation_id="CreateLab",
         summary="Register a lab",
         description="Admin only. Every `scope` entry must be a catalogue code.",
-        responses=problem_responses(400, 401, 403, 422),
+        responses=problem_responses(400, 401, 403, 413, 422),
     )
     async def create_lab(
         self,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 
-from service.types import Name, RegionCode
+from service.types import Name, RegionCode, Text
 
 __all__ = ("Lab", "LabCreate")
 
@@ -17,9 +17,9 @@ class LabCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A new lab. ``scope`` lists the catalogue codes it may verify; empty means calibration only."""
 
     name: Name
-    accreditation_no: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    accreditation_no: Annotated[str, Text(100, min_length=1)]
     region_code: RegionCode
-    scope: Annotated[list[str], msgspec.Meta(max_length=200)] = msgspec.field(default_factory=list)
+    scope: Annotated[list[Annotated[str, Text(64)]], msgspec.Meta(max_length=200)] = msgspec.field(default_factory=list)
 
 
 class Lab(msgspec.Struct, frozen=True, kw_only=True):

@@ -35,6 +35,7 @@ async def test_admin_creates_an_enterprise_with_defaults(admin: Api) -> None:
         ({"region_code": 310115}, "region_code"),
         ({"timezone": "Asia/Beijing"}, "timezone"),
         ({"period_rule": "whenever"}, "period_rule"),
+        ({"period_rule": "end_of_year"}, "period_rule"),
         ({"reminder_days": [7, 30]}, "reminder_days"),
         ({"reminder_days": [30, -7]}, "reminder_days"),
         ({"name": "   "}, "name"),

@@ -49,8 +49,9 @@ def _register(rng: random.Random) -> list[tuple[Lifecycle, Regime, dt.date | Non
     return rows
 
 
-@pytest.fixture
+@pytest.fixture(params=[([30, 7], [90, 30]), ([120, 7], [30])], ids=["periodic<rotation", "periodic>rotation"])
 async def generated(
+    request: pytest.FixtureRequest,
     pool: asyncpg.Pool,
 ) -> tuple[Enterprise, dict[str, tuple[Lifecycle, Regime, dt.date | None, dt.date | None]]]:
     rng = random.Random(7)
@@ -59,10 +60,10 @@ async def generated(
             conn,
             EnterpriseCreate(
                 name="agreement",
-                credit_code=new_credit_code(rng),
+                credit_code=new_credit_code(),
                 region_code="310115",
-                reminder_days=[30, 7],
-                rotation_reminder_days=[90, 30],
+                reminder_days=request.param[0],
+                rotation_reminder_days=request.param[1],
             ),
             NOW,
         )

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from service.dates import MAX_DATE, MIN_DATE, PeriodRule, add_months, local_today, next_due, reminder_date, valid_until
 
 D = dt.date
-INCL, CIVIL, EOY = PeriodRule.INCLUSIVE_MINUS_ONE, PeriodRule.CIVIL_CODE, PeriodRule.END_OF_YEAR
+INCL, CIVIL = PeriodRule.INCLUSIVE_MINUS_ONE, PeriodRule.CIVIL_CODE
 
 
 @pytest.mark.parametrize(
@@ -49,8 +49,6 @@ def test_add_months(rule: str, start: dt.date, months: int, expected: dt.date) -
         ("R2 year boundary: Dec 31 + 6 − 1 = Jun 29", D(2025, 12, 31), 6, INCL, D(2026, 6, 29)),
         ("R2 verified on a leap day, 12 months", D(2024, 2, 29), 12, INCL, D(2025, 2, 27)),
         ("R2 limited life: water meter DN≤25, 72 months", D(2020, 3, 1), 72, INCL, D(2026, 2, 28)),
-        ("end_of_year: MessEV period ends on Dec 31", D(2026, 3, 10), 24, EOY, D(2028, 12, 31)),
-        ("end_of_year: Dec verification + 1 month rolls a year", D(2026, 12, 10), 1, EOY, D(2027, 12, 31)),
     ],
 )
 def test_valid_until(rule: str, verified: dt.date, months: int, period_rule: PeriodRule, expected: dt.date) -> None:

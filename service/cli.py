@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import click
@@ -17,6 +17,8 @@ from service import migrate as migrations
 from service.auth import Role
 from service.clock import SystemClock
 from service.db import init_connection
+from service.demo import DemoKeys, seed_demo
+from service.errors import MetregError
 from service.keys.queries import create_key
 from service.keys.schemas import ApiKeyCreate
 from service.settings import Settings
@@ -33,12 +35,9 @@ def _settings() -> Settings:
         raise click.ClickException(f"configuration: {exc}") from None
 
 
-def _run(coro: Awaitable[T]) -> T:
-    async def wrapped() -> T:
-        return await coro
-
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
-        return asyncio.run(wrapped())
+        return asyncio.run(coro)
     except (OSError, asyncpg.PostgresError, migrations.MigrationError) as exc:
         raise click.ClickException(str(exc) or type(exc).__name__) from None
 
@@ -131,8 +130,6 @@ def create_key_command(
     except msgspec.ValidationError as exc:
         raise click.ClickException(str(exc)) from None
     settings = _settings()
-    from service.errors import MetregError
-
     try:
         created = _run(_in_transaction(settings.database_url, lambda db: create_key(db, data, SystemClock().now())))
     except MetregError as exc:
@@ -154,8 +151,6 @@ def demo(keys_file: Path, url: str | None) -> None:
 
     Example: metreg demo
     """
-    from service.demo import DemoKeys, seed_demo
-
     settings = _settings()
     kept = None
     if keys_file.exists():

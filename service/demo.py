@@ -19,10 +19,10 @@ import msgspec
 from service import dates
 from service.auth import Role, hash_secret, parse_key
 from service.catalog.queries import select_catalog_rule
-from service.catalog.rules import CatalogRule, LegalUse
+from service.catalog.rules import CatalogRule, LegalUse, Regime, effective_regime
 from service.enterprises.queries import insert_enterprise
 from service.enterprises.rules import credit_code_check_char
-from service.enterprises.schemas import EnterpriseCreate
+from service.enterprises.schemas import Enterprise, EnterpriseCreate
 from service.instruments.queries import insert_instrument
 from service.instruments.rules import DueSoonWindows, Lifecycle, Status, derive, status_of
 from service.keys.queries import create_key
@@ -239,32 +239,25 @@ _TIMED = {Status.VALID, Status.DUE_SOON, Status.OVERDUE}
 
 
 def _pick_date(
-    rng: random.Random, kind: _Kind, rule: CatalogRule | None, want: Status, today: dt.date, windows: DueSoonWindows
+    rng: random.Random, kind: _Kind, rule: CatalogRule | None, want: Status, today: dt.date, enterprise: Enterprise
 ) -> dt.date | None:
     """A last verification date that gives ``want`` today (None for unverified)."""
     if want is Status.UNVERIFIED:
         return None
+    regime = effective_regime(rule, kind.use)
+    windows = DueSoonWindows.from_reminders(enterprise.reminder_days, enterprise.rotation_reminder_days)
     cycle = kind.cycle_months or (rule.default_cycle_months if rule else None) or 12
     span = cycle * 31 + 120
     for _ in range(500):
         verified = today - dt.timedelta(days=rng.randrange(0, span))
         if want not in _TIMED:
             return verified
-        until = dates.valid_until(verified, cycle, dates.PeriodRule.INCLUSIVE_MINUS_ONE)
-        regime = derive(
-            item=rule,
-            legal_use=kind.use,
-            cycle_months=kind.cycle_months,
-            last_verified_on=verified,
-            printed_valid_until=None,
-            rule=dates.PeriodRule.INCLUSIVE_MINUS_ONE,
-            today=today,
-        ).regime
+        expires = regime is not Regime.INITIAL_ONLY_SCRAP_ON_FAILURE
         got = status_of(
             lifecycle=Lifecycle.IN_SERVICE,
             regime=regime,
             last_verified_on=verified,
-            valid_until=until if regime.value != "initial_only_scrap_on_failure" else None,
+            valid_until=dates.valid_until(verified, cycle, enterprise.period_rule) if expires else None,
             today=today,
             windows=windows,
         )
@@ -273,9 +266,8 @@ def _pick_date(
     return today - dt.timedelta(days=1)
 
 
-def _plan(today: dt.date, rules: dict[str, CatalogRule]) -> list[dict[str, Any]]:
+def _plan(today: dt.date, rules: dict[str, CatalogRule], enterprise: Enterprise) -> list[dict[str, Any]]:
     rng = random.Random(20_260_101)
-    windows = DueSoonWindows(periodic_days=30, rotation_days=90)
     statuses = [s for s, share in _TARGETS for _ in range(share * DEMO_SIZE // 100)]
     statuses += [Status.VALID] * (DEMO_SIZE - len(statuses))
     kinds = [k for k in _KINDS for _ in range(k.weight)]
@@ -285,7 +277,7 @@ def _plan(today: dt.date, rules: dict[str, CatalogRule]) -> list[dict[str, Any]]
         if want in (Status.DUE_SOON, Status.OVERDUE) and kind.catalog_code == "clinical_thermometer_glass":
             kind = _KINDS[0]  # thermometers never expire; give the slot to a gauge
         rule = rules.get(kind.catalog_code or "")
-        verified = _pick_date(rng, kind, rule, want, today, windows)
+        verified = _pick_date(rng, kind, rule, want, today, enterprise)
         lifecycle = Lifecycle.IN_SERVICE if want in _TIMED or want is Status.UNVERIFIED else Lifecycle(want.value)
         planned.append(
             {
@@ -307,11 +299,11 @@ def _plan(today: dt.date, rules: dict[str, CatalogRule]) -> list[dict[str, Any]]
     return planned
 
 
-async def _seed_register(db: asyncpg.Connection, enterprise_id: uuid.UUID, now: dt.datetime) -> int:
-    today = dates.local_today(now, "Asia/Shanghai")
+async def _seed_register(db: asyncpg.Connection, enterprise: Enterprise, now: dt.datetime) -> int:
+    today = dates.local_today(now, enterprise.timezone)
     codes = {k.catalog_code for k in _KINDS if k.catalog_code}
     rules = {code: rule for code in codes if (rule := await select_catalog_rule(db, code))}
-    planned = _plan(today, rules)
+    planned = _plan(today, rules, enterprise)
     for values in planned:
         rule = rules.get(values["catalog_code"] or "")
         derived = derive(
@@ -320,10 +312,10 @@ async def _seed_register(db: asyncpg.Connection, enterprise_id: uuid.UUID, now: 
             cycle_months=values["cycle_months"],
             last_verified_on=values["last_verified_on"],
             printed_valid_until=None,
-            rule=dates.PeriodRule.INCLUSIVE_MINUS_ONE,
+            rule=enterprise.period_rule,
             today=today,
         )
-        await insert_instrument(db, enterprise_id, {**values, **msgspec.structs.asdict(derived)}, now)
+        await insert_instrument(db, enterprise.id, {**values, **msgspec.structs.asdict(derived)}, now)
     return len(planned)
 
 
@@ -367,7 +359,7 @@ async def seed_demo(db: asyncpg.Connection, now: dt.datetime, kept: DemoKeys | N
             db, EnterpriseCreate(name=DEMO_NAME, credit_code=DEMO_CREDIT_CODE, region_code=DEMO_REGION), now
         )
         enterprise_id, name = enterprise.id, enterprise.name
-        await _seed_register(db, enterprise_id, now)
+        await _seed_register(db, enterprise, now)
     else:
         enterprise_id, name = existing["id"], existing["name"]
     count = await db.fetchval("SELECT count(*) FROM instruments WHERE enterprise_id = $1", enterprise_id)

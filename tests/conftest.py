@@ -34,6 +34,8 @@ from service.settings import Settings
 
 BASE_DSN = os.environ.get("METREG_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("METREG_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# A compulsory pressure gauge (JJG 52-2013: 6 months at most), the register's most common instrument.
+GAUGE = {"catalog_code": "pressure_gauge", "legal_use": "safety_protection"}
 # A fixed instant: 12:00 in Shanghai on 2026-06-15.
 NOW = dt.datetime(2026, 6, 15, 4, 0, tzinfo=dt.UTC)
 

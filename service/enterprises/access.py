@@ -15,19 +15,21 @@ from service.errors import ForbiddenError, NotFoundError
 __all__ = ("readable_enterprise", "writable_enterprise")
 
 
-def _not_found(enterprise_id: uuid.UUID) -> NotFoundError:
-    return NotFoundError(f"enterprise {enterprise_id} not found")
-
-
-async def readable_enterprise(db: asyncpg.Connection, principal: Principal, enterprise_id: uuid.UUID) -> Enterprise:
-    """The enterprise, if the principal may read it.
+async def readable_enterprise(
+    db: asyncpg.Connection,
+    principal: Principal,
+    enterprise_id: uuid.UUID,
+    *,
+    lock: Literal["share", "update"] | None = None,
+) -> Enterprise:
+    """The enterprise, if the principal may read it (locked as ``lock`` says).
 
     Raises:
         NotFoundError: absent, or outside the principal's scope.
     """
-    found = await select_enterprise(db, enterprise_id)
+    found = await select_enterprise(db, enterprise_id, lock=lock)
     if found is None or not principal.may_read_enterprise(found.id, found.region_code):
-        raise _not_found(enterprise_id)
+        raise NotFoundError(f"enterprise {enterprise_id} not found")
     return found
 
 
@@ -43,9 +45,7 @@ async def writable_enterprise(
         NotFoundError: absent, or outside the principal's scope.
         ForbiddenError: visible to the principal (a regulator) but not its to change.
     """
-    found = await select_enterprise(db, enterprise_id, lock=lock)
-    if found is None or not principal.may_read_enterprise(found.id, found.region_code):
-        raise _not_found(enterprise_id)
+    found = await readable_enterprise(db, principal, enterprise_id, lock=lock)
     if not principal.may_write_enterprise(found.id):
         raise ForbiddenError(f"a {principal.role} key may read this enterprise but not change it")
     return found

@@ -12,7 +12,7 @@ import msgspec
 from service.enterprises.schemas import Enterprise, EnterpriseCreate
 from service.errors import DuplicateError
 
-__all__ = ("insert_enterprise", "select_enterprise", "update_enterprise")
+__all__ = ("UPDATABLE", "insert_enterprise", "select_enterprise", "update_enterprise")
 
 _COLUMNS = """id, name, credit_code, region_code, timezone, period_rule, reminder_days,
               rotation_reminder_days, version, created_at, updated_at"""
@@ -52,14 +52,15 @@ async def select_enterprise(
     return _enterprise(row) if row else None
 
 
-_UPDATABLE = ("name", "region_code", "timezone", "period_rule", "reminder_days", "rotation_reminder_days")
+# The columns a PATCH may set, in a fixed order (never from client-supplied names).
+UPDATABLE = ("name", "region_code", "timezone", "period_rule", "reminder_days", "rotation_reminder_days")
 
 
 async def update_enterprise(
     db: asyncpg.Connection, enterprise_id: uuid.UUID, changes: dict[str, Any], now: dt.datetime
 ) -> Enterprise:
     """Apply ``changes`` (column -> value, columns from a fixed list) and bump the version."""
-    columns = [c for c in _UPDATABLE if c in changes]
+    columns = [c for c in UPDATABLE if c in changes]
     assignments = "".join(f", {c} = ${i}" for i, c in enumerate(columns, start=3))
     row = await db.fetchrow(
         f"""UPDATE enterprises SET version = version + 1, updated_at = $2{assignments}

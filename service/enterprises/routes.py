@@ -11,7 +11,7 @@ from litestar.params import FromPath, JSONBody
 
 from service.deps import AdminDep, ClockDep, Db, PrincipalDep
 from service.enterprises.access import readable_enterprise, writable_enterprise
-from service.enterprises.queries import insert_enterprise, update_enterprise
+from service.enterprises.queries import UPDATABLE, insert_enterprise, update_enterprise
 from service.enterprises.rules import credit_code_problem, is_valid_timezone, reminder_days_problem
 from service.enterprises.schemas import Enterprise, EnterpriseCreate, EnterpriseUpdate
 from service.errors import FieldError, ForbiddenError, InvalidInputError, StaleVersionError
@@ -99,11 +99,7 @@ class EnterpriseController(Controller):
         current = await writable_enterprise(db, principal, enterprise_id, lock="update")
         if data.version is not msgspec.UNSET and data.version != current.version:
             raise StaleVersionError(f"enterprise is at version {current.version}, not {data.version}")
-        changes = {
-            f: v
-            for f in ("name", "region_code", "timezone", "period_rule", "reminder_days", "rotation_reminder_days")
-            if (v := getattr(data, f)) is not msgspec.UNSET
-        }
+        changes = {f: v for f in UPDATABLE if (v := getattr(data, f)) is not msgspec.UNSET}
         if "region_code" in changes and not principal.is_admin:
             raise ForbiddenError("only an admin may change region_code: it decides which regulator sees you")
         if isinstance(changes.get("name"), str):

@@ -37,6 +37,7 @@ __all__ = (
     "insert_instrument",
     "list_query",
     "recompute_validity",
+    "select_enterprise_id",
     "select_instrument",
     "select_instruments",
     "status_predicate",
@@ -74,18 +75,23 @@ class InstrumentRow(msgspec.Struct, frozen=True, kw_only=True):
     rule: CatalogRule | None = None
 
 
-# Columns of InstrumentRow, then those of its CatalogRule (prefixed c_).
-_SELECT = """
-    SELECT i.id, i.enterprise_id, i.catalog_code, i.name, i.model, i.serial_no, i.manufacturer,
+# Columns of InstrumentRow, then those of its CatalogRule (prefixed c_), over instruments i.
+_COLUMNS = """
+           i.id, i.enterprise_id, i.catalog_code, i.name, i.model, i.serial_no, i.manufacturer,
            i.management_no, i.measuring_range, i.accuracy_class, i.mpe, i.location, i.department,
            i.legal_use, i.regime, i.cycle_months, i.lifecycle, i.last_verified_on, i.valid_until,
            i.validity_source, i.version, i.created_at, i.updated_at,
            c.regime AS c_regime, c.compulsory_uses AS c_compulsory_uses,
            c.legal_max_cycle_months AS c_legal_max_cycle_months,
            c.default_cycle_months AS c_default_cycle_months, c.regulation AS c_regulation
-    FROM instruments i
-    LEFT JOIN catalog_items c ON c.code = i.catalog_code
 """
+_CATALOG = "LEFT JOIN catalog_items c ON c.code = i.catalog_code"
+_SELECT = f"SELECT {_COLUMNS} FROM instruments i {_CATALOG}"
+
+
+def _written(write: str) -> str:
+    """``write`` (an INSERT or UPDATE of instruments) and the read of its row, in one statement."""
+    return f"WITH i AS ({write} RETURNING *) SELECT {_COLUMNS} FROM i {_CATALOG}"
 
 
 def _row(record: asyncpg.Record) -> InstrumentRow:
@@ -161,6 +167,12 @@ async def select_instrument(
     lock = " FOR UPDATE OF i" if for_update else ""
     record = await db.fetchrow(f"{_SELECT} WHERE i.id = $1{lock}", instrument_id)
     return _row(record) if record else None
+
+
+async def select_enterprise_id(db: asyncpg.Connection, instrument_id: uuid.UUID) -> uuid.UUID | None:
+    """The enterprise an instrument belongs to (it never changes), without reading the rest."""
+    found: uuid.UUID | None = await db.fetchval("SELECT enterprise_id FROM instruments WHERE id = $1", instrument_id)
+    return found
 
 
 # The SQL twin of rules.status_of, as templates: {d} is the local date, {wp} and {wr} the due-soon
@@ -315,19 +327,14 @@ async def insert_instrument(
     """Insert a registration (``values`` keyed by :data:`WRITABLE`) and return the stored row."""
     columns = [c for c in WRITABLE if c in values]
     placeholders = ", ".join(f"${i}" for i in range(3, len(columns) + 3))
+    insert = f"""INSERT INTO instruments (enterprise_id, created_at, updated_at, {", ".join(columns)})
+                 VALUES ($1, $2, $2, {placeholders})"""
     try:
-        new_id = await db.fetchval(
-            f"""INSERT INTO instruments (enterprise_id, created_at, updated_at, {", ".join(columns)})
-                VALUES ($1, $2, $2, {placeholders}) RETURNING id""",
-            enterprise_id,
-            now,
-            *(_db_value(values[c]) for c in columns),
-        )
+        record = await db.fetchrow(_written(insert), enterprise_id, now, *(_db_value(values[c]) for c in columns))
     except asyncpg.UniqueViolationError as exc:
         raise _translate_duplicate(exc, values) from None
-    found = await select_instrument(db, new_id)
-    assert found is not None
-    return found
+    assert record is not None
+    return _row(record)
 
 
 async def update_instrument(
@@ -336,18 +343,13 @@ async def update_instrument(
     """Apply ``values`` (keyed by :data:`WRITABLE`), bump the version, return the stored row."""
     columns = [c for c in WRITABLE if c in values]
     assignments = "".join(f", {c} = ${i}" for i, c in enumerate(columns, start=3))
+    update = f"UPDATE instruments SET version = version + 1, updated_at = $2{assignments} WHERE id = $1"
     try:
-        await db.execute(
-            f"UPDATE instruments SET version = version + 1, updated_at = $2{assignments} WHERE id = $1",
-            instrument_id,
-            now,
-            *(_db_value(values[c]) for c in columns),
-        )
+        record = await db.fetchrow(_written(update), instrument_id, now, *(_db_value(values[c]) for c in columns))
     except asyncpg.UniqueViolationError as exc:
         raise _translate_duplicate(exc, values) from None
-    found = await select_instrument(db, instrument_id)
-    assert found is not None
-    return found
+    assert record is not None  # the caller holds the row lock
+    return _row(record)
 
 
 async def recompute_validity(

@@ -11,6 +11,7 @@ from litestar import Controller, Response, get, patch, post
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from service import dates
+from service.auth import Principal
 from service.catalog.queries import select_catalog_rule
 from service.catalog.rules import CatalogRule, LegalUse, Regime, effective_regime
 from service.db import Connection
@@ -26,7 +27,9 @@ from service.errors import (
 )
 from service.instruments.queries import (
     InstrumentFilters,
+    InstrumentRow,
     insert_instrument,
+    select_enterprise_id,
     select_instrument,
     select_instruments,
     to_instrument,
@@ -84,6 +87,18 @@ async def _catalog_rule(db: Connection, code: str | None) -> CatalogRule | None:
     if rule is None:
         raise RuleViolationError.for_field("catalog_code", f"{code!r} is not in the catalogue (GET /v1/catalog)")
     return rule
+
+
+async def _owner(
+    db: Connection, principal: Principal, instrument_id: uuid.UUID, enterprise_id: uuid.UUID, *, write: bool
+) -> Enterprise:
+    """The instrument's enterprise, if the principal may read (or change) it; else a 404 for the instrument."""
+    try:
+        if write:
+            return await writable_enterprise(db, principal, enterprise_id, lock="share")
+        return await readable_enterprise(db, principal, enterprise_id)
+    except NotFoundError:
+        raise NotFoundError(f"instrument {instrument_id} not found") from None
 
 
 def _etag(instrument: Instrument) -> dict[str, str]:
@@ -196,10 +211,7 @@ class InstrumentController(Controller):
         row = await select_instrument(db, instrument_id)
         if row is None:
             raise NotFoundError(f"instrument {instrument_id} not found")
-        try:
-            enterprise = await readable_enterprise(db, principal, row.enterprise_id)
-        except NotFoundError:
-            raise NotFoundError(f"instrument {instrument_id} not found") from None
+        enterprise = await _owner(db, principal, instrument_id, row.enterprise_id, write=False)
         validate_date("as_of", as_of)
         instrument = to_instrument(row, enterprise, as_of or dates.local_today(clock.now(), enterprise.timezone))
         return Response(instrument, headers=_etag(instrument))
@@ -222,14 +234,11 @@ class InstrumentController(Controller):
         data: JSONBody[InstrumentUpdate],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=40)] = None,
     ) -> Response[Instrument]:
-        found = await select_instrument(db, instrument_id)
-        if found is None:
+        enterprise_id = await select_enterprise_id(db, instrument_id)
+        if enterprise_id is None:
             raise NotFoundError(f"instrument {instrument_id} not found")
         # Locks go enterprise first, then instrument: the order a settings change takes them in.
-        try:
-            enterprise = await writable_enterprise(db, principal, found.enterprise_id, lock="share")
-        except NotFoundError:
-            raise NotFoundError(f"instrument {instrument_id} not found") from None
+        enterprise = await _owner(db, principal, instrument_id, enterprise_id, write=True)
         current = await select_instrument(db, instrument_id, for_update=True)
         assert current is not None  # instruments are never deleted
         expected = _expected_version(data.version, if_match)
@@ -264,7 +273,7 @@ _RULE_INPUTS = ("catalog_code", "legal_use", "cycle_months", "last_verified_on",
 
 
 async def _rederive(
-    db: Connection, current: Any, changes: dict[str, Any], enterprise: Enterprise, today: dt.date
+    db: Connection, current: InstrumentRow, changes: dict[str, Any], enterprise: Enterprise, today: dt.date
 ) -> dict[str, Any]:
     """Re-apply the registration rules when a fact they read changes; {} when none did."""
     if not any(k in changes for k in _RULE_INPUTS):

@@ -6,9 +6,10 @@ import asyncio
 
 import asyncpg
 
+from tests.conftest import GAUGE as BASE_GAUGE
 from tests.conftest import Tenant
 
-GAUGE = {"catalog_code": "pressure_gauge", "legal_use": "safety_protection", "last_verified_on": "2025-08-31"}
+GAUGE = BASE_GAUGE | {"last_verified_on": "2025-08-31"}
 
 
 async def test_registrations_racing_a_period_rule_change_all_follow_the_final_rule(

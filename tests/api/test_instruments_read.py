@@ -8,9 +8,7 @@ import asyncpg
 
 from service.auth import Role
 from service.clock import FixedClock
-from tests.conftest import Api, MakeTenant, Tenant, fields_of, mint, problem
-
-GAUGE = {"catalog_code": "pressure_gauge", "legal_use": "safety_protection"}
+from tests.conftest import GAUGE, Api, MakeTenant, Tenant, fields_of, mint, problem
 
 
 async def _ids(api: Api, url: str, **params: object) -> list[str]:

@@ -7,9 +7,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.conftest import Tenant, fields_of, problem
-
-GAUGE = {"catalog_code": "pressure_gauge", "legal_use": "safety_protection"}
+from tests.conftest import GAUGE, Tenant, fields_of, problem
 
 
 async def _count(pool: asyncpg.Pool, tenant: Tenant) -> int:

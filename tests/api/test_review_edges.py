@@ -9,9 +9,7 @@ import logging
 import pytest
 
 import service.catalog.routes
-from tests.conftest import Api, Tenant, fields_of, new_credit_code, problem
-
-GAUGE = {"catalog_code": "pressure_gauge", "legal_use": "safety_protection"}
+from tests.conftest import GAUGE, Api, Tenant, fields_of, new_credit_code, problem
 
 
 @pytest.mark.parametrize("field", ["name", "serial_no", "catalog_code", "manufacturer", "location"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import asyncpg
 import pytest
 
 import service.catalog.routes
@@ -91,3 +92,12 @@ async def test_settings_change_racing_instrument_edits_never_deadlocks(tenant: T
         assert {r.status_code for r in results[1:]} <= {200, 409}, [r.text for r in results]
     final = {(await tenant.api.get(f"/v1/instruments/{g['id']}")).json()["valid_until"] for g in gauges}
     assert final == {"2026-07-14"}  # the last round set inclusive_minus_one
+
+
+async def test_a_lost_database_connection_is_a_503(admin: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def gone(db: object) -> None:
+        raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+    monkeypatch.setattr(service.catalog.routes, "select_catalog", gone)
+    body = problem(await admin.get("/v1/catalog"), 503)
+    assert "try again" in body["detail"]

@@ -19,6 +19,7 @@ __all__ = (
     "MIN_DATE",
     "PeriodRule",
     "add_months",
+    "add_working_days",
     "local_today",
     "next_due",
     "reminder_date",
@@ -101,6 +102,26 @@ def reminder_date(last_valid_day: dt.date, offset_days: int) -> dt.date:
     date through ``valid_until``.
     """
     return last_valid_day - dt.timedelta(days=offset_days)
+
+
+def add_working_days(start: dt.date, days: int) -> dt.date:
+    """The date ``days`` working days after ``start``, counting Monday to Friday only.
+
+    A lab completes an accepted request within a time limit set by SAMR or the province (1987
+    管理办法 Art. 8 [S-1987]); no national day count exists, so the count is the lab's
+    ``sla_working_days`` (domain.md §1.4). Weekends are skipped; public holidays and the
+    make-up working Saturdays of the Chinese calendar are not modelled (the due date may then be a
+    day or two early, never late). ``start`` itself does not count: accepted on a Friday with one
+    working day gives the Monday.
+    """
+    if days < 0:
+        raise ValueError("days must not be negative")
+    day, left = start, days
+    while left:
+        day += dt.timedelta(days=1)
+        if day.weekday() < 5:
+            left -= 1
+    return day
 
 
 def local_today(now: dt.datetime, timezone: str) -> dt.date:

@@ -69,6 +69,10 @@ class InstrumentRow(msgspec.Struct, frozen=True, kw_only=True):
     last_verified_on: dt.date | None
     valid_until: dt.date | None
     validity_source: ValiditySource
+    current_certificate_id: uuid.UUID | None
+    current_certificate_number: str | None
+    replaces: uuid.UUID | None
+    replaced_by: uuid.UUID | None
     version: int
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -80,12 +84,14 @@ _COLUMNS = """
            i.id, i.enterprise_id, i.catalog_code, i.name, i.model, i.serial_no, i.manufacturer,
            i.management_no, i.measuring_range, i.accuracy_class, i.mpe, i.location, i.department,
            i.legal_use, i.regime, i.cycle_months, i.lifecycle, i.last_verified_on, i.valid_until,
-           i.validity_source, i.version, i.created_at, i.updated_at,
+           i.validity_source, i.current_certificate_id, cc.number AS current_certificate_number,
+           i.replaces, i.replaced_by, i.version, i.created_at, i.updated_at,
            c.regime AS c_regime, c.compulsory_uses AS c_compulsory_uses,
            c.legal_max_cycle_months AS c_legal_max_cycle_months,
            c.default_cycle_months AS c_default_cycle_months, c.regulation AS c_regulation
 """
-_CATALOG = "LEFT JOIN catalog_items c ON c.code = i.catalog_code"
+_CATALOG = """LEFT JOIN catalog_items c ON c.code = i.catalog_code
+               LEFT JOIN certificates cc ON cc.id = i.current_certificate_id"""
 _SELECT = f"SELECT {_COLUMNS} FROM instruments i {_CATALOG}"
 
 
@@ -125,6 +131,7 @@ def to_instrument(row: InstrumentRow, enterprise: Enterprise, as_of: dt.date) ->
         rule=enterprise.period_rule,
         windows=DueSoonWindows.from_reminders(enterprise.reminder_days, enterprise.rotation_reminder_days),
         today=as_of,
+        certificate_number=row.current_certificate_number,
     )
     return Instrument(
         id=row.id,
@@ -154,6 +161,10 @@ def to_instrument(row: InstrumentRow, enterprise: Enterprise, as_of: dt.date) ->
         days_until_due=found.days_until_due,
         required_action=found.required_action,
         basis=found.basis,
+        current_certificate_id=row.current_certificate_id,
+        current_certificate_number=row.current_certificate_number,
+        replaces=row.replaces,
+        replaced_by=row.replaced_by,
         as_of=as_of,
         version=row.version,
         created_at=row.created_at,
@@ -303,6 +314,9 @@ WRITABLE = (
     "last_verified_on",
     "valid_until",
     "validity_source",
+    "current_certificate_id",
+    "replaces",
+    "replaced_by",
 )
 
 

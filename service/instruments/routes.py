@@ -11,31 +11,24 @@ from litestar import Controller, Response, get, patch, post
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from service import dates
-from service.auth import Principal
-from service.catalog.queries import select_catalog_rule
-from service.catalog.rules import CatalogRule, LegalUse, Regime, effective_regime
+from service.catalog.rules import LegalUse, Regime, effective_regime
 from service.db import Connection
 from service.deps import ClockDep, Db, PrincipalDep
 from service.enterprises.access import readable_enterprise, writable_enterprise
 from service.enterprises.schemas import Enterprise
-from service.errors import (
-    FieldError,
-    InvalidInputError,
-    NotFoundError,
-    RuleViolationError,
-    StaleVersionError,
-)
+from service.errors import InvalidInputError, RuleViolationError, StaleVersionError
+from service.history.queries import record_event
+from service.history.schemas import EventKind
+from service.instruments.access import visible_instrument, writable_instrument
 from service.instruments.queries import (
     InstrumentFilters,
     InstrumentRow,
-    insert_instrument,
-    select_enterprise_id,
-    select_instrument,
     select_instruments,
     to_instrument,
     update_instrument,
 )
-from service.instruments.rules import Lifecycle, Status, derive
+from service.instruments.registration import catalog_rule, clean, register
+from service.instruments.rules import Status, ValiditySource, derive, resolve_cycle
 from service.instruments.schemas import Instrument, InstrumentCreate, InstrumentUpdate
 from service.pagination import Cursor, Limit, Page
 from service.problems import problem_responses
@@ -47,58 +40,6 @@ AsOf = Annotated[
     dt.date | None,
     QueryParameter(description="Compute statuses for this local date (YYYY-MM-DD) instead of today."),
 ]
-_TEXT_FIELDS = (
-    "name",
-    "model",
-    "serial_no",
-    "manufacturer",
-    "management_no",
-    "measuring_range",
-    "accuracy_class",
-    "mpe",
-    "location",
-    "department",
-    "catalog_code",
-)
-_REQUIRED_TEXT = ("name", "serial_no")
-
-
-def _clean(values: dict[str, Any]) -> dict[str, Any]:
-    """Trim text fields (a trailing space must not make a second serial number); refuse blanks."""
-    problems = []
-    for name in _TEXT_FIELDS:
-        value = values.get(name)
-        if isinstance(value, str):
-            value = value.strip()
-            if not value and name in _REQUIRED_TEXT:
-                problems.append(FieldError(field=name, message="must not be blank"))
-            values[name] = value if value or name in ("model", "manufacturer") else None
-    for name in ("last_verified_on", "valid_until"):
-        validate_date(name, values.get(name))
-    if problems:
-        raise InvalidInputError.for_fields(problems)
-    return values
-
-
-async def _catalog_rule(db: Connection, code: str | None) -> CatalogRule | None:
-    if code is None:
-        return None
-    rule = await select_catalog_rule(db, code)
-    if rule is None:
-        raise RuleViolationError.for_field("catalog_code", f"{code!r} is not in the catalogue (GET /v1/catalog)")
-    return rule
-
-
-async def _owner(
-    db: Connection, principal: Principal, instrument_id: uuid.UUID, enterprise_id: uuid.UUID, *, write: bool
-) -> Enterprise:
-    """The instrument's enterprise, if the principal may read (or change) it; else a 404 for the instrument."""
-    try:
-        if write:
-            return await writable_enterprise(db, principal, enterprise_id, lock="share")
-        return await readable_enterprise(db, principal, enterprise_id)
-    except NotFoundError:
-        raise NotFoundError(f"instrument {instrument_id} not found") from None
 
 
 def _etag(instrument: Instrument) -> dict[str, str]:
@@ -126,25 +67,9 @@ class EnterpriseInstrumentController(Controller):
         data: JSONBody[InstrumentCreate],
     ) -> Response[Instrument]:
         enterprise = await writable_enterprise(db, principal, enterprise_id, lock="share")
-        values = _clean(msgspec.structs.asdict(data))
-        if values["lifecycle"] is Lifecycle.REPLACED:
-            raise RuleViolationError.for_field(
-                "lifecycle", "an instrument becomes replaced by the replace operation, not at registration"
-            )
         now = clock.now()
-        today = dates.local_today(now, enterprise.timezone)
-        derived = derive(
-            item=await _catalog_rule(db, values["catalog_code"]),
-            legal_use=values["legal_use"],
-            cycle_months=values["cycle_months"],
-            last_verified_on=values["last_verified_on"],
-            printed_valid_until=values["valid_until"],
-            rule=enterprise.period_rule,
-            today=today,
-        )
-        values.update(msgspec.structs.asdict(derived))
-        row = await insert_instrument(db, enterprise.id, values, now)
-        instrument = to_instrument(row, enterprise, today)
+        row = await register(db, enterprise, data, actor=principal, now=now)
+        instrument = to_instrument(row, enterprise, dates.local_today(now, enterprise.timezone))
         return Response(instrument, status_code=201, headers=_etag(instrument))
 
     @get(
@@ -196,8 +121,8 @@ class InstrumentController(Controller):
         "/{instrument_id:str}",
         operation_id="GetInstrument",
         summary="Read an instrument and its legal status",
-        description="Its enterprise, an admin, or a regulator of the enterprise's region. `as_of` "
-        "computes the status for another local date.",
+        description="Its enterprise, an admin, a regulator of the enterprise's region, or a lab that "
+        "has or had a verification request for it. `as_of` computes the status for another local date.",
         responses=problem_responses(400, 401, 404),
     )
     async def get_instrument(
@@ -208,10 +133,7 @@ class InstrumentController(Controller):
         instrument_id: FromPath[uuid.UUID],
         as_of: AsOf = None,
     ) -> Response[Instrument]:
-        row = await select_instrument(db, instrument_id)
-        if row is None:
-            raise NotFoundError(f"instrument {instrument_id} not found")
-        enterprise = await _owner(db, principal, instrument_id, row.enterprise_id, write=False)
+        row, enterprise = await visible_instrument(db, principal, instrument_id)
         validate_date("as_of", as_of)
         instrument = to_instrument(row, enterprise, as_of or dates.local_today(clock.now(), enterprise.timezone))
         return Response(instrument, headers=_etag(instrument))
@@ -234,24 +156,23 @@ class InstrumentController(Controller):
         data: JSONBody[InstrumentUpdate],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=40)] = None,
     ) -> Response[Instrument]:
-        enterprise_id = await select_enterprise_id(db, instrument_id)
-        if enterprise_id is None:
-            raise NotFoundError(f"instrument {instrument_id} not found")
-        # Locks go enterprise first, then instrument: the order a settings change takes them in.
-        enterprise = await _owner(db, principal, instrument_id, enterprise_id, write=True)
-        current = await select_instrument(db, instrument_id, for_update=True)
-        assert current is not None  # instruments are never deleted
+        current, enterprise = await writable_instrument(db, principal, instrument_id)
         expected = _expected_version(data.version, if_match)
         if expected != current.version:
             raise StaleVersionError(
                 f"instrument is at version {current.version}, not {expected}: read it again and retry"
             )
-        changes = _clean({k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET})
+        changes = clean({k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET})
         changes.pop("version", None)
+        _refuse_certificate_facts(current, changes)
         now = clock.now()
         today = dates.local_today(now, enterprise.timezone)
+        changed = sorted(k for k, v in changes.items() if v != getattr(current, k))
         changes.update(await _rederive(db, current, changes, enterprise, today))
         row = await update_instrument(db, instrument_id, changes, now)
+        await record_event(
+            db, instrument_id=row.id, kind=EventKind.UPDATED, actor=principal, now=now, detail={"fields": changed}
+        )
         instrument = to_instrument(row, enterprise, today)
         return Response(instrument, headers=_etag(instrument))
 
@@ -269,6 +190,19 @@ def _expected_version(body_version: int | msgspec.UnsetType, if_match: str | Non
     )
 
 
+def _refuse_certificate_facts(current: InstrumentRow, changes: dict[str, Any]) -> None:
+    """Dates set by a recorded result are evidence: they change by a new result or a correction."""
+    if current.validity_source is not ValiditySource.CERTIFICATE:
+        return
+    for name in ("last_verified_on", "valid_until"):
+        if name in changes and changes[name] != getattr(current, name):
+            raise RuleViolationError.for_field(
+                name,
+                f"is set by certificate {current.current_certificate_number}: record a new result or a "
+                "correction (POST /v1/instruments/{id}/certificates) instead",
+            )
+
+
 _RULE_INPUTS = ("catalog_code", "legal_use", "cycle_months", "last_verified_on", "valid_until")
 
 
@@ -279,10 +213,15 @@ async def _rederive(
     if not any(k in changes for k in _RULE_INPUTS):
         return {}
     merged = {k: changes.get(k, getattr(current, k)) for k in _RULE_INPUTS}
-    item = await _catalog_rule(db, merged["catalog_code"])
+    item = await catalog_rule(db, merged["catalog_code"])
+    if current.validity_source is ValiditySource.CERTIFICATE:
+        # The governing certificate's dates stand; only the regime and the cycle are re-checked.
+        regime = effective_regime(item, merged["legal_use"])
+        resolve_cycle(item, regime, merged["cycle_months"])
+        return {"regime": regime}
     if "valid_until" in changes:
         printed = changes["valid_until"]
-    elif "last_verified_on" in changes or current.validity_source == "computed":
+    elif "last_verified_on" in changes or current.validity_source is ValiditySource.COMPUTED:
         # A printed date belongs to the certificate of the old verification date.
         printed = None
     elif effective_regime(item, merged["legal_use"]) is Regime.INITIAL_ONLY_SCRAP_ON_FAILURE:

@@ -87,10 +87,15 @@ class CycleSource(enum.StrEnum):
 
 
 class ValiditySource(enum.StrEnum):
-    """Whether the stored ``valid_until`` was computed by metreg or copied from a certificate."""
+    """Where the stored ``valid_until`` comes from.
+
+    ``computed`` and ``printed``: registration data (computed by metreg, or copied from the paper
+    certificate); ``certificate``: a result recorded in metreg, whose own date governs.
+    """
 
     COMPUTED = "computed"
     PRINTED = "printed"
+    CERTIFICATE = "certificate"
 
 
 class Cycle(msgspec.Struct, frozen=True, kw_only=True):
@@ -349,22 +354,31 @@ def assess(
     rule: dates.PeriodRule,
     windows: DueSoonWindows,
     today: dt.date,
+    certificate_number: str | None = None,
 ) -> Assessment:
     """Compute every derived field of an instrument for the local date ``today``.
 
     ``own_cycle_months`` is the cycle recorded on the instrument (null: the catalogue default);
-    ``valid_until`` the stored last valid day, which decides the status.
+    ``valid_until`` the stored last valid day, which decides the status; ``certificate_number`` the
+    number of the governing document when a result recorded in metreg set the validity.
     """
     cycle = _cycle_for_read(item, regime, own_cycle_months)
-    printed = valid_until if validity_source is ValiditySource.PRINTED else None
-    found = validity(
-        regime=regime,
-        cycle=cycle,
-        last_verified_on=last_verified_on,
-        printed_valid_until=printed,
-        rule=rule,
-        regulation=item.regulation if item and regime is not Regime.NOT_CONTROLLED else None,
-    )
+    regulation = item.regulation if item and regime is not Regime.NOT_CONTROLLED else None
+    if validity_source is ValiditySource.CERTIFICATE:
+        found = Validity(
+            valid_until=valid_until,
+            basis=_certificate_basis(regime, cycle, last_verified_on, valid_until, certificate_number, regulation),
+        )
+    else:
+        printed = valid_until if validity_source is ValiditySource.PRINTED else None
+        found = validity(
+            regime=regime,
+            cycle=cycle,
+            last_verified_on=last_verified_on,
+            printed_valid_until=printed,
+            rule=rule,
+            regulation=regulation,
+        )
     # The stored date is the legal record and what the SQL filters read; the computation above
     # only explains it (they agree by construction: writes store what validity() computes).
     until = None if regime is Regime.INITIAL_ONLY_SCRAP_ON_FAILURE else valid_until
@@ -389,6 +403,32 @@ def assess(
         days_until_due=(until - today).days if until else None,
         required_action=required_action(status, regime),
         basis=found.basis,
+    )
+
+
+def _certificate_basis(
+    regime: Regime,
+    cycle: Cycle,
+    last_verified_on: dt.date | None,
+    valid_until: dt.date | None,
+    number: str | None,
+    regulation: str | None,
+) -> Basis:
+    """The basis of a validity set by a recorded result: the document's own dates govern (R6)."""
+    document = f"certificate {number}" if number else "the governing certificate"
+    if valid_until is not None:
+        text = f"valid until {valid_until} per {document} of {last_verified_on}"
+    elif regime is Regime.INITIAL_ONLY_SCRAP_ON_FAILURE and last_verified_on is not None:
+        text = f"verified on {last_verified_on} per {document}; initial verification only, no valid-until date"
+    else:
+        text = f"no valid-until date: {document} failed the instrument or was revoked (see its history)"
+    return Basis(
+        rule="certificate",
+        from_=last_verified_on,
+        cycle_months=cycle.months,
+        cycle_source=cycle.source,
+        regulation=regulation,
+        text=text,
     )
 
 

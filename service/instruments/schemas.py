@@ -109,6 +109,12 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     days_until_due: int | None
     required_action: RequiredAction
     basis: Basis
+    current_certificate_id: uuid.UUID | None
+    """The document that governs the status: the passing certificate, or the notice that failed it."""
+    current_certificate_number: str | None
+    replaces: uuid.UUID | None
+    """The instrument this one replaced (``/replace``)."""
+    replaced_by: uuid.UUID | None
     as_of: dt.date
     version: int
     created_at: dt.datetime

@@ -1,0 +1,1 @@
+"""An instrument's history: every registration, change, result, revocation and lifecycle step."""

@@ -1,0 +1,77 @@
+"""History rows: written by every write to an instrument, read newest first."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from service.auth import Principal
+from service.history.schemas import Event, EventKind
+from service.instruments.rules import Lifecycle
+from service.pagination import decode_cursor, encode_cursor
+
+__all__ = ("record_event", "select_events")
+
+
+async def record_event(
+    db: asyncpg.Connection,
+    *,
+    instrument_id: uuid.UUID,
+    kind: EventKind,
+    actor: Principal | None,
+    now: dt.datetime,
+    effective_on: dt.date | None = None,
+    from_lifecycle: Lifecycle | None = None,
+    to_lifecycle: Lifecycle | None = None,
+    certificate_id: uuid.UUID | None = None,
+    related_instrument_id: uuid.UUID | None = None,
+    reason: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append one event, in the caller's transaction (so it exists exactly when the change does)."""
+    await db.execute(
+        """INSERT INTO instrument_events (instrument_id, kind, effective_on, from_lifecycle, to_lifecycle,
+                                          certificate_id, related_instrument_id, reason, detail,
+                                          actor_key_id, actor_role, occurred_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+        instrument_id,
+        kind.value,
+        effective_on,
+        from_lifecycle.value if from_lifecycle else None,
+        to_lifecycle.value if to_lifecycle else None,
+        certificate_id,
+        related_instrument_id,
+        reason,
+        detail or {},
+        actor.key_id if actor else None,
+        actor.role.value if actor else None,
+        now,
+    )
+
+
+class _PageKey(msgspec.Struct, frozen=True, array_like=True):
+    seq: int
+
+
+async def select_events(
+    db: asyncpg.Connection, instrument_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[list[Event], str | None]:
+    """One page of the instrument's events, newest first, and the cursor of the next page."""
+    before = decode_cursor(cursor, _PageKey).seq if cursor else None
+    rows = await db.fetch(
+        """SELECT seq, instrument_id, kind, effective_on, from_lifecycle, to_lifecycle, certificate_id,
+                  related_instrument_id, reason, detail, actor_key_id, actor_role, occurred_at
+           FROM instrument_events
+           WHERE instrument_id = $1 AND ($2::bigint IS NULL OR seq < $2)
+           ORDER BY seq DESC LIMIT $3""",
+        instrument_id,
+        before,
+        limit + 1,
+    )
+    events = [msgspec.convert(dict(r), Event) for r in rows[:limit]]
+    next_cursor = encode_cursor(_PageKey(seq=events[-1].seq)) if len(rows) > limit else None
+    return events, next_cursor

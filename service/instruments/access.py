@@ -1,0 +1,94 @@
+"""Who may see and change an instrument.
+
+An instrument is visible to whoever may read its enterprise (the enterprise, a regulator of its
+region, an admin) and to a lab while it has or had a request item for it (issue 3). Outside that
+it is absent (404); visible but not the caller's to change is 403.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from service.auth import Principal, Role
+from service.enterprises.queries import select_enterprise
+from service.enterprises.schemas import Enterprise
+from service.errors import ForbiddenError, NotFoundError
+from service.instruments.queries import InstrumentRow, select_enterprise_id, select_instrument
+
+__all__ = ("lab_knows_instrument", "locked_instrument", "visible_instrument", "writable_instrument")
+
+
+async def lab_knows_instrument(db: asyncpg.Connection, principal: Principal, instrument_id: uuid.UUID) -> bool:
+    """Whether ``principal`` is a lab that has or had a request item for the instrument."""
+    if principal.role is not Role.LAB:
+        return False
+    known: bool = await db.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM request_items ri JOIN verification_requests r ON r.id = ri.request_id
+                          WHERE ri.instrument_id = $1 AND r.lab_id = $2)""",
+        instrument_id,
+        principal.lab_id,
+    )
+    return known
+
+
+async def _visible(
+    db: asyncpg.Connection, principal: Principal, enterprise: Enterprise | None, instrument_id: uuid.UUID
+) -> Enterprise:
+    if enterprise is not None and (
+        principal.may_read_enterprise(enterprise.id, enterprise.region_code)
+        or await lab_knows_instrument(db, principal, instrument_id)
+    ):
+        return enterprise
+    raise NotFoundError(f"instrument {instrument_id} not found")
+
+
+async def visible_instrument(
+    db: asyncpg.Connection, principal: Principal, instrument_id: uuid.UUID
+) -> tuple[InstrumentRow, Enterprise]:
+    """The instrument and its enterprise, if the principal may see them (no locks).
+
+    Raises:
+        NotFoundError: absent, or not visible to the principal.
+    """
+    row = await select_instrument(db, instrument_id)
+    if row is None:
+        raise NotFoundError(f"instrument {instrument_id} not found")
+    enterprise = await _visible(db, principal, await select_enterprise(db, row.enterprise_id), instrument_id)
+    return row, enterprise
+
+
+async def locked_instrument(
+    db: asyncpg.Connection, principal: Principal, instrument_id: uuid.UUID
+) -> tuple[InstrumentRow, Enterprise]:
+    """The instrument locked for update and its enterprise locked for share, if visible.
+
+    Locks go enterprise first, then instrument: the order a settings change takes them in, so the
+    two never deadlock. The caller decides whether the principal may write.
+
+    Raises:
+        NotFoundError: absent, or not visible to the principal.
+    """
+    enterprise_id = await select_enterprise_id(db, instrument_id)
+    if enterprise_id is None:
+        raise NotFoundError(f"instrument {instrument_id} not found")
+    enterprise = await _visible(db, principal, await select_enterprise(db, enterprise_id, lock="share"), instrument_id)
+    row = await select_instrument(db, instrument_id, for_update=True)
+    assert row is not None  # instruments are never deleted
+    return row, enterprise
+
+
+async def writable_instrument(
+    db: asyncpg.Connection, principal: Principal, instrument_id: uuid.UUID
+) -> tuple[InstrumentRow, Enterprise]:
+    """The instrument, locked, if the principal may change its record (the enterprise or an admin).
+
+    Raises:
+        NotFoundError: absent, or not visible to the principal.
+        ForbiddenError: visible (a regulator, a lab) but not the principal's to change.
+    """
+    row, enterprise = await locked_instrument(db, principal, instrument_id)
+    if not principal.may_write_enterprise(enterprise.id):
+        raise ForbiddenError(f"a {principal.role} key may read this instrument but not change its record")
+    return row, enterprise

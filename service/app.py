@@ -24,15 +24,23 @@ from litestar.response import Response
 from litestar.types import HTTPScope, LifeSpanReceive, LifeSpanScope, LifeSpanSend, Message, Receive, Scope, Send
 
 from service.catalog.routes import CatalogController
+from service.certificates.routes import (
+    CertificateController,
+    InstrumentCertificateController,
+    PublicCertificateController,
+)
 from service.clock import Clock, SystemClock
 from service.db import create_pool
 from service.deps import dependencies
 from service.enterprises.routes import EnterpriseController
+from service.history.routes import HistoryController
 from service.instruments.routes import EnterpriseInstrumentController, InstrumentController
 from service.keys.routes import ApiKeyController
 from service.labs.routes import LabController
+from service.lifecycle.routes import LifecycleController
 from service.logs import configure_logging, request_id_var
 from service.problems import exception_handlers
+from service.requests.routes import VerificationRequestController
 from service.settings import Settings
 
 __all__ = ("MetregApp", "create_app")
@@ -192,11 +200,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             ApiKeyController,
             EnterpriseInstrumentController,
             InstrumentController,
+            LifecycleController,
+            HistoryController,
+            VerificationRequestController,
+            InstrumentCertificateController,
+            CertificateController,
         ],
         security=[{"bearer": []}],
     )
+    # Outside the bearer-secured router: anyone holding a QR label may check it.
+    public = Router(path="/v1/public", route_handlers=[PublicCertificateController])
     app = MetregApp(
-        route_handlers=[healthz, readyz, api],
+        route_handlers=[healthz, readyz, api, public],
         dependencies=dependencies(),
         exception_handlers=exception_handlers(),
         lifespan=[resources],

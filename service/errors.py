@@ -10,7 +10,8 @@ responses, so no handler builds an error response by hand. The hierarchy::
     ├── NotFoundError         404    absent, or outside the caller's scope (indistinguishable)
     ├── ConflictError         409    the write collides with the current state
     │   ├── DuplicateError           a unique fact already exists (serial, credit code, number)
-    │   └── StaleVersionError        optimistic concurrency: the client's version is old
+    │   ├── StaleVersionError        optimistic concurrency: the client's version is old
+    │   └── TransitionError          a state change the current state does not allow; lists those it does
     ├── PayloadTooLargeError  413
     ├── RuleViolationError    422    well-formed input that breaks a legal or domain rule
     └── UnavailableError      503    a dependency (PostgreSQL, Redis) does not answer
@@ -34,6 +35,7 @@ __all__ = (
     "PayloadTooLargeError",
     "RuleViolationError",
     "StaleVersionError",
+    "TransitionError",
     "UnauthorizedError",
     "UnavailableError",
 )
@@ -95,6 +97,16 @@ class DuplicateError(ConflictError):
 
 class StaleVersionError(ConflictError):
     slug = "stale-version"
+
+
+class TransitionError(ConflictError):
+    """An action the current state does not allow; ``allowed`` lists the actions it does."""
+
+    slug = "illegal-transition"
+
+    def __init__(self, detail: str, *, allowed: Sequence[str]) -> None:
+        super().__init__(detail)
+        self.allowed = tuple(allowed)
 
 
 class PayloadTooLargeError(MetregError):

@@ -20,7 +20,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Response
 from litestar.types import ExceptionHandlersMap
 
-from service.errors import FieldError, MetregError
+from service.errors import FieldError, MetregError, TransitionError
 
 __all__ = ("PROBLEM_MEDIA_TYPE", "Problem", "exception_handlers", "problem_responses")
 
@@ -52,6 +52,8 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     detail: str
     request_id: str | None = None
     errors: list[FieldError] = msgspec.field(default_factory=list)
+    allowed: list[str] | None = None
+    """For a refused state change (409): the actions the current state allows."""
 
 
 def _problem(
@@ -62,6 +64,7 @@ def _problem(
     slug: str | None = None,
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
+    allowed: list[str] | None = None,
 ) -> Response[Problem]:
     default_slug, title = _PHRASES.get(status, ("error", "Error"))
     body = Problem(
@@ -71,12 +74,14 @@ def _problem(
         detail=detail,
         request_id=request.scope.get("state", {}).get("request_id"),
         errors=errors or [],
+        allowed=allowed,
     )
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
 def _on_domain_error(request: Request[Any, Any, Any], exc: MetregError) -> Response[Problem]:
-    return _problem(request, exc.status, exc.detail, slug=exc.slug, errors=list(exc.errors))
+    allowed = list(exc.allowed) if isinstance(exc, TransitionError) else None
+    return _problem(request, exc.status, exc.detail, slug=exc.slug, errors=list(exc.errors), allowed=allowed)
 
 
 _NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
@@ -172,7 +177,8 @@ _DESCRIPTIONS = {
     401: "No API key, or a key that is unknown or revoked.",
     403: "The key's role may not take this action.",
     404: "Not found, or outside the key's scope.",
-    409: "Conflicts with the current state (duplicate, or a stale `version`).",
+    409: "Conflicts with the current state: a duplicate, a stale `version`, or a state change the current "
+    "state does not allow (`allowed` then lists the actions it does).",
     413: "The request body is too large.",
     422: "Well-formed input that breaks a legal or domain rule; `errors` names the field.",
 }

@@ -214,3 +214,84 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
 
 def fields_of(body: dict[str, Any]) -> list[str]:
     return [e["field"] for e in body.get("errors", [])]
+
+
+ALL_CODES = [
+    "pressure_gauge",
+    "fuel_dispenser",
+    "price_scale",
+    "electronic_balance",
+    "weights",
+    "taximeter",
+    "sphygmomanometer",
+    "bp_monitor_automated",
+    "clinical_thermometer_glass",
+    "water_meter_dn25",
+    "water_meter_dn50",
+    "water_meter_large",
+    "gas_meter_household",
+    "electricity_meter_household",
+    "breath_alcohol_analyser",
+    "speed_radar",
+    "sound_level_meter",
+    "combustible_gas_detector",
+    "co_detector",
+]
+
+
+class LabAccount:
+    """A lab created through the API, with a key of its own."""
+
+    def __init__(self, lab: dict[str, Any], api: Api) -> None:
+        self.lab = lab
+        self.id: str = lab["id"]
+        self.api = api
+
+    async def accept(self, request_id: str) -> dict[str, Any]:
+        response = await self.api.post(f"/v1/verification-requests/{request_id}/accept")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def record(self, instrument_id: str, **fields: Any) -> httpx.Response:
+        body = {
+            "kind": "verification_certificate",
+            "number": f"JD-{uuid.uuid4().hex[:10]}",
+            "performed_on": "2026-06-10",
+            "issued_on": "2026-06-12",
+        } | fields
+        return await self.api.post(f"/v1/instruments/{instrument_id}/certificates", json=body)
+
+
+MakeLab = Callable[..., Awaitable[LabAccount]]
+
+
+@pytest.fixture
+def make_lab(admin: Api, app_client: httpx.AsyncClient, pool: asyncpg.Pool) -> MakeLab:
+    async def make(**fields: Any) -> LabAccount:
+        body = {
+            "name": "上海市计量测试技术研究院",
+            "accreditation_no": f"(2026)国量标沪证字第{random.randint(100, 999)}号",
+            "region_code": "310115",
+            "scope": ALL_CODES,
+        } | fields
+        response = await admin.post("/v1/labs", json=body)
+        assert response.status_code == 201, response.text
+        lab = response.json()
+        key = await mint(pool, Role.LAB, lab_id=uuid.UUID(lab["id"]))
+        return LabAccount(lab, Api(app_client, key))
+
+    return make
+
+
+@pytest.fixture
+async def lab(make_lab: MakeLab) -> LabAccount:
+    return await make_lab()
+
+
+async def accepted_request(tenant: Tenant, lab: LabAccount, *instrument_ids: str) -> dict[str, Any]:
+    """A request of ``tenant`` to ``lab`` for the instruments, accepted by the lab."""
+    response = await tenant.api.post(
+        "/v1/verification-requests", json={"lab_id": lab.id, "instrument_ids": list(instrument_ids)}
+    )
+    assert response.status_code == 201, response.text
+    return await lab.accept(response.json()["id"])

@@ -25,7 +25,8 @@ class LabController(Controller):
     @post(
         operation_id="CreateLab",
         summary="Register a lab",
-        description="Admin only. Every `scope` entry must be a catalogue code.",
+        description="Admin only. Every `scope` entry must be a catalogue code; `sla_working_days` is the "
+        "time limit of an accepted verification request (default 10 working days).",
         responses=problem_responses(400, 401, 403, 413, 422),
     )
     async def create_lab(

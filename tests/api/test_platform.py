@@ -47,7 +47,10 @@ async def test_openapi_documents_every_operation_with_its_errors(app_client: htt
         assert op.get("operationId"), (path, method)
         assert op.get("summary"), (path, method)
         seen_ids.add(op["operationId"])
-        if path.startswith("/v1/"):
+        if path.startswith("/v1/public/"):
+            assert not op.get("security"), (path, method)
+            assert not spec.get("security"), (path, method)
+        elif path.startswith("/v1/"):
             assert "401" in op["responses"], (path, method)
             problem_schema = op["responses"]["401"]["content"]["application/problem+json"]
             assert problem_schema, (path, method)

@@ -1,0 +1,1 @@
+"""Result documents: verification certificates, result notices, calibration certificates, inspections."""

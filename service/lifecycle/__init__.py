@@ -1,0 +1,1 @@
+"""Sealing, unsealing, scrapping and replacing instruments."""

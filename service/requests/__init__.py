@@ -1,0 +1,1 @@
+"""Verification requests: work orders from an enterprise to a lab."""

@@ -53,14 +53,18 @@ API_DESCRIPTION = """\
 The legal register of measuring instruments: what each instrument is, whether it may be used today
 and until when, and why.
 
-Authenticate with `Authorization: Bearer mr_…`. Roles: `admin` (everything; the only role that
-creates enterprises, labs and keys), `enterprise` (one enterprise's register and settings), `lab`
-(its own lab record), `regulator` (reads every enterprise whose region code starts with its prefix).
-A resource outside the key's scope answers 404, an action its role may not take 403.
+Authenticate with `Authorization: Bearer mr_…` (the certificate check under `/v1/public` needs no
+key). Roles: `admin` (everything; the only role that creates enterprises, labs and keys),
+`enterprise` (one enterprise's register, settings, verification requests and lifecycle actions),
+`lab` (its lab record, the requests addressed to it and their instruments; records results),
+`regulator` (reads every enterprise whose region code starts with its prefix; records in-service
+inspections and revokes certificates). A resource outside the key's scope answers 404, an action
+its role may not take 403.
 
 Errors are RFC 9457 `application/problem+json` with a `request_id` and, for input errors, an
-`errors` list naming each field: 400 malformed, 409 conflict (duplicate or stale `version`), 413 too
-large, 422 a legal or domain rule broken. Send `X-Request-ID` to choose the id; every response
+`errors` list naming each field: 400 malformed, 409 conflict (duplicate, stale `version`, or a state
+change the current state does not allow, with `allowed` listing those it does), 413 too large, 422 a
+legal or domain rule broken. Send `X-Request-ID` to choose the id; every response
 carries it. Lists are keyset-paged: `limit` (1–500, default 50), and `cursor` = the previous page's
 `next_cursor` (null on the last page). Dates are `YYYY-MM-DD` local dates of the enterprise;
 instants are RFC 3339 UTC.

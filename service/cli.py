@@ -147,7 +147,7 @@ def create_key_command(
 )
 @click.option("--url", default=None, help="Base URL to print (default from METREG_HOST and METREG_PORT).")
 def demo(keys_file: Path, url: str | None) -> None:
-    """Seed a demo enterprise with about 200 instruments (once) and print its keys.
+    """Seed a demo enterprise with about 200 instruments and a lab (once) and print their keys.
 
     Example: metreg demo
     """
@@ -169,8 +169,10 @@ def demo(keys_file: Path, url: str | None) -> None:
 metreg is starting at {base}
   API docs:        {base}/docs
   demo enterprise: {result.enterprise_name} ({result.enterprise_id}), {result.instruments} instruments, {state}
+  demo lab:        {result.lab_id}
   admin key:       {result.keys.admin_key}
   enterprise key:  {result.keys.enterprise_key}
+  lab key:         {result.keys.lab_key}
 
 Try:
   curl -s -H 'Authorization: Bearer {result.keys.enterprise_key}' \\

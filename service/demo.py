@@ -27,6 +27,8 @@ from service.instruments.queries import insert_instrument
 from service.instruments.rules import DueSoonWindows, Lifecycle, Status, derive, status_of
 from service.keys.queries import create_key
 from service.keys.schemas import ApiKeyCreate
+from service.labs.queries import insert_lab
+from service.labs.schemas import LabCreate
 
 __all__ = ("DemoKeys", "DemoResult", "seed_demo")
 
@@ -34,12 +36,15 @@ DEMO_NAME = "浦江示范制造有限公司 (metreg demo)"
 DEMO_CREDIT_CODE = "91310115MA1K40000" + credit_code_check_char("91310115MA1K40000")
 DEMO_REGION = "310115"
 DEMO_SIZE = 200
+DEMO_LAB = "浦东计量检定所 (metreg demo)"
+DEMO_LAB_ACCREDITATION = "(2026)国量标沪证字第000号"
 
 
 @dataclass(frozen=True, slots=True)
 class DemoResult:
     enterprise_id: uuid.UUID
     enterprise_name: str
+    lab_id: uuid.UUID
     instruments: int
     created: bool
     keys: DemoKeys
@@ -324,6 +329,7 @@ class DemoKeys(msgspec.Struct, kw_only=True):
 
     admin_key: str
     enterprise_key: str
+    lab_key: str | None = None
 
 
 async def _key_is_live(db: asyncpg.Connection, key: str) -> bool:
@@ -335,19 +341,34 @@ async def _key_is_live(db: asyncpg.Connection, key: str) -> bool:
 
 
 async def _demo_keys(
-    db: asyncpg.Connection, enterprise_id: uuid.UUID, now: dt.datetime, kept: DemoKeys | None
+    db: asyncpg.Connection, enterprise_id: uuid.UUID, lab_id: uuid.UUID, now: dt.datetime, kept: DemoKeys | None
 ) -> DemoKeys:
-    if kept and await _key_is_live(db, kept.admin_key) and await _key_is_live(db, kept.enterprise_key):
+    if kept and all([await _key_is_live(db, k) for k in (kept.admin_key, kept.enterprise_key, kept.lab_key or "")]):
         return kept
     admin = await create_key(db, ApiKeyCreate(role=Role.ADMIN, name="demo admin"), now)
     member = await create_key(
         db, ApiKeyCreate(role=Role.ENTERPRISE, name="demo enterprise", enterprise_id=enterprise_id), now
     )
-    return DemoKeys(admin_key=admin.key, enterprise_key=member.key)
+    lab = await create_key(db, ApiKeyCreate(role=Role.LAB, name="demo lab", lab_id=lab_id), now)
+    return DemoKeys(admin_key=admin.key, enterprise_key=member.key, lab_key=lab.key)
+
+
+async def _demo_lab(db: asyncpg.Connection, now: dt.datetime) -> uuid.UUID:
+    """The demo's verification lab, authorised for every catalogue code (created once)."""
+    found: uuid.UUID | None = await db.fetchval(
+        "SELECT id FROM labs WHERE name = $1 AND accreditation_no = $2", DEMO_LAB, DEMO_LAB_ACCREDITATION
+    )
+    if found is not None:
+        return found
+    codes = [r["code"] for r in await db.fetch("SELECT code FROM catalog_items ORDER BY code")]
+    lab = await insert_lab(
+        db, LabCreate(name=DEMO_LAB, accreditation_no=DEMO_LAB_ACCREDITATION, region_code=DEMO_REGION, scope=codes), now
+    )
+    return lab.id
 
 
 async def seed_demo(db: asyncpg.Connection, now: dt.datetime, kept: DemoKeys | None) -> DemoResult:
-    """Seed the demo enterprise and its register unless present; make sure its keys work.
+    """Seed the demo enterprise, its register and a lab unless present; make sure their keys work.
 
     ``kept`` are the keys of an earlier run; they are reused while they still work, else new ones
     are minted (the database keeps only hashes, so lost keys cannot be shown again).
@@ -363,10 +384,12 @@ async def seed_demo(db: asyncpg.Connection, now: dt.datetime, kept: DemoKeys | N
     else:
         enterprise_id, name = existing["id"], existing["name"]
     count = await db.fetchval("SELECT count(*) FROM instruments WHERE enterprise_id = $1", enterprise_id)
-    keys = await _demo_keys(db, enterprise_id, now, kept)
+    lab_id = await _demo_lab(db, now)
+    keys = await _demo_keys(db, enterprise_id, lab_id, now, kept)
     return DemoResult(
         enterprise_id=enterprise_id,
         enterprise_name=name,
+        lab_id=lab_id,
         instruments=count,
         created=created,
         keys=keys,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from service.demo import DEMO_SIZE, seed_demo
+from service.demo import DEMO_SIZE, DemoKeys, seed_demo
 from tests.conftest import NOW, Api
 
 
@@ -41,3 +41,25 @@ async def test_demo_seeds_once_covers_every_status_and_reuses_keys(pool: asyncpg
     assert again.keys == first.keys
     admin = Api(anonymous.client, again.keys.admin_key)
     assert (await admin.get("/v1/catalog")).status_code == 200
+    assert again.lab_id == first.lab_id
+    assert first.keys.lab_key is not None
+    lab = Api(anonymous.client, first.keys.lab_key)
+    own = (await lab.get(f"/v1/labs/{first.lab_id}")).json()
+    assert len(own["scope"]) == await _catalog_size(pool)
+
+
+async def test_keys_kept_from_before_the_demo_lab_are_replaced_by_a_full_set(
+    pool: asyncpg.Pool, anonymous: Api
+) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        first = await seed_demo(conn, NOW, None)
+        older = DemoKeys(admin_key=first.keys.admin_key, enterprise_key=first.keys.enterprise_key)
+        again = await seed_demo(conn, NOW, older)
+    assert again.keys.lab_key is not None
+    assert again.keys != older
+
+
+async def _catalog_size(pool: asyncpg.Pool) -> int:
+    async with pool.acquire() as conn:
+        count: int = await conn.fetchval("SELECT count(*) FROM catalog_items")
+    return count

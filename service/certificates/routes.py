@@ -41,7 +41,7 @@ from service.certificates.schemas import (
 from service.db import Connection
 from service.deps import ClockDep, Db, PrincipalDep
 from service.enterprises.schemas import Enterprise
-from service.errors import ConflictError, ForbiddenError, NotFoundError, RuleViolationError
+from service.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError, RuleViolationError
 from service.history.queries import record_event
 from service.history.schemas import EventKind
 from service.instruments.access import locked_instrument, visible_instrument
@@ -215,6 +215,7 @@ class InstrumentCertificateController(Controller):
         today = dates.local_today(now, enterprise.timezone)
         issuer = await _issuer(db, principal, data, enterprise)
         old = await _corrected(db, data, row, issuer, now)
+        request_id = await _request_for(db, principal, row.id, issuer, correction=old is not None)
         submitted = Submitted(
             kind=data.kind,
             outcome=data.outcome,
@@ -236,7 +237,6 @@ class InstrumentCertificateController(Controller):
             has_current=row.current_certificate_id is not None,
         )
         decision = decide(submitted, standing, rule=enterprise.period_rule, today=today)
-        request_id = await _request_for(db, principal, row.id, issuer, correction=old is not None)
         raw: dict[str, Any] = {
             "instrument_id": row.id,
             "enterprise_id": enterprise.id,
@@ -282,6 +282,17 @@ class InstrumentCertificateController(Controller):
             updated = row
         if request_id is not None:
             await attach_result(db, request_id, row.id, certificate_id, now)
+        if voided is not None:
+            await record_event(
+                db,
+                instrument_id=row.id,
+                kind=EventKind.CERTIFICATE_REVOKED,
+                actor=principal,
+                now=now,
+                effective_on=data.performed_on,
+                certificate_id=voided,
+                reason=f"void from {data.performed_on}: {data.kind} {raw['number']} failed",
+            )
         await record_event(
             db,
             instrument_id=row.id,
@@ -391,7 +402,7 @@ class CertificateController(Controller):
         validate_date("effective_on", effective_on)
         reason = data.reason.strip()
         if not reason:
-            raise RuleViolationError.for_field("reason", "must not be blank")
+            raise InvalidInputError.for_field("reason", "must not be blank")
         if certificate.outcome is not Outcome.PASS:
             raise RuleViolationError.for_field("certificate", "a failing result is corrected (supersedes), not revoked")
         if certificate.revoked_at is not None:

@@ -254,9 +254,9 @@ def _period(r: Submitted, s: Standing, rule: dates.PeriodRule) -> tuple[int | No
 
 def _fit_for_use(r: Submitted, outcome: Outcome) -> bool:
     """A calibrated instrument is fit when its as-left data are within MPE (or, without as-left
-    data, when it was found within); any other document is fit when it passed."""
-    if r.kind is Kind.CALIBRATION_CERTIFICATE and r.as_left:
-        return outcome_of_points(r.as_left) is not Outcome.FAIL
+    data that can be judged, when it was found within); any other document is fit when it passed."""
+    if r.kind is Kind.CALIBRATION_CERTIFICATE and (left := outcome_of_points(r.as_left)) is not None:
+        return left is Outcome.PASS
     return outcome is Outcome.PASS
 
 

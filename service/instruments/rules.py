@@ -296,16 +296,19 @@ def status_of(
     return Status.VALID
 
 
-def required_action(status: Status, regime: Regime) -> RequiredAction:
+def required_action(status: Status, regime: Regime, *, expired: bool = False) -> RequiredAction:
     """What to do about an instrument in ``status`` under ``regime``.
 
-    Limited-life meters are replaced at expiry, never re-verified (限期使用，到期轮换 [S-1991]);
+    Limited-life meters are replaced at expiry, never re-verified (限期使用，到期轮换 [S-1991]), also
+    when one waits for verification past its use life (``expired``, e.g. unsealed after it);
     scrap-on-failure instruments are scrapped when they fail (失准报废); other failed instruments
     are repaired and re-verified, or scrapped (domain.md §1.5).
     """
     limited = regime is Regime.INITIAL_ONLY_LIMITED_LIFE
     if status in (Status.DUE_SOON, Status.OVERDUE):
         return RequiredAction.REPLACE if limited else RequiredAction.VERIFY
+    if status is Status.PENDING_VERIFICATION and limited and expired:
+        return RequiredAction.REPLACE
     if status in (Status.UNVERIFIED, Status.PENDING_VERIFICATION):
         return RequiredAction.VERIFY
     if status is Status.FAILED:
@@ -401,7 +404,7 @@ def assess(
         status=status,
         status_reason=_reason(status, until, today),
         days_until_due=(until - today).days if until else None,
-        required_action=required_action(status, regime),
+        required_action=required_action(status, regime, expired=until is not None and today > until),
         basis=found.basis,
     )
 

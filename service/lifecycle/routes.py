@@ -14,7 +14,7 @@ from service.catalog.rules import Regime
 from service.clock import Clock
 from service.db import Connection
 from service.deps import ClockDep, Db, PrincipalDep
-from service.errors import FieldError, MetregError, RuleViolationError
+from service.errors import FieldError, InvalidInputError, MetregError, RuleViolationError
 from service.history.queries import record_event
 from service.history.schemas import EventKind
 from service.instruments.access import writable_instrument
@@ -38,6 +38,14 @@ _EVENTS = {
 _ONCE_VERIFIED = (Regime.INITIAL_ONLY_LIMITED_LIFE, Regime.INITIAL_ONLY_SCRAP_ON_FAILURE)
 
 
+def _reason(given: str | None) -> str | None:
+    if given is None:
+        return None
+    if not given.strip():
+        raise InvalidInputError.for_field("reason", "must not be blank")
+    return given.strip()
+
+
 def _effective_on(given: dt.date | None, today: dt.date) -> dt.date:
     validate_date("effective_on", given)
     if given is not None and given > today:
@@ -57,6 +65,7 @@ async def _apply(
     now = clock.now()
     today = dates.local_today(now, enterprise.timezone)
     effective_on = _effective_on(change.effective_on, today)
+    reason = _reason(change.reason)
     target = transition(
         action,
         row.lifecycle,
@@ -75,7 +84,7 @@ async def _apply(
         effective_on=effective_on,
         from_lifecycle=row.lifecycle,
         to_lifecycle=target,
-        reason=change.reason.strip() if change.reason else None,
+        reason=reason,
     )
     return to_instrument(updated, enterprise, today)
 
@@ -168,6 +177,7 @@ class LifecycleController(Controller):
         now = clock.now()
         today = dates.local_today(now, enterprise.timezone)
         effective_on = _effective_on(data.effective_on, today)
+        reason = _reason(data.reason)
         target = transition(
             Action.REPLACE,
             row.lifecycle,
@@ -205,7 +215,7 @@ class LifecycleController(Controller):
             from_lifecycle=row.lifecycle,
             to_lifecycle=target,
             related_instrument_id=successor.id,
-            reason=data.reason.strip() if data.reason else None,
+            reason=reason,
         )
         body = Replaced(
             instrument=to_instrument(updated, enterprise, today),

@@ -24,6 +24,10 @@ class Action(enum.StrEnum):
     SCRAP = "scrap"
     REPLACE = "replace"
 
+    @property
+    def past(self) -> str:
+        return {"seal": "sealed", "unseal": "unsealed", "scrap": "scrapped", "replace": "replaced"}[self.value]
+
 
 _L = Lifecycle
 #: action -> the lifecycles it is allowed from. The target is fixed except for unseal (below).
@@ -62,7 +66,7 @@ def transition(
     if lifecycle not in TRANSITIONS[action]:
         allowed = [a.value for a in allowed_actions(lifecycle)]
         raise TransitionError(
-            f"an instrument that is {lifecycle} cannot be {action}ed; allowed: {', '.join(allowed) or 'nothing'}",
+            f"an instrument that is {lifecycle} cannot be {action.past}; allowed: {', '.join(allowed) or 'nothing'}",
             allowed=allowed,
         )
     match action:

@@ -21,7 +21,8 @@ CREATE TABLE verification_requests (
     version       integer NOT NULL DEFAULT 1,
     created_at    timestamptz NOT NULL,
     updated_at    timestamptz NOT NULL,
-    CHECK ((status IN ('accepted', 'completed')) = (accepted_on IS NOT NULL AND due_by IS NOT NULL)),
+    -- Accepted requests have their dates; a cancelled one keeps them as history.
+    CHECK (status NOT IN ('accepted', 'completed') OR (accepted_on IS NOT NULL AND due_by IS NOT NULL)),
     CHECK ((status IN ('rejected', 'cancelled')) = (reason IS NOT NULL)),
     CHECK (due_by IS NULL OR due_by > accepted_on)
 );

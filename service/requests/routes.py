@@ -118,7 +118,7 @@ async def _check_instruments(db: Connection, enterprise_id: uuid.UUID, lab: Lab,
         raise ConflictError.for_fields(
             [
                 FieldError(field=f"instrument_ids[{seen[i]}]", message=f"is already in open request {r}")
-                for i, r in waiting.items()
+                for i, r in sorted(waiting.items(), key=lambda item: seen[item[0]])
             ]
         )
 

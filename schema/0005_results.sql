@@ -72,7 +72,9 @@ CREATE TABLE certificates (
     CHECK ((kind = 'inspection_record') = (lab_id IS NULL)),
     CHECK ((lab_id IS NULL) = (issuer_region IS NOT NULL)),
     CHECK (performed_on <= issued_on),
-    CHECK (valid_until IS NULL OR (outcome = 'pass' AND valid_until >= performed_on)),
+    -- A validity comes with a pass, or with a calibration found out of tolerance and adjusted.
+    CHECK (valid_until IS NULL OR ((outcome = 'pass' OR kind = 'calibration_certificate')
+                                   AND valid_until >= performed_on)),
     CHECK (kind <> 'result_notice' OR (outcome = 'fail' AND cardinality(failed_items) > 0)),
     CHECK (kind <> 'verification_certificate' OR outcome = 'pass'),
     CHECK ((supersedes IS NULL) = (correction_reason IS NULL)),

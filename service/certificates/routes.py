@@ -24,12 +24,12 @@ from service.certificates.rules import (
     Decision,
     Effect,
     Kind,
-    Outcome,
     Standing,
     Submitted,
     canonical_content,
     content_sha256,
     decide,
+    gives_validity,
 )
 from service.certificates.schemas import (
     Certificate,
@@ -41,7 +41,14 @@ from service.certificates.schemas import (
 from service.db import Connection
 from service.deps import ClockDep, Db, PrincipalDep
 from service.enterprises.schemas import Enterprise
-from service.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError, RuleViolationError
+from service.errors import (
+    ConflictError,
+    FieldError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    RuleViolationError,
+)
 from service.history.queries import record_event
 from service.history.schemas import EventKind
 from service.instruments.access import locked_instrument, visible_instrument
@@ -88,6 +95,23 @@ async def _issuer(db: Connection, principal: Principal, data: CertificateCreate,
     if await select_lab(db, data.lab_id) is None:
         raise RuleViolationError.for_field("lab_id", f"no lab {data.lab_id}")
     return _Issuer(lab_id=data.lab_id)
+
+
+def _cleaned(data: CertificateCreate) -> CertificateCreate:
+    """Dates in range, and the number and failed items trimmed and not blank (400 naming them)."""
+    for name in ("performed_on", "issued_on", "valid_until"):
+        validate_date(name, getattr(data, name))
+    problems = []
+    number = data.number.strip()
+    if not number:
+        problems.append(FieldError(field="number", message="must not be blank"))
+    items = [item.strip() for item in data.failed_items]
+    problems += [
+        FieldError(field=f"failed_items[{i}]", message="must not be blank") for i, x in enumerate(items) if not x
+    ]
+    if problems:
+        raise InvalidInputError.for_fields(problems)
+    return msgspec.structs.replace(data, number=number, failed_items=items)
 
 
 async def _corrected(
@@ -155,7 +179,7 @@ async def _void_current(
         return None
     governing = await select_certificate(db, current, now)
     assert governing is not None
-    if governing.outcome is not Outcome.PASS or governing.revoked_at is not None:
+    if governing.revoked_at is not None or not gives_validity(governing.kind, governing.outcome, governing.valid_until):
         return None
     await lock_certificate(db, current)
     await revoke_certificate(
@@ -208,8 +232,7 @@ class InstrumentCertificateController(Controller):
         instrument_id: FromPath[uuid.UUID],
         data: JSONBody[CertificateCreate],
     ) -> Response[RecordedResult]:
-        for name in ("performed_on", "issued_on", "valid_until"):
-            validate_date(name, getattr(data, name))
+        data = _cleaned(data)
         row, enterprise = await locked_instrument(db, principal, instrument_id)
         now = clock.now()
         today = dates.local_today(now, enterprise.timezone)
@@ -243,13 +266,13 @@ class InstrumentCertificateController(Controller):
             "lab_id": issuer.lab_id,
             "issuer_region": issuer.region,
             "kind": data.kind,
-            "number": data.number.strip(),
+            "number": data.number,
             "outcome": decision.outcome,
             "performed_on": data.performed_on,
             "issued_on": data.issued_on,
             "cycle_months": decision.cycle_months,
             "valid_until": decision.valid_until,
-            "failed_items": [item.strip() for item in data.failed_items],
+            "failed_items": data.failed_items,
             "as_found": data.as_found,
             "as_left": data.as_left,
             "regulation_applied": data.regulation_applied,
@@ -403,8 +426,10 @@ class CertificateController(Controller):
         reason = data.reason.strip()
         if not reason:
             raise InvalidInputError.for_field("reason", "must not be blank")
-        if certificate.outcome is not Outcome.PASS:
-            raise RuleViolationError.for_field("certificate", "a failing result is corrected (supersedes), not revoked")
+        if not gives_validity(certificate.kind, certificate.outcome, certificate.valid_until):
+            raise RuleViolationError.for_field(
+                "certificate", "only a document that lets the instrument be used is revoked; correct a failing one"
+            )
         if certificate.revoked_at is not None:
             raise ConflictError(f"certificate {certificate.number} was already revoked on {certificate.revoked_on}")
         if certificate.superseded_by is not None:

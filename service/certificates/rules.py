@@ -35,6 +35,7 @@ __all__ = (
     "canonical_content",
     "content_sha256",
     "decide",
+    "gives_validity",
     "outcome_of_points",
     "public_status",
 )
@@ -284,6 +285,8 @@ def decide(r: Submitted, s: Standing, *, rule: dates.PeriodRule, today: dt.date)
     outcome = _outcome(r)
     compulsory = s.regime is not Regime.NOT_CONTROLLED
     if r.kind is Kind.CALIBRATION_CERTIFICATE and compulsory:
+        if r.valid_until is not None and not _fit_for_use(r, outcome):
+            raise _fail("valid_until", "a calibration that leaves the instrument out of tolerance has no valid-until")
         return Decision(
             outcome=outcome,
             effect=Effect.NONE,
@@ -341,6 +344,14 @@ def decide(r: Submitted, s: Standing, *, rule: dates.PeriodRule, today: dt.date)
         valid_until=None,
         lifecycle=Lifecycle.SCRAPPED if scrap else Lifecycle.FAILED,
     )
+
+
+def gives_validity(kind: Kind, outcome: Outcome, valid_until: dt.date | None) -> bool:
+    """Whether a document lets its instrument be used: a pass, or a calibration that adjusted it
+    back within tolerance (it has a valid-until). Only such documents are revoked or voided."""
+    if kind not in (Kind.VERIFICATION_CERTIFICATE, Kind.CALIBRATION_CERTIFICATE):
+        return False
+    return outcome is Outcome.PASS or valid_until is not None
 
 
 def public_status(

@@ -55,6 +55,8 @@ from service.instruments.access import locked_instrument, visible_instrument
 from service.instruments.queries import InstrumentRow, to_instrument, update_instrument
 from service.instruments.rules import Lifecycle, ValiditySource
 from service.labs.queries import select_lab
+from service.notices.queries import cancel_stale, insert_event_notice
+from service.notices.rules import NoticeKind
 from service.pagination import Cursor, Limit, Page
 from service.problems import problem_responses
 from service.requests.queries import attach_result, claim_item
@@ -305,6 +307,18 @@ class InstrumentCertificateController(Controller):
             updated = row
         if request_id is not None:
             await attach_result(db, request_id, row.id, certificate_id, now)
+        await insert_event_notice(
+            db,
+            enterprise_id=enterprise.id,
+            region_code=enterprise.region_code,
+            instrument_id=row.id,
+            certificate_id=certificate_id,
+            kind=NoticeKind.VERIFICATION_FAILED if decision.effect is Effect.VOIDS else NoticeKind.RESULT_RECORDED,
+            performed_on=data.performed_on,
+            today=today,
+            now=now,
+        )
+        await cancel_stale(db, now, instrument_id=row.id)
         if voided is not None:
             await record_event(
                 db,
@@ -448,6 +462,7 @@ class CertificateController(Controller):
             Lifecycle.PENDING_VERIFICATION,
         ):
             updated = await update_instrument(db, row.id, {"lifecycle": Lifecycle.FAILED, "valid_until": None}, now)
+        await cancel_stale(db, now, instrument_id=row.id)
         await record_event(
             db,
             instrument_id=row.id,

@@ -15,7 +15,8 @@ from service.errors import DuplicateError
 __all__ = ("UPDATABLE", "insert_enterprise", "select_enterprise", "update_enterprise")
 
 _COLUMNS = """id, name, credit_code, region_code, timezone, period_rule, reminder_days,
-              rotation_reminder_days, version, created_at, updated_at"""
+              rotation_reminder_days, overdue_repeat_days, escalate_after_days, notify_emails, digest,
+              version, created_at, updated_at"""
 
 
 def _enterprise(row: asyncpg.Record) -> Enterprise:
@@ -26,8 +27,9 @@ async def insert_enterprise(db: asyncpg.Connection, data: EnterpriseCreate, now:
     try:
         row = await db.fetchrow(
             f"""INSERT INTO enterprises (name, credit_code, region_code, timezone, period_rule, reminder_days,
-                                         rotation_reminder_days, created_at, updated_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+                                         rotation_reminder_days, overdue_repeat_days, escalate_after_days,
+                                         notify_emails, digest, created_at, updated_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, $11, $12, $8, $8)
                 RETURNING {_COLUMNS}""",
             data.name,
             data.credit_code,
@@ -37,6 +39,10 @@ async def insert_enterprise(db: asyncpg.Connection, data: EnterpriseCreate, now:
             data.reminder_days,
             data.rotation_reminder_days,
             now,
+            data.overdue_repeat_days,
+            data.escalate_after_days,
+            data.notify_emails,
+            data.digest,
         )
     except asyncpg.UniqueViolationError:
         raise DuplicateError.for_field("credit_code", "an enterprise with this credit code exists") from None
@@ -53,7 +59,18 @@ async def select_enterprise(
 
 
 # The columns a PATCH may set, in a fixed order (never from client-supplied names).
-UPDATABLE = ("name", "region_code", "timezone", "period_rule", "reminder_days", "rotation_reminder_days")
+UPDATABLE = (
+    "name",
+    "region_code",
+    "timezone",
+    "period_rule",
+    "reminder_days",
+    "rotation_reminder_days",
+    "overdue_repeat_days",
+    "escalate_after_days",
+    "notify_emails",
+    "digest",
+)
 
 
 async def update_enterprise(

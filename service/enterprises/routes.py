@@ -38,6 +38,14 @@ def _check_settings(
         raise InvalidInputError.for_fields(problems)
 
 
+def _unique_emails(emails: list[str]) -> list[str]:
+    """Addresses once each, compared without regard to case (as mail servers treat domains)."""
+    seen: dict[str, str] = {}
+    for email in emails:
+        seen.setdefault(email.strip().lower(), email.strip())
+    return list(seen.values())
+
+
 class EnterpriseController(Controller):
     path = "/enterprises"
     tags = ["Enterprises"]
@@ -55,7 +63,12 @@ class EnterpriseController(Controller):
         admin: AdminDep,
         data: JSONBody[EnterpriseCreate],
     ) -> Enterprise:
-        data = msgspec.structs.replace(data, name=data.name.strip(), credit_code=data.credit_code.strip().upper())
+        data = msgspec.structs.replace(
+            data,
+            name=data.name.strip(),
+            credit_code=data.credit_code.strip().upper(),
+            notify_emails=_unique_emails(data.notify_emails),
+        )
         _check_settings(
             name=data.name,
             credit_code=data.credit_code,
@@ -85,7 +98,9 @@ class EnterpriseController(Controller):
         operation_id="UpdateEnterprise",
         summary="Change an enterprise's settings",
         description="The enterprise itself or an admin; `region_code` is admin only. Changing "
-        "`period_rule` recomputes every valid-until date that metreg computed (printed ones stay).",
+        "`period_rule` recomputes every valid-until date that metreg computed (printed and certificate "
+        "dates stay). Reminder settings (`reminder_days`, `rotation_reminder_days`, `overdue_repeat_days`, "
+        "`escalate_after_days`, `notify_emails`, `digest`) apply from the next planning run.",
         responses=problem_responses(400, 401, 403, 404, 409, 413),
     )
     async def update_enterprise(
@@ -104,6 +119,8 @@ class EnterpriseController(Controller):
             raise ForbiddenError("only an admin may change region_code: it decides which regulator sees you")
         if isinstance(changes.get("name"), str):
             changes["name"] = changes["name"].strip()
+        if isinstance(changes.get("notify_emails"), list):
+            changes["notify_emails"] = _unique_emails(changes["notify_emails"])
         _check_settings(
             name=changes.get("name"),
             credit_code=None,

@@ -23,6 +23,26 @@ ReminderDays = Annotated[
 ]
 
 
+RepeatDays = Annotated[
+    int, msgspec.Meta(ge=1, le=366, description="Days between overdue notices after the first (default 7).")
+]
+EscalateDays = Annotated[
+    int,
+    msgspec.Meta(
+        ge=1,
+        le=3660,
+        description="Days overdue after which the regulator of the enterprise's region is told once (default 30).",
+    ),
+]
+Email = Annotated[
+    str,
+    msgspec.Meta(max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$", description="An e-mail address."),
+]
+NotifyEmails = Annotated[
+    list[Email], msgspec.Meta(max_length=20, description="Where reminders and notices are e-mailed.")
+]
+
+
 class EnterpriseCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A new enterprise. Only an admin creates one."""
 
@@ -41,6 +61,10 @@ class EnterpriseCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     period_rule: PeriodRule = PeriodRule.INCLUSIVE_MINUS_ONE
     reminder_days: ReminderDays = msgspec.field(default_factory=lambda: [30, 7])
     rotation_reminder_days: ReminderDays = msgspec.field(default_factory=lambda: [90, 30])
+    overdue_repeat_days: RepeatDays = 7
+    escalate_after_days: EscalateDays = 30
+    notify_emails: NotifyEmails = msgspec.field(default_factory=list)
+    digest: bool = False
 
 
 class EnterpriseUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -55,6 +79,10 @@ class EnterpriseUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     period_rule: PeriodRule | msgspec.UnsetType = msgspec.UNSET
     reminder_days: ReminderDays | msgspec.UnsetType = msgspec.UNSET
     rotation_reminder_days: ReminderDays | msgspec.UnsetType = msgspec.UNSET
+    overdue_repeat_days: RepeatDays | msgspec.UnsetType = msgspec.UNSET
+    escalate_after_days: EscalateDays | msgspec.UnsetType = msgspec.UNSET
+    notify_emails: NotifyEmails | msgspec.UnsetType = msgspec.UNSET
+    digest: bool | msgspec.UnsetType = msgspec.UNSET
     version: int | msgspec.UnsetType = msgspec.UNSET
     """The version last read; when given, a stale one is refused with 409."""
 
@@ -65,6 +93,9 @@ class Enterprise(msgspec.Struct, frozen=True, kw_only=True):
     ``period_rule`` decides how a cycle becomes a valid-until date; ``reminder_days`` (periodic and
     calibrated instruments) and ``rotation_reminder_days`` (limited-life meters) are the reminder
     offsets, and the largest of each is the window in which an instrument is ``due_soon``.
+    ``overdue_repeat_days`` and ``escalate_after_days`` pace the overdue series and the one
+    escalation to the regulator; ``notify_emails`` receive notices by e-mail, as one daily digest
+    when ``digest`` is true.
     """
 
     id: uuid.UUID
@@ -75,6 +106,10 @@ class Enterprise(msgspec.Struct, frozen=True, kw_only=True):
     period_rule: PeriodRule
     reminder_days: list[int]
     rotation_reminder_days: list[int]
+    overdue_repeat_days: int
+    escalate_after_days: int
+    notify_emails: list[str]
+    digest: bool
     version: int
     created_at: dt.datetime
     updated_at: dt.datetime

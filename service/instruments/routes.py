@@ -30,6 +30,7 @@ from service.instruments.queries import (
 from service.instruments.registration import catalog_rule, clean, register
 from service.instruments.rules import Status, ValiditySource, derive, resolve_cycle
 from service.instruments.schemas import Instrument, InstrumentCreate, InstrumentUpdate
+from service.notices.queries import cancel_stale
 from service.pagination import Cursor, Limit, Page
 from service.problems import problem_responses
 from service.types import NO_NUL, validate_date
@@ -170,6 +171,7 @@ class InstrumentController(Controller):
         changed = sorted(k for k, v in changes.items() if v != getattr(current, k))
         changes.update(await _rederive(db, current, changes, enterprise, today))
         row = await update_instrument(db, instrument_id, changes, now)
+        await cancel_stale(db, now, instrument_id=row.id)
         await record_event(
             db, instrument_id=row.id, kind=EventKind.UPDATED, actor=principal, now=now, detail={"fields": changed}
         )

@@ -24,6 +24,7 @@ from service.instruments.rules import Lifecycle
 from service.instruments.schemas import Instrument
 from service.lifecycle.rules import Action, transition
 from service.lifecycle.schemas import LifecycleChange, Replaced, Replacement
+from service.notices.queries import cancel_stale
 from service.problems import problem_responses
 from service.types import validate_date
 
@@ -75,6 +76,7 @@ async def _apply(
         effective_on=effective_on,
     )
     updated = await update_instrument(db, row.id, {"lifecycle": target}, now)
+    await cancel_stale(db, now, instrument_id=row.id)
     await record_event(
         db,
         instrument_id=row.id,
@@ -205,6 +207,7 @@ class LifecycleController(Controller):
                 "replacement.lifecycle", "a replacement goes into service (or waits for verification)"
             )
         updated = await update_instrument(db, row.id, {"lifecycle": target, "replaced_by": successor.id}, now)
+        await cancel_stale(db, now, instrument_id=row.id)
         await record_event(
             db,
             instrument_id=row.id,

@@ -1,0 +1,1 @@
+"""Notices: reminders, overdue notices, escalations and result events, and their deliveries."""

@@ -39,6 +39,7 @@ from service.keys.routes import ApiKeyController
 from service.labs.routes import LabController
 from service.lifecycle.routes import LifecycleController
 from service.logs import configure_logging, request_id_var
+from service.notices.routes import NoticeController
 from service.problems import exception_handlers
 from service.requests.routes import VerificationRequestController
 from service.settings import Settings
@@ -209,6 +210,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             VerificationRequestController,
             InstrumentCertificateController,
             CertificateController,
+            NoticeController,
         ],
         security=[{"bearer": []}],
     )

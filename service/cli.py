@@ -1,4 +1,4 @@
-"""The ``metreg`` command: migrate, serve, mint keys, seed the demo."""
+"""The ``metreg`` command: migrate, serve, mint keys, seed the demo, plan notices."""
 
 from __future__ import annotations
 
@@ -42,14 +42,22 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         raise click.ClickException(str(exc) or type(exc).__name__) from None
 
 
-async def _in_transaction(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+async def _connected(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """``work`` on a connection of its own, which manages its own transactions."""
     conn = await asyncpg.connect(dsn, server_settings={"application_name": "metreg-cli", "timezone": "UTC"})
     try:
         await init_connection(conn)
-        async with conn.transaction():
-            return await work(conn)
+        return await work(conn)
     finally:
         await conn.close()
+
+
+async def _in_transaction(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def transaction(conn: asyncpg.Connection) -> T:
+        async with conn.transaction():
+            return await work(conn)
+
+    return await _connected(dsn, transaction)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -179,6 +187,32 @@ Try:
     '{base}/v1/enterprises/{result.enterprise_id}/instruments?status=overdue&limit=5'
 """
     )
+
+
+@main.command()
+@click.option(
+    "--today",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Plan as if every enterprise's local date were this one (default: each enterprise's own today).",
+)
+def plan(today: Any) -> None:
+    """Plan reminders, overdue notices and escalations that are due (idempotent).
+
+    The worker does this every few minutes; run it by hand to catch up or to rehearse a date.
+
+    Example: metreg plan --today 2026-07-15 && metreg worker --burst
+    """
+    from jobs.plan import plan as run_plan
+
+    settings = _settings()
+    day = today.date() if today is not None else None
+    result = _run(_connected(settings.database_url, lambda db: run_plan(db, SystemClock().now(), today=day)))
+    if not result.ran:
+        click.echo("another planning run holds the lock: nothing done", err=True)
+        return
+    created = ", ".join(f"{kind} {count}" for kind, count in sorted(result.created.items())) or "nothing new"
+    click.echo(f"planned: {created}; cancelled {result.cancelled} stale")
 
 
 @main.command()

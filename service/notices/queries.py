@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import asyncpg
+import msgspec
 
-from service.notices.rules import NoticeKind
+from service.auth import Principal, Role
+from service.notices.rules import NoticeKind, NoticeStatus
+from service.notices.schemas import Delivery, Notice
+from service.pagination import decode_cursor, encode_cursor
 
-__all__ = ("cancel_stale", "insert_event_notice")
+__all__ = ("NoticeFilters", "cancel_stale", "insert_event_notice", "select_notice", "select_notices")
 
 # Pending planned notices whose cycle no longer governs (re-verified, failed, sealed, scrapped,
 # replaced), and reminders of a cycle that has run out (once overdue, only the overdue series).
@@ -69,3 +75,99 @@ async def insert_event_notice(
         today,
         now,
     )
+
+
+_SELECT = """
+    SELECT n.id, n.enterprise_id, n.instrument_id, i.name AS instrument_name, n.kind, n.audience, n.cycle, n.step,
+           n.certificate_id, n.due_on, n.status, n.attempts, n.last_error, n.created_at, n.updated_at,
+           n.dispatched_at, n.closed_at, n.region_code
+    FROM notices n JOIN instruments i ON i.id = n.instrument_id
+"""
+
+
+class NoticeFilters(msgspec.Struct, frozen=True, kw_only=True):
+    instrument_id: uuid.UUID | None = None
+    kind: NoticeKind | None = None
+    status: NoticeStatus | None = None
+    due_from: dt.date | None = None
+    due_to: dt.date | None = None
+
+
+class _PageKey(msgspec.Struct, frozen=True, array_like=True):
+    created_at: dt.datetime
+    id: uuid.UUID
+
+
+def _scope(principal: Principal, bind: Callable[[Any], str]) -> str:
+    if principal.role is Role.ENTERPRISE:
+        return f"n.enterprise_id = {bind(principal.enterprise_id)}"
+    if principal.role is Role.REGULATOR:
+        return f"n.region_code LIKE {bind(f'{principal.region_code}%')}"
+    return "TRUE"
+
+
+def _notice(record: asyncpg.Record, deliveries: list[Delivery] | None = None) -> Notice:
+    data = dict(record)
+    data.pop("region_code")
+    data["deliveries"] = deliveries
+    return msgspec.convert(data, Notice)
+
+
+async def select_notices(
+    db: asyncpg.Connection, principal: Principal, filters: NoticeFilters, *, limit: int, cursor: str | None
+) -> tuple[list[Notice], str | None]:
+    """One page of the notices the principal may see, newest first."""
+    args: list[Any] = []
+
+    def bind(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    where = [_scope(principal, bind)]
+    if filters.instrument_id is not None:
+        where.append(f"n.instrument_id = {bind(filters.instrument_id)}")
+    if filters.kind is not None:
+        where.append(f"n.kind = {bind(filters.kind.value)}")
+    if filters.status is not None:
+        where.append(f"n.status = {bind(filters.status.value)}")
+    if filters.due_from is not None:
+        where.append(f"n.due_on >= {bind(filters.due_from)}::date")
+    if filters.due_to is not None:
+        where.append(f"n.due_on <= {bind(filters.due_to)}::date")
+    if cursor is not None:
+        key = decode_cursor(cursor, _PageKey)
+        where.append(f"(n.created_at, n.id) < ({bind(key.created_at)}::timestamptz, {bind(key.id)}::uuid)")
+    records = await db.fetch(
+        f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY n.created_at DESC, n.id DESC LIMIT {bind(limit + 1)}",
+        *args,
+    )
+    items = [_notice(r) for r in records[:limit]]
+    next_cursor = None
+    if len(records) > limit:
+        next_cursor = encode_cursor(_PageKey(created_at=items[-1].created_at, id=items[-1].id))
+    return items, next_cursor
+
+
+async def select_notice(db: asyncpg.Connection, principal: Principal, notice_id: uuid.UUID) -> Notice | None:
+    """One notice the principal may see, with its deliveries and their attempts."""
+    args: list[Any] = [notice_id]
+
+    def bind(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    record = await db.fetchrow(f"{_SELECT} WHERE n.id = $1 AND {_scope(principal, bind)}", *args)
+    if record is None:
+        return None
+    rows = await db.fetch(
+        """SELECT d.id, d.channel, d.webhook_id, d.target, d.status, d.attempts, d.next_attempt_at, d.last_status,
+                  d.last_error, d.delivered_at,
+                  coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                'attempt', a.attempt, 'started_at', a.started_at, 'duration_ms', a.duration_ms,
+                                'status_code', a.status_code, 'error', a.error, 'outcome', a.outcome)
+                                ORDER BY a.attempt)
+                            FROM delivery_attempts a WHERE a.delivery_id = d.id), '[]') AS history
+           FROM deliveries d WHERE d.notice_id = $1 ORDER BY d.created_at, d.channel, d.target""",
+        notice_id,
+    )
+    return _notice(record, [msgspec.convert(dict(r), Delivery, strict=False) for r in rows])

@@ -112,6 +112,8 @@ CREATE TABLE request_items (
     instrument_id  uuid NOT NULL REFERENCES instruments (id),
     position       integer NOT NULL,
     certificate_id uuid REFERENCES certificates (id),
+    -- Scrapped or replaced before its result: the item no longer waits.
+    withdrawn_on   date,
     PRIMARY KEY (request_id, instrument_id)
 );
 -- Which labs may see an instrument, and which open request a result belongs to.

@@ -109,10 +109,10 @@ def add_working_days(start: dt.date, days: int) -> dt.date:
 
     A lab completes an accepted request within a time limit set by SAMR or the province (1987
     管理办法 Art. 8 [S-1987]); no national day count exists, so the count is the lab's
-    ``sla_working_days`` (domain.md §1.4). Weekends are skipped; public holidays and the
-    make-up working Saturdays of the Chinese calendar are not modelled (the due date may then be a
-    day or two early, never late). ``start`` itself does not count: accepted on a Friday with one
-    working day gives the Monday.
+    ``sla_working_days`` (domain.md §1.4). Weekends are skipped; the Chinese calendar's public
+    holidays (which would make the due date later) and make-up working Saturdays (earlier) are not
+    modelled. ``start`` itself does not count: accepted on a Friday with one working day gives the
+    Monday.
     """
     if days < 0:
         raise ValueError("days must not be negative")

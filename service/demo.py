@@ -23,6 +23,8 @@ from service.catalog.rules import CatalogRule, LegalUse, Regime, effective_regim
 from service.enterprises.queries import insert_enterprise
 from service.enterprises.rules import credit_code_check_char
 from service.enterprises.schemas import Enterprise, EnterpriseCreate
+from service.history.queries import record_event
+from service.history.schemas import EventKind
 from service.instruments.queries import insert_instrument
 from service.instruments.rules import DueSoonWindows, Lifecycle, Status, derive, status_of
 from service.keys.queries import create_key
@@ -320,7 +322,10 @@ async def _seed_register(db: asyncpg.Connection, enterprise: Enterprise, now: dt
             rule=enterprise.period_rule,
             today=today,
         )
-        await insert_instrument(db, enterprise.id, {**values, **msgspec.structs.asdict(derived)}, now)
+        row = await insert_instrument(db, enterprise.id, {**values, **msgspec.structs.asdict(derived)}, now)
+        await record_event(
+            db, instrument_id=row.id, kind=EventKind.REGISTERED, actor=None, now=now, to_lifecycle=row.lifecycle
+        )
     return len(planned)
 
 

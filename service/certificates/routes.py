@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from pathlib import PurePosixPath
 from typing import Any
 
 import msgspec
@@ -12,6 +13,7 @@ from litestar.params import FromPath, JSONBody
 
 from service import dates
 from service.auth import Principal, Role
+from service.catalog.rules import Regime
 from service.certificates.queries import (
     insert_certificate,
     lock_certificate,
@@ -94,9 +96,23 @@ async def _issuer(db: Connection, principal: Principal, data: CertificateCreate,
         return _Issuer(region=enterprise.region_code)
     if data.lab_id is None:
         raise RuleViolationError.for_field("lab_id", "is required with an admin key: the lab that issued the result")
-    if await select_lab(db, data.lab_id) is None:
-        raise RuleViolationError.for_field("lab_id", f"no lab {data.lab_id}")
     return _Issuer(lab_id=data.lab_id)
+
+
+async def _check_scope(db: Connection, issuer: _Issuer, data: CertificateCreate, row: InstrumentRow) -> None:
+    """A verification of a compulsory instrument is the lab's only when the catalogue code is in its
+    scope (its authorisation); calibration needs none. Checked again here because the instrument's
+    use may have changed since the request was made."""
+    if issuer.lab_id is None:
+        return
+    lab = await select_lab(db, issuer.lab_id)
+    if lab is None:
+        raise RuleViolationError.for_field("lab_id", f"no lab {issuer.lab_id}")
+    verification = data.kind in (Kind.VERIFICATION_CERTIFICATE, Kind.RESULT_NOTICE)
+    if verification and row.regime is not Regime.NOT_CONTROLLED and row.catalog_code not in lab.scope:
+        raise RuleViolationError.for_field(
+            "lab_id", f"{lab.name} is not authorised to verify {row.catalog_code} (not in its scope)"
+        )
 
 
 def _cleaned(data: CertificateCreate) -> CertificateCreate:
@@ -241,6 +257,7 @@ class InstrumentCertificateController(Controller):
         issuer = await _issuer(db, principal, data, enterprise)
         old = await _corrected(db, data, row, issuer, now)
         request_id = await _request_for(db, principal, row.id, issuer, correction=old is not None)
+        await _check_scope(db, issuer, data, row)
         submitted = Submitted(
             kind=data.kind,
             outcome=data.outcome,
@@ -259,7 +276,6 @@ class InstrumentCertificateController(Controller):
             lifecycle=row.lifecycle,
             own_cycle_months=row.cycle_months,
             governing_on=await _governing_on(db, row),
-            has_current=row.current_certificate_id is not None,
         )
         decision = decide(submitted, standing, rule=enterprise.period_rule, today=today)
         raw: dict[str, Any] = {
@@ -487,7 +503,7 @@ class PublicCertificateController(Controller):
     opt = {"public": True}
 
     @get(
-        "/{lab_id:str}/{number:str}",
+        "/{lab_id:str}/{number:path}",
         operation_id="CheckCertificate",
         summary="Check a certificate's authenticity (no key)",
         description="What a QR label needs: the lab, the document, the instrument's name, model and "
@@ -497,9 +513,10 @@ class PublicCertificateController(Controller):
         security=[],
     )
     async def check_certificate(
-        self, db: Db, clock: ClockDep, lab_id: FromPath[uuid.UUID], number: FromPath[str]
+        self, db: Db, clock: ClockDep, lab_id: FromPath[uuid.UUID], number: FromPath[PurePosixPath]
     ) -> PublicCertificate:
-        found = await select_public_certificate(db, lab_id, number, clock.now())
+        # A path parameter, because numbers such as 沪计检/2026/001 hold slashes.
+        found = await select_public_certificate(db, lab_id, str(number).lstrip("/"), clock.now())
         if found is None:
             raise NotFoundError("no such certificate from this lab")
         return found

@@ -73,7 +73,9 @@ class PublicStatus(enum.StrEnum):
     SUPERSEDED = "superseded"
 
 
-_DECIMAL = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+# Exponents of at most three digits: a measurement needs no more, and Decimal arithmetic on
+# larger ones overflows.
+_DECIMAL = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?$"
 Dec = Annotated[str, msgspec.Meta(pattern=_DECIMAL, max_length=40, description="A decimal, as a string.")]
 Mpe = Annotated[
     str,
@@ -145,7 +147,6 @@ class Standing(msgspec.Struct, frozen=True, kw_only=True):
     own_cycle_months: int | None
     #: performed_on of the governing document, or the registered last verification date.
     governing_on: dt.date | None
-    has_current: bool
 
 
 class Submitted(msgspec.Struct, frozen=True, kw_only=True):
@@ -184,6 +185,9 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
         return self.effect in (Effect.GOVERNS, Effect.VOIDS)
 
 
+_VERIFIED_ONCE = (Regime.INITIAL_ONLY_LIMITED_LIFE, Regime.INITIAL_ONLY_SCRAP_ON_FAILURE)
+
+
 def _fail(field: str, message: str) -> RuleViolationError:
     return RuleViolationError.for_field(field, message)
 
@@ -213,7 +217,10 @@ def _outcome(r: Submitted) -> Outcome:
             raise _fail("outcome", "a result notice records a failure; a pass is a verification_certificate")
         outcome = Outcome.FAIL
     else:
-        found = r.outcome or outcome_of_points(r.as_found)
+        judged = outcome_of_points(r.as_found)
+        if r.outcome is not None and judged is not None and r.outcome is not judged:
+            raise _fail("outcome", f"is {r.outcome} but the as_found errors against their MPE say {judged}")
+        found = r.outcome or judged
         if found is None:
             raise _fail("outcome", "is required when no as_found point carries both an error and an mpe")
         outcome = found
@@ -237,7 +244,10 @@ def _period(r: Submitted, s: Standing, rule: dates.PeriodRule) -> tuple[int | No
     A lab may shorten a compulsory cycle, never exceed the legal maximum (domain.md §2.2); a printed
     valid-until is accepted when it is not later than the computed one.
     """
-    requested = r.cycle_months if r.cycle_months is not None else s.own_cycle_months
+    # A calibration runs on the instrument's own interval: a calibration certificate carries no
+    # interval unless agreed with the customer (ISO/IEC 17025 §7.8.4.3, domain.md §0 fact 9).
+    lab_sets_cycle = r.kind is not Kind.CALIBRATION_CERTIFICATE and r.cycle_months is not None
+    requested = r.cycle_months if lab_sets_cycle else s.own_cycle_months
     if s.regime is Regime.INITIAL_ONLY_SCRAP_ON_FAILURE:
         _no_validity(r, f"{s.item.code if s.item else 'this item'} is verified once and does not expire")
         return None, None
@@ -306,6 +316,13 @@ def decide(r: Submitted, s: Standing, *, rule: dates.PeriodRule, today: dt.date)
             valid_until=None,
         )
     fit = _fit_for_use(r, outcome)
+    reverified = s.governing_on is not None and r.performed_on > s.governing_on
+    if fit and s.regime in _VERIFIED_ONCE and reverified and not r.corrects_current:
+        raise _fail(
+            "kind",
+            f"a {s.regime} instrument is verified once: at the end of its use life it is replaced "
+            "(限期使用，到期轮换), and when it fails it is scrapped; it is never re-verified",
+        )
     cycle, valid_until = _period(r, s, rule) if fit else (None, None)
     if not r.corrects_current and s.governing_on is not None and r.performed_on < s.governing_on:
         return Decision(
@@ -332,7 +349,7 @@ def decide(r: Submitted, s: Standing, *, rule: dates.PeriodRule, today: dt.date)
             lifecycle=Lifecycle.IN_SERVICE
             if s.lifecycle in (Lifecycle.FAILED, Lifecycle.PENDING_VERIFICATION)
             else None,
-            instrument_cycle=r.cycle_months,
+            instrument_cycle=r.cycle_months if r.kind is not Kind.CALIBRATION_CERTIFICATE else None,
         )
     scrap = s.regime is Regime.INITIAL_ONLY_SCRAP_ON_FAILURE
     return Decision(

@@ -2,7 +2,8 @@
 
 An instrument is visible to whoever may read its enterprise (the enterprise, a regulator of its
 region, an admin) and to a lab while it has or had a request item for it (issue 3). Outside that
-it is absent (404); visible but not the caller's to change is 403.
+it is absent (404); visible but not the caller's to change is 403. A lab also sees the instruments
+it issued documents for.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ __all__ = ("lab_knows_instrument", "locked_instrument", "visible_instrument", "w
 
 
 async def lab_knows_instrument(db: asyncpg.Connection, principal: Principal, instrument_id: uuid.UUID) -> bool:
-    """Whether ``principal`` is a lab that has or had a request item for the instrument."""
+    """Whether ``principal`` is a lab that has or had a request item for the instrument, or issued
+    one of its documents (an admin may record on a lab's behalf)."""
     if principal.role is not Role.LAB:
         return False
     known: bool = await db.fetchval(
         """SELECT EXISTS (SELECT 1 FROM request_items ri JOIN verification_requests r ON r.id = ri.request_id
-                          WHERE ri.instrument_id = $1 AND r.lab_id = $2)""",
+                          WHERE ri.instrument_id = $1 AND r.lab_id = $2)
+               OR EXISTS (SELECT 1 FROM certificates WHERE instrument_id = $1 AND lab_id = $2)""",
         instrument_id,
         principal.lab_id,
     )

@@ -217,9 +217,20 @@ async def _rederive(
     merged = {k: changes.get(k, getattr(current, k)) for k in _RULE_INPUTS}
     item = await catalog_rule(db, merged["catalog_code"])
     if current.validity_source is ValiditySource.CERTIFICATE:
-        # The governing certificate's dates stand; only the regime and the cycle are re-checked.
+        # The governing certificate's dates stand; only the regime and the cycle are re-checked,
+        # unless the instrument becomes compulsory on a calibration, which does not satisfy
+        # compulsory verification ([S-360TABLE]): then it has no validity until it is verified.
         regime = effective_regime(item, merged["legal_use"])
         resolve_cycle(item, regime, merged["cycle_months"])
+        kind = await db.fetchval("SELECT kind FROM certificates WHERE id = $1", current.current_certificate_id)
+        if regime is not Regime.NOT_CONTROLLED and kind == "calibration_certificate":
+            return {
+                "regime": regime,
+                "last_verified_on": None,
+                "valid_until": None,
+                "validity_source": ValiditySource.COMPUTED,
+                "current_certificate_id": None,
+            }
         return {"regime": regime}
     if "valid_until" in changes:
         printed = changes["valid_until"]

@@ -26,6 +26,7 @@ from service.lifecycle.rules import Action, transition
 from service.lifecycle.schemas import LifecycleChange, Replaced, Replacement
 from service.notices.queries import cancel_stale
 from service.problems import problem_responses
+from service.requests.queries import withdraw_items
 from service.types import validate_date
 
 __all__ = ("LifecycleController",)
@@ -77,6 +78,8 @@ async def _apply(
     )
     updated = await update_instrument(db, row.id, {"lifecycle": target}, now)
     await cancel_stale(db, now, instrument_id=row.id)
+    if target is Lifecycle.SCRAPPED:
+        await withdraw_items(db, row.id, effective_on, now)
     await record_event(
         db,
         instrument_id=row.id,
@@ -91,7 +94,7 @@ async def _apply(
     return to_instrument(updated, enterprise, today)
 
 
-def _lifecycle_op(action: Action, summary: str, description: str) -> dict[str, object]:
+def _lifecycle_op(action: Action, summary: str, description: str, *, status_code: int = 200) -> dict[str, object]:
     return {
         "path": f"/{{instrument_id:str}}/{action}",
         "operation_id": f"{action.value.capitalize()}Instrument",
@@ -100,7 +103,7 @@ def _lifecycle_op(action: Action, summary: str, description: str) -> dict[str, o
         + " The enterprise or an admin; `effective_on` defaults to today and may not be in the future. "
         "A change the current lifecycle does not allow is a 409 whose `allowed` lists what is.",
         "responses": problem_responses(400, 401, 403, 404, 409, 413, 422),
-        "status_code": 200,
+        "status_code": status_code,
     }
 
 
@@ -145,7 +148,12 @@ class LifecycleController(Controller):
         return await _apply(db, clock, principal, instrument_id, Action.UNSEAL, data or LifecycleChange())
 
     @post(
-        **_lifecycle_op(Action.SCRAP, "Scrap an instrument (报废)", "Final: no results or notices afterwards.")  # type: ignore[arg-type]
+        **_lifecycle_op(
+            Action.SCRAP,
+            "Scrap an instrument (报废)",
+            "Final: no results or notices afterwards; its items still waiting in open verification requests "
+            "are withdrawn.",
+        )  # type: ignore[arg-type]
     )
     async def scrap(
         self,
@@ -165,6 +173,7 @@ class LifecycleController(Controller):
             "`replaces`); the old one becomes `replaced`. The usual end of a limited-life meter; a "
             "replacement verified only once (limited-life, scrap-on-failure) must come with its initial "
             "verification. Registration errors name `replacement.<field>`.",
+            status_code=201,
         )  # type: ignore[arg-type]
     )
     async def replace(
@@ -208,6 +217,7 @@ class LifecycleController(Controller):
             )
         updated = await update_instrument(db, row.id, {"lifecycle": target, "replaced_by": successor.id}, now)
         await cancel_stale(db, now, instrument_id=row.id)
+        await withdraw_items(db, row.id, effective_on, now)
         await record_event(
             db,
             instrument_id=row.id,

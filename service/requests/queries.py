@@ -25,13 +25,16 @@ __all__ = (
     "select_request",
     "select_requests",
     "update_request",
+    "withdraw_items",
 )
 
 _SELECT = """
     SELECT r.id, r.enterprise_id, r.lab_id, l.name AS lab_name, r.note, r.status, r.reason, r.accepted_on,
            r.due_by, r.version, r.created_at, r.updated_at, e.timezone, e.region_code,
            (SELECT count(*) FROM request_items ri WHERE ri.request_id = r.id) AS items_total,
-           (SELECT count(ri.certificate_id) FROM request_items ri WHERE ri.request_id = r.id) AS items_done
+           (SELECT count(ri.certificate_id) FROM request_items ri WHERE ri.request_id = r.id) AS items_done,
+           (SELECT count(ri.withdrawn_on) FROM request_items ri
+            WHERE ri.request_id = r.id AND ri.certificate_id IS NULL) AS items_withdrawn
     FROM verification_requests r
     JOIN labs l ON l.id = r.lab_id
     JOIN enterprises e ON e.id = r.enterprise_id
@@ -67,7 +70,8 @@ async def select_request(
     items = await db.fetch(
         """SELECT ri.instrument_id, i.name, i.serial_no, i.management_no, i.catalog_code, ri.certificate_id,
                   c.number AS certificate_number, c.outcome,
-                  CASE WHEN ri.certificate_id IS NULL THEN 'pending' ELSE 'done' END AS status
+                  CASE WHEN ri.certificate_id IS NOT NULL THEN 'done'
+                       WHEN ri.withdrawn_on IS NOT NULL THEN 'withdrawn' ELSE 'pending' END AS status
            FROM request_items ri
            JOIN instruments i ON i.id = ri.instrument_id
            LEFT JOIN certificates c ON c.id = ri.certificate_id
@@ -145,7 +149,7 @@ async def open_requests_of(db: asyncpg.Connection, instrument_ids: list[uuid.UUI
     rows = await db.fetch(
         """SELECT ri.instrument_id, ri.request_id FROM request_items ri
            JOIN verification_requests r ON r.id = ri.request_id
-           WHERE ri.instrument_id = ANY($1::uuid[]) AND ri.certificate_id IS NULL
+           WHERE ri.instrument_id = ANY($1::uuid[]) AND ri.certificate_id IS NULL AND ri.withdrawn_on IS NULL
              AND r.status IN ('submitted', 'accepted')""",
         instrument_ids,
     )
@@ -208,6 +212,7 @@ async def claim_item(db: asyncpg.Connection, instrument_id: uuid.UUID, lab_id: u
     found: uuid.UUID | None = await db.fetchval(
         """SELECT r.id FROM request_items ri JOIN verification_requests r ON r.id = ri.request_id
            WHERE ri.instrument_id = $1 AND r.lab_id = $2 AND r.status = 'accepted' AND ri.certificate_id IS NULL
+             AND ri.withdrawn_on IS NULL
            ORDER BY r.accepted_on, r.created_at, r.id LIMIT 1
            FOR UPDATE OF r""",
         instrument_id,
@@ -229,7 +234,39 @@ async def attach_result(
     await db.execute(
         """UPDATE verification_requests SET status = 'completed', version = version + 1, updated_at = $2
            WHERE id = $1 AND status = 'accepted'
-             AND NOT EXISTS (SELECT 1 FROM request_items WHERE request_id = $1 AND certificate_id IS NULL)""",
+             AND NOT EXISTS (SELECT 1 FROM request_items
+                             WHERE request_id = $1 AND certificate_id IS NULL AND withdrawn_on IS NULL)""",
         request_id,
+        now,
+    )
+
+
+async def withdraw_items(db: asyncpg.Connection, instrument_id: uuid.UUID, on: dt.date, now: dt.datetime) -> None:
+    """Withdraw the instrument's items still waiting in open requests (it was scrapped or replaced).
+
+    A request left with nothing to wait for is completed if accepted, or cancelled if the lab had not
+    accepted it yet; so no request is stranded by an instrument that is gone.
+    """
+    requests = await db.fetch(
+        """UPDATE request_items ri SET withdrawn_on = $2
+           FROM verification_requests r
+           WHERE r.id = ri.request_id AND ri.instrument_id = $1 AND ri.certificate_id IS NULL
+             AND ri.withdrawn_on IS NULL AND r.status IN ('submitted', 'accepted')
+           RETURNING ri.request_id""",
+        instrument_id,
+        on,
+    )
+    if not requests:
+        return
+    await db.execute(
+        """UPDATE verification_requests r
+           SET status = CASE WHEN r.status = 'accepted' THEN 'completed' ELSE 'cancelled' END,
+               reason = CASE WHEN r.status = 'accepted' THEN r.reason
+                             ELSE 'every instrument was withdrawn (scrapped or replaced)' END,
+               version = r.version + 1, updated_at = $2
+           WHERE r.id = ANY($1::uuid[])
+             AND NOT EXISTS (SELECT 1 FROM request_items
+                             WHERE request_id = r.id AND certificate_id IS NULL AND withdrawn_on IS NULL)""",
+        [row["request_id"] for row in requests],
         now,
     )

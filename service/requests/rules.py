@@ -38,6 +38,8 @@ class RequestAction(enum.StrEnum):
     CANCEL = "cancel"  # the enterprise, before any result
 
 
+_PAST = {RequestAction.ACCEPT: "accepted", RequestAction.REJECT: "rejected", RequestAction.CANCEL: "cancelled"}
+
 #: action -> (the states it is allowed from, the state it leads to)
 TRANSITIONS: dict[RequestAction, tuple[frozenset[RequestStatus], RequestStatus]] = {
     RequestAction.ACCEPT: (frozenset({RequestStatus.SUBMITTED}), RequestStatus.ACCEPTED),
@@ -59,9 +61,15 @@ def transition(action: RequestAction, status: RequestStatus, *, results: int) ->
     """
     allowed_from, target = TRANSITIONS[action]
     if status not in allowed_from:
-        allowed = [a.value for a, (sources, _) in TRANSITIONS.items() if status in sources]
+        allowed = [
+            a.value
+            for a, (sources, _) in TRANSITIONS.items()
+            if status in sources and not (a is RequestAction.CANCEL and results)
+        ]
+        article = "an" if status[0] in "aeiou" else "a"
         raise TransitionError(
-            f"a {status} request cannot be {action}ed; allowed: {', '.join(allowed) or 'nothing'}", allowed=allowed
+            f"{article} {status} request cannot be {_PAST[action]}; allowed: {', '.join(allowed) or 'nothing'}",
+            allowed=allowed,
         )
     if action is RequestAction.CANCEL and results:
         raise ConflictError(f"{results} result(s) are already recorded for this request: it can no longer be cancelled")

@@ -51,13 +51,15 @@ class RequestItem(msgspec.Struct, frozen=True, kw_only=True):
     certificate_number: str | None
     outcome: Outcome | None
     status: str
-    """``pending`` until a result is recorded, then ``done``."""
+    """``pending`` until a result is recorded, then ``done``; ``withdrawn`` when the instrument was
+    scrapped or replaced before its result."""
 
 
 class VerificationRequest(msgspec.Struct, frozen=True, kw_only=True):
     """A work order. ``due_by`` = accepted date + the lab's service level in working days;
     ``overdue`` is true while it is accepted and the enterprise's local today is past ``due_by``.
-    ``items`` is listed when one request is read (null in lists, which carry the counts)."""
+    It is ``completed`` when every item has a result or was withdrawn. ``items`` is listed when one
+    request is read (null in lists, which carry the counts)."""
 
     id: uuid.UUID
     enterprise_id: uuid.UUID
@@ -71,6 +73,9 @@ class VerificationRequest(msgspec.Struct, frozen=True, kw_only=True):
     overdue: bool
     items_total: int
     items_done: int
+    """Items with a result."""
+    items_withdrawn: int
+    """Items whose instrument was scrapped or replaced before its result."""
     items: list[RequestItem] | None = None
     version: int
     created_at: dt.datetime

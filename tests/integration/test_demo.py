@@ -42,6 +42,9 @@ async def test_demo_seeds_once_covers_every_status_and_reuses_keys(pool: asyncpg
     admin = Api(anonymous.client, again.keys.admin_key)
     assert (await admin.get("/v1/catalog")).status_code == 200
     assert again.lab_id == first.lab_id
+    some = (await member.get(f"/v1/enterprises/{first.enterprise_id}/instruments", params={"limit": 1})).json()
+    history = (await member.get(f"/v1/instruments/{some['items'][0]['id']}/history")).json()["items"]
+    assert [event["kind"] for event in history] == ["registered"]
     assert first.keys.lab_key is not None
     lab = Api(anonymous.client, first.keys.lab_key)
     own = (await lab.get(f"/v1/labs/{first.lab_id}")).json()

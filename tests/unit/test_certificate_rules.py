@@ -81,7 +81,6 @@ def standing(regime: str = "periodic", **overrides: Any) -> Standing:
     values = STANDINGS[regime] | {
         "lifecycle": L.IN_SERVICE,
         "governing_on": D(2026, 1, 15),
-        "has_current": True,
     }
     return Standing(**(values | overrides))
 
@@ -167,7 +166,7 @@ DECISIONS = [
     ),
     (
         "a pass returns a pending instrument to service",
-        standing(lifecycle=L.PENDING_VERIFICATION, governing_on=None, has_current=False),
+        standing(lifecycle=L.PENDING_VERIFICATION, governing_on=None),
         submitted(),
         INCL,
         (G, PASS, L.IN_SERVICE, 6, D(2026, 12, 9), None),
@@ -188,21 +187,21 @@ DECISIONS = [
     ),
     (
         "a first pass of an unverified instrument governs",
-        standing(governing_on=None, has_current=False),
+        standing(governing_on=None),
         submitted(),
         INCL,
         (G, PASS, None, 6, D(2026, 12, 9), None),
     ),
     (
-        "limited-life pass: the use life from performed_on",
-        standing("limited_life"),
+        "limited-life first verification: the use life from performed_on",
+        standing("limited_life", governing_on=None),
         submitted(),
         INCL,
         (G, PASS, None, 72, D(2032, 6, 9), None),
     ),
     (
         "scrap-on-failure pass: no cycle and no valid-until",
-        standing("scrap_on_failure", governing_on=None, has_current=False),
+        standing("scrap_on_failure", governing_on=None),
         submitted(),
         INCL,
         (G, PASS, None, None, None, None),
@@ -306,11 +305,11 @@ DECISIONS = [
         (V, FAIL, L.FAILED, None, None, None),
     ),
     (
-        "calibration with an explicit outcome and no points",
+        "calibration runs on the instrument's own interval, not one the lab suggests (17025 §7.8.4.3)",
         standing("not_controlled"),
         submitted(CC, outcome=PASS, cycle_months=6),
         INCL,
-        (G, PASS, None, 6, D(2026, 12, 9), 6),
+        (G, PASS, None, 12, D(2027, 6, 9), None),
     ),
     (
         "a passed in-service check confirms the governing certificate",
@@ -381,6 +380,19 @@ REFUSALS = [
     ("a failed inspection names its failed items", standing(), submitted(IR, outcome=FAIL), "failed_items"),
     ("a passing result lists no failed items", standing(), submitted(failed_items=("外观",)), "failed_items"),
     ("a cycle above the legal maximum", standing(), submitted(cycle_months=7), "cycle_months"),
+    (
+        "a limited-life meter is never re-verified: it is replaced (限期使用，到期轮换)",
+        standing("limited_life"),
+        submitted(),
+        "kind",
+    ),
+    ("a scrap-on-failure instrument is verified once", standing("scrap_on_failure"), submitted(), "kind"),
+    (
+        "a given outcome contradicting the as-found errors",
+        standing("not_controlled"),
+        submitted(CC, outcome=PASS, as_found=(OUT_TOL,)),
+        "outcome",
+    ),
     ("a printed valid-until later than computed", standing(), submitted(valid_until=D(2026, 12, 10)), "valid_until"),
     ("a result notice carries no cycle", standing(), submitted(RN, cycle_months=6), "cycle_months"),
     ("a result notice carries no valid-until", standing(), submitted(RN, valid_until=D(2026, 12, 9)), "valid_until"),
@@ -392,13 +404,13 @@ REFUSALS = [
     ),
     (
         "scrap-on-failure has no cycle",
-        standing("scrap_on_failure"),
+        standing("scrap_on_failure", governing_on=None),
         submitted(cycle_months=12),
         "cycle_months",
     ),
     (
         "scrap-on-failure has no valid-until",
-        standing("scrap_on_failure"),
+        standing("scrap_on_failure", governing_on=None),
         submitted(valid_until=D(2026, 12, 9)),
         "valid_until",
     ),

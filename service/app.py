@@ -43,6 +43,7 @@ from service.notices.routes import NoticeController
 from service.problems import exception_handlers
 from service.requests.routes import VerificationRequestController
 from service.settings import Settings
+from service.webhooks.routes import WebhookController
 
 __all__ = ("MetregApp", "create_app")
 
@@ -211,6 +212,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             InstrumentCertificateController,
             CertificateController,
             NoticeController,
+            WebhookController,
         ],
         security=[{"bearer": []}],
     )

@@ -1,4 +1,5 @@
-"""Dependencies every controller may ask for, by name: ``db``, ``clock``, ``principal``, ``admin``."""
+"""Dependencies every controller may ask for, by name: ``db``, ``clock``, ``settings``, ``principal``,
+``admin``."""
 
 from __future__ import annotations
 
@@ -11,8 +12,15 @@ from litestar.params import SkipValidation
 from service.auth import Principal, provide_admin, provide_principal
 from service.clock import Clock
 from service.db import Connection, provide_db
+from service.settings import Settings
 
-__all__ = ("AdminDep", "ClockDep", "Db", "PrincipalDep", "dependencies", "provide_clock")
+__all__ = ("AdminDep", "ClockDep", "Db", "PrincipalDep", "SettingsDep", "dependencies", "provide_clock")
+
+
+async def provide_settings(state: State) -> Settings:
+    """The app's settings."""
+    settings: Settings = state.settings
+    return settings
 
 
 async def provide_clock(state: State) -> Clock:
@@ -25,6 +33,7 @@ def dependencies() -> dict[str, Provide]:
     return {
         "db": Provide(provide_db),
         "clock": Provide(provide_clock),
+        "settings": Provide(provide_settings),
         "principal": Provide(provide_principal),
         "admin": Provide(provide_admin),
     }
@@ -33,6 +42,7 @@ def dependencies() -> dict[str, Provide]:
 # Injected resources are ours, not client input: skip Litestar's per-request validation of them.
 Db: TypeAlias = NamedDependency[SkipValidation[Connection]]
 ClockDep: TypeAlias = NamedDependency[SkipValidation[Clock]]
+SettingsDep: TypeAlias = NamedDependency[SkipValidation[Settings]]
 PrincipalDep: TypeAlias = NamedDependency[SkipValidation[Principal]]
 """The authenticated caller (any role)."""
 AdminDep: TypeAlias = NamedDependency[SkipValidation[Principal]]

@@ -25,6 +25,7 @@ ENVIRONMENT: dict[str, str] = {
     "log_level": "METREG_LOG_LEVEL",
     "log_format": "METREG_LOG_FORMAT",
     "max_body_bytes": "METREG_MAX_BODY_BYTES",
+    "allow_private_webhooks": "METREG_ALLOW_PRIVATE_WEBHOOKS",
 }
 
 
@@ -49,6 +50,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """``json``: one object a line, for machines; ``text``: for a terminal."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=100 * 1024 * 1024)] = 1024 * 1024
     """Largest JSON request body accepted (larger: 413)."""
+    allow_private_webhooks: bool = False
+    """Accept webhook URLs on loopback, link-local and private addresses, and plain http (tests and
+    local use only: otherwise a webhook could make metreg probe the network it runs in)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,0 +1,1 @@
+"""Webhook endpoints of an enterprise or a regulator's region."""

@@ -1,0 +1,72 @@
+"""Webhook rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import asyncpg
+import msgspec
+
+from service.auth import Principal, Role
+from service.webhooks.schemas import Webhook
+
+__all__ = ("deactivate_webhook", "insert_webhook", "select_webhooks")
+
+_COLUMNS = "id, enterprise_id, region_code, url, events, active, created_at"
+
+
+async def insert_webhook(
+    db: asyncpg.Connection,
+    *,
+    enterprise_id: uuid.UUID | None,
+    region_code: str | None,
+    url: str,
+    events: list[str],
+    secret: str,
+    now: dt.datetime,
+) -> Webhook:
+    row = await db.fetchrow(
+        f"""INSERT INTO webhooks (enterprise_id, region_code, url, events, secret, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}""",
+        enterprise_id,
+        region_code,
+        url,
+        events,
+        secret,
+        now,
+    )
+    assert row is not None
+    return msgspec.convert(dict(row), Webhook)
+
+
+def _owned(principal: Principal) -> tuple[str, list[object]]:
+    """The webhooks a principal owns: its enterprise's, its region's, or (admins) all."""
+    if principal.role is Role.ENTERPRISE:
+        return "enterprise_id = $1", [principal.enterprise_id]
+    if principal.role is Role.REGULATOR:
+        return "region_code = $1", [principal.region_code]
+    return "TRUE", []
+
+
+async def select_webhooks(db: asyncpg.Connection, principal: Principal) -> list[Webhook]:
+    where, args = _owned(principal)
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM webhooks WHERE active AND {where} ORDER BY created_at, id LIMIT 500", *args
+    )
+    return [msgspec.convert(dict(r), Webhook) for r in rows]
+
+
+async def deactivate_webhook(
+    db: asyncpg.Connection, principal: Principal, webhook_id: uuid.UUID, now: dt.datetime
+) -> bool:
+    """Stop calling the webhook (its past deliveries stay visible); False when not the principal's."""
+    where, args = _owned(principal)
+    status = await db.execute(
+        f"""UPDATE webhooks SET active = false, deleted_at = ${len(args) + 2}
+            WHERE id = ${len(args) + 1} AND active AND {where}""",
+        *args,
+        webhook_id,
+        now,
+    )
+    return status.endswith(" 1")

@@ -1,0 +1,106 @@
+"""``/v1/webhooks``: where an enterprise (or a regulator's region) wants its notices delivered."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+
+from litestar import Controller, Response, delete, get, post
+from litestar.params import FromPath, JSONBody
+
+from service.auth import Principal, Role
+from service.db import Connection
+from service.deps import ClockDep, Db, PrincipalDep, SettingsDep
+from service.enterprises.access import writable_enterprise
+from service.errors import ForbiddenError, InvalidInputError, NotFoundError, RuleViolationError
+from service.problems import problem_responses
+from service.webhooks.queries import deactivate_webhook, insert_webhook, select_webhooks
+from service.webhooks.rules import url_problem
+from service.webhooks.schemas import Webhook, WebhookCreate, WebhookCreated
+
+__all__ = ("WebhookController",)
+
+
+async def _owner(db: Connection, principal: Principal, data: WebhookCreate) -> tuple[uuid.UUID | None, str | None]:
+    """The new webhook's owner: the caller's enterprise or region; an admin names one."""
+    if principal.role is Role.LAB:
+        raise ForbiddenError("webhooks belong to enterprises and regulators")
+    if principal.role is Role.ADMIN:
+        if (data.enterprise_id is None) == (data.region_code is None):
+            raise InvalidInputError.for_field(
+                "enterprise_id", "an admin names exactly one owner: enterprise_id or region_code"
+            )
+        if data.enterprise_id is not None:
+            await writable_enterprise(db, principal, data.enterprise_id, lock="share")
+        return data.enterprise_id, data.region_code
+    if data.enterprise_id is not None or data.region_code is not None:
+        raise InvalidInputError.for_field("enterprise_id", "is implied by the key: omit enterprise_id and region_code")
+    if principal.role is Role.ENTERPRISE:
+        return principal.enterprise_id, None
+    return None, principal.region_code
+
+
+class WebhookController(Controller):
+    path = "/webhooks"
+    tags = ["Webhooks"]
+
+    @post(
+        operation_id="CreateWebhook",
+        summary="Register a webhook",
+        description="For the caller's enterprise (enterprise key) or region (regulator key); admins name "
+        "`enterprise_id` or `region_code`. https only, and no loopback, link-local or private address "
+        "(unless the server runs with METREG_ALLOW_PRIVATE_WEBHOOKS=true). Every call carries "
+        "`Metreg-Signature: t=<unix>,v1=<hex HMAC-SHA256 of 't.body'>` made with the `secret`, which is "
+        "returned here once.",
+        responses=problem_responses(400, 401, 403, 404, 413, 422),
+    )
+    async def create_webhook(
+        self,
+        db: Db,
+        clock: ClockDep,
+        settings: SettingsDep,
+        principal: PrincipalDep,
+        data: JSONBody[WebhookCreate],
+    ) -> Response[WebhookCreated]:
+        enterprise_id, region_code = await _owner(db, principal, data)
+        url = data.url.strip()
+        if why := url_problem(url, allow_private=settings.allow_private_webhooks):
+            raise RuleViolationError.for_field("url", why)
+        secret = data.secret or f"whsec_{secrets.token_urlsafe(32)}"
+        webhook = await insert_webhook(
+            db,
+            enterprise_id=enterprise_id,
+            region_code=region_code,
+            url=url,
+            events=sorted(set(data.events)),
+            secret=secret,
+            now=clock.now(),
+        )
+        return Response(WebhookCreated(webhook=webhook, secret=secret), status_code=201)
+
+    @get(
+        operation_id="ListWebhooks",
+        summary="List webhooks",
+        description="The caller's active webhooks (its enterprise's or its region's; admins: all). Secrets "
+        "are never shown again.",
+        responses=problem_responses(401, 403),
+    )
+    async def list_webhooks(self, db: Db, principal: PrincipalDep) -> list[Webhook]:
+        if principal.role is Role.LAB:
+            raise ForbiddenError("webhooks belong to enterprises and regulators")
+        return await select_webhooks(db, principal)
+
+    @delete(
+        "/{webhook_id:str}",
+        operation_id="DeleteWebhook",
+        summary="Delete a webhook",
+        description="It is called no more; deliveries already made stay visible on their notices.",
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    async def delete_webhook(
+        self, db: Db, clock: ClockDep, principal: PrincipalDep, webhook_id: FromPath[uuid.UUID]
+    ) -> None:
+        if principal.role is Role.LAB:
+            raise ForbiddenError("webhooks belong to enterprises and regulators")
+        if not await deactivate_webhook(db, principal, webhook_id, clock.now()):
+            raise NotFoundError(f"webhook {webhook_id} not found")

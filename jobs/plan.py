@@ -4,7 +4,9 @@ The SQL twin of :func:`service.notices.rules.due_notices` (a test holds them tog
 statement walks the ``instruments_lifecycle_due`` index per enterprise over the date range that can
 be due on the enterprise's local today, so the work grows with the instruments that are due, not
 with the register. Unique keys make planning idempotent; a transaction-level advisory lock keeps
-overlapping runs from doing the same work twice.
+overlapping runs from doing the same work twice. The due rows are read FOR SHARE: a write that
+changes an instrument (and cancels its notices) in the meantime is waited for and re-read, so no
+notice for a cycle that no longer governs slips in after that cancellation.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ due AS (
           AND i.due_key >= e.today
           AND i.due_key <= e.today + greatest((SELECT max(o) FROM unnest(e.reminder_days) o),
                                               (SELECT max(o) FROM unnest(e.rotation_reminder_days) o))
+        FOR SHARE OF i
     ) i ON true
 )
 INSERT INTO notices (enterprise_id, instrument_id, kind, audience, region_code, cycle, step, due_on, next_attempt_at,
@@ -71,6 +74,7 @@ due AS (
     JOIN LATERAL (
         SELECT i.id, i.valid_until FROM instruments i
         WHERE i.enterprise_id = e.id AND i.lifecycle = 'in_service' AND i.due_key < e.today
+        FOR SHARE OF i
     ) i ON true
 )
 INSERT INTO notices (enterprise_id, instrument_id, kind, audience, region_code, cycle, step, due_on, next_attempt_at,

@@ -70,6 +70,12 @@ class MetregError(Exception):
         """Build the error for several fields at once; the detail names each."""
         return cls("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
 
+    def nested(self, prefix: str) -> Self:
+        """The same error with its fields addressed inside ``prefix`` (``replacement.serial_no``)."""
+        if not self.errors:
+            return self
+        return self.for_fields([FieldError(field=f"{prefix}.{e.field}", message=e.message) for e in self.errors])
+
 
 class InvalidInputError(MetregError):
     status, slug, title = 400, "invalid-input", "Bad Request"

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Generic, TypeVar
+from collections.abc import Callable
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 from litestar.params import QueryParameter
 
 from service.errors import InvalidInputError
 
-__all__ = ("Cursor", "Limit", "Page", "decode_cursor", "encode_cursor")
+__all__ = ("Cursor", "Limit", "Page", "Params", "decode_cursor", "encode_cursor", "split_page")
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -37,6 +38,26 @@ class Page(msgspec.Struct, Generic[T], kw_only=True):
 def encode_cursor(key: msgspec.Struct) -> str:
     """Encode the sort key of the last row served."""
     return base64.urlsafe_b64encode(msgspec.json.encode(key)).rstrip(b"=").decode()
+
+
+def split_page(rows: list[T], limit: int, key: Callable[[T], msgspec.Struct]) -> tuple[list[T], str | None]:
+    """The page among ``limit + 1`` fetched rows, and the cursor after its last row (None: no more)."""
+    if len(rows) <= limit:
+        return rows, None
+    page = rows[:limit]
+    return page, encode_cursor(key(page[-1]))
+
+
+class Params:
+    """Positional parameters of a query built piece by piece: ``params(value)`` adds ``value`` and
+    returns its placeholder (``$3``); ``params.values`` are the arguments in order."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values = list(values)
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
 
 
 def decode_cursor(cursor: str, shape: type[C]) -> C:

@@ -15,7 +15,7 @@ from service.auth import Principal
 from service.certificates.rules import Effect, public_status
 from service.certificates.schemas import Certificate, PublicCertificate, PublicInstrument, PublicLab
 from service.errors import ConflictError, DuplicateError
-from service.pagination import decode_cursor, encode_cursor
+from service.pagination import decode_cursor, split_page
 
 __all__ = (
     "insert_certificate",
@@ -140,12 +140,11 @@ async def select_instrument_certificates(
             ORDER BY c.performed_on DESC, c.recorded_at DESC, c.id DESC LIMIT $2""",
         *args,
     )
-    items = [_certificate(dict(r), now) for r in records[:limit]]
-    next_cursor = None
-    if len(records) > limit:
-        last = items[-1]
-        next_cursor = encode_cursor(_PageKey(performed_on=last.performed_on, recorded_at=last.recorded_at, id=last.id))
-    return items, next_cursor
+    return split_page(
+        [_certificate(dict(r), now) for r in records],
+        limit,
+        lambda last: _PageKey(performed_on=last.performed_on, recorded_at=last.recorded_at, id=last.id),
+    )
 
 
 async def revoke_certificate(

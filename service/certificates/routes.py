@@ -174,41 +174,29 @@ async def _request_for(
     return request_id
 
 
-async def _governing_on(db: Connection, row: InstrumentRow) -> dt.date | None:
-    if row.current_certificate_id is None:
-        return row.last_verified_on
-    found: dt.date = await db.fetchval(
-        "SELECT performed_on FROM certificates WHERE id = $1", row.current_certificate_id
-    )
-    return found
-
-
 async def _void_current(
     db: Connection,
-    row: InstrumentRow,
+    governing: Certificate | None,
     old: Certificate | None,
     data: CertificateCreate,
     principal: Principal,
     now: dt.datetime,
 ) -> uuid.UUID | None:
     """Void the governing passing certificate from the failure's date (注销原检定证书, [S-SEAL])."""
-    current = row.current_certificate_id
-    if current is None or (old is not None and old.id == current):
+    if governing is None or (old is not None and old.id == governing.id):
         return None
-    governing = await select_certificate(db, current, now)
-    assert governing is not None
     if governing.revoked_at is not None or not gives_validity(governing.kind, governing.outcome, governing.valid_until):
         return None
-    await lock_certificate(db, current)
+    await lock_certificate(db, governing.id)
     await revoke_certificate(
         db,
-        current,
+        governing.id,
         effective_on=max(data.performed_on, governing.performed_on),
         reason=f"void from {data.performed_on}: {data.kind} {data.number} failed",
         actor=principal,
         now=now,
     )
-    return current
+    return governing.id
 
 
 def _instrument_changes(decision: Decision, data: CertificateCreate, certificate_id: uuid.UUID) -> dict[str, Any]:
@@ -258,6 +246,8 @@ class InstrumentCertificateController(Controller):
         old = await _corrected(db, data, row, issuer, now)
         request_id = await _request_for(db, principal, row.id, issuer, correction=old is not None)
         await _check_scope(db, issuer, data, row)
+        current = row.current_certificate_id
+        governing = await select_certificate(db, current, now) if current is not None else None
         submitted = Submitted(
             kind=data.kind,
             outcome=data.outcome,
@@ -275,7 +265,7 @@ class InstrumentCertificateController(Controller):
             regime=row.regime,
             lifecycle=row.lifecycle,
             own_cycle_months=row.cycle_months,
-            governing_on=await _governing_on(db, row),
+            governing_on=governing.performed_on if governing else row.last_verified_on,
         )
         decision = decide(submitted, standing, rule=enterprise.period_rule, today=today)
         raw: dict[str, Any] = {
@@ -317,7 +307,7 @@ class InstrumentCertificateController(Controller):
         voided = None
         if decision.governs:
             if decision.effect is Effect.VOIDS:
-                voided = await _void_current(db, row, old, data, principal, now)
+                voided = await _void_current(db, governing, old, data, principal, now)
             updated = await update_instrument(db, row.id, _instrument_changes(decision, data, certificate_id), now)
         else:
             updated = row
@@ -394,16 +384,19 @@ class InstrumentCertificateController(Controller):
 
 
 async def _visible_certificate(
-    db: Connection, principal: Principal, certificate_id: uuid.UUID, now: dt.datetime
-) -> Certificate:
+    db: Connection, principal: Principal, certificate_id: uuid.UUID, now: dt.datetime, *, lock: bool = False
+) -> tuple[Certificate, InstrumentRow, Enterprise]:
+    """The document, its instrument and enterprise, if the principal may see the instrument (locked
+    for update when ``lock``); a 404 for the document otherwise."""
     certificate = await select_certificate(db, certificate_id, now)
     if certificate is None:
         raise NotFoundError(f"certificate {certificate_id} not found")
     try:
-        await visible_instrument(db, principal, certificate.instrument_id)
+        found = locked_instrument if lock else visible_instrument
+        row, enterprise = await found(db, principal, certificate.instrument_id)
     except NotFoundError:
         raise NotFoundError(f"certificate {certificate_id} not found") from None
-    return certificate
+    return certificate, row, enterprise
 
 
 class CertificateController(Controller):
@@ -420,7 +413,8 @@ class CertificateController(Controller):
     async def get_certificate(
         self, db: Db, clock: ClockDep, principal: PrincipalDep, certificate_id: FromPath[uuid.UUID]
     ) -> Certificate:
-        return await _visible_certificate(db, principal, certificate_id, clock.now())
+        certificate, _, _ = await _visible_certificate(db, principal, certificate_id, clock.now())
+        return certificate
 
     @post(
         "/{certificate_id:str}/revoke",
@@ -441,8 +435,7 @@ class CertificateController(Controller):
         data: JSONBody[Revocation],
     ) -> RecordedResult:
         now = clock.now()
-        found = await _visible_certificate(db, principal, certificate_id, now)
-        row, enterprise = await locked_instrument(db, principal, found.instrument_id)
+        found, row, enterprise = await _visible_certificate(db, principal, certificate_id, now, lock=True)
         issuing_lab = principal.role is Role.LAB and principal.lab_id == found.lab_id
         regulator = principal.role is Role.REGULATOR
         if not (principal.is_admin or issuing_lab or regulator):

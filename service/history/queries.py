@@ -12,7 +12,7 @@ import msgspec
 from service.auth import Principal
 from service.history.schemas import Event, EventKind
 from service.instruments.rules import Lifecycle
-from service.pagination import decode_cursor, encode_cursor
+from service.pagination import decode_cursor, split_page
 
 __all__ = ("record_event", "select_events")
 
@@ -72,6 +72,4 @@ async def select_events(
         before,
         limit + 1,
     )
-    events = [msgspec.convert(dict(r), Event) for r in rows[:limit]]
-    next_cursor = encode_cursor(_PageKey(seq=events[-1].seq)) if len(rows) > limit else None
-    return events, next_cursor
+    return split_page([msgspec.convert(dict(r), Event) for r in rows], limit, lambda last: _PageKey(seq=last.seq))

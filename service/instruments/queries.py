@@ -28,7 +28,7 @@ from service.instruments.rules import (
     assess,
 )
 from service.instruments.schemas import Instrument
-from service.pagination import decode_cursor, encode_cursor
+from service.pagination import Params, decode_cursor, split_page
 
 __all__ = (
     "STATUS_PREDICATES",
@@ -246,13 +246,8 @@ def list_query(
         InvalidInputError: the cursor was not made by this list.
     """
     windows = DueSoonWindows.from_reminders(enterprise.reminder_days, enterprise.rotation_reminder_days)
-    args: list[Any] = [enterprise.id]
+    bind = Params(enterprise.id)
     where = ["i.enterprise_id = $1"]
-
-    def bind(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
     if filters.status is not None:
         where.append(status_predicate(filters.status, bind, day=filters.as_of, windows=windows))
     if filters.catalog_code is not None:
@@ -269,7 +264,7 @@ def list_query(
         # date.max is how asyncpg spells PostgreSQL's 'infinity' date, the due_key of rows that never lapse.
         where.append(f"(i.due_key, i.id) > ({bind(key.due or dt.date.max)}::date, {bind(key.id)}::uuid)")
     sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY i.due_key, i.id LIMIT {bind(limit + 1)}"
-    return sql, args
+    return sql, bind.values
 
 
 async def select_instruments(
@@ -285,12 +280,9 @@ async def select_instruments(
     Returns the page and the cursor of the next one (None on the last page).
     """
     sql, args = list_query(enterprise, filters, limit=limit, cursor=cursor)
-    rows = [_row(r) for r in await db.fetch(sql, *args)]
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = encode_cursor(_PageKey(due=last.valid_until, id=last.id))
+    rows, next_cursor = split_page(
+        [_row(r) for r in await db.fetch(sql, *args)], limit, lambda last: _PageKey(due=last.valid_until, id=last.id)
+    )
     return [to_instrument(r, enterprise, filters.as_of) for r in rows], next_cursor
 
 

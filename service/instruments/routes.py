@@ -171,7 +171,8 @@ class InstrumentController(Controller):
         changed = sorted(k for k, v in changes.items() if v != getattr(current, k))
         changes.update(await _rederive(db, current, changes, enterprise, today))
         row = await update_instrument(db, instrument_id, changes, now)
-        await cancel_stale(db, now, instrument_id=row.id)
+        if row.valid_until != current.valid_until:  # the only notice fact a PATCH can change
+            await cancel_stale(db, now, instrument_id=row.id)
         await record_event(
             db, instrument_id=row.id, kind=EventKind.UPDATED, actor=principal, now=now, detail={"fields": changed}
         )
@@ -222,8 +223,11 @@ async def _rederive(
         # compulsory verification ([S-360TABLE]): then it has no validity until it is verified.
         regime = effective_regime(item, merged["legal_use"])
         resolve_cycle(item, regime, merged["cycle_months"])
-        kind = await db.fetchval("SELECT kind FROM certificates WHERE id = $1", current.current_certificate_id)
-        if regime is not Regime.NOT_CONTROLLED and kind == "calibration_certificate":
+        governing = "SELECT kind FROM certificates WHERE id = $1"
+        if (
+            regime is not Regime.NOT_CONTROLLED
+            and await db.fetchval(governing, current.current_certificate_id) == "calibration_certificate"
+        ):
             return {
                 "regime": regime,
                 "last_verified_on": None,

@@ -6,6 +6,7 @@ import datetime as dt
 import uuid
 
 from litestar import Controller, Response, post
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody
 
 from service import dates
@@ -14,7 +15,7 @@ from service.catalog.rules import Regime
 from service.clock import Clock
 from service.db import Connection
 from service.deps import ClockDep, Db, PrincipalDep
-from service.errors import FieldError, InvalidInputError, MetregError, RuleViolationError
+from service.errors import InvalidInputError, MetregError, RuleViolationError
 from service.history.queries import record_event
 from service.history.schemas import EventKind
 from service.instruments.access import writable_instrument
@@ -94,87 +95,67 @@ async def _apply(
     return to_instrument(updated, enterprise, today)
 
 
-def _lifecycle_op(action: Action, summary: str, description: str, *, status_code: int = 200) -> dict[str, object]:
-    return {
-        "path": f"/{{instrument_id:str}}/{action}",
-        "operation_id": f"{action.value.capitalize()}Instrument",
-        "summary": summary,
-        "description": description
+def _route(action: Action, summary: str, description: str, *, status_code: int = 200) -> post:
+    """The POST route of ``action`` with its OpenAPI entry."""
+    return post(
+        f"/{{instrument_id:str}}/{action}",
+        operation_id=f"{action.value.capitalize()}Instrument",
+        summary=summary,
+        description=description
         + " The enterprise or an admin; `effective_on` defaults to today and may not be in the future. "
         "A change the current lifecycle does not allow is a 409 whose `allowed` lists what is.",
-        "responses": problem_responses(400, 401, 403, 404, 409, 413, 422),
-        "status_code": status_code,
-    }
+        responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
+        status_code=status_code,
+    )
+
+
+def _simple_action(action: Action, summary: str, description: str) -> HTTPRouteHandler:
+    """The handler of an action that only moves the lifecycle (seal, unseal, scrap)."""
+
+    async def handler(
+        self: Controller,
+        db: Db,
+        clock: ClockDep,
+        principal: PrincipalDep,
+        instrument_id: FromPath[uuid.UUID],
+        data: JSONBody[LifecycleChange | None] = None,
+    ) -> Instrument:
+        return await _apply(db, clock, principal, instrument_id, action, data or LifecycleChange())
+
+    handler.__name__ = handler.__qualname__ = action.value
+    return _route(action, summary, description)(handler)
 
 
 class LifecycleController(Controller):
     path = "/instruments"
     tags = ["Lifecycle"]
 
-    @post(
-        **_lifecycle_op(
-            Action.SEAL,
-            "Seal an instrument (封存)",
-            "Withdraws it from use: its valid-until date is kept (validity is not paused) and it gets no "
-            "notices. From in service or pending verification.",
-        )  # type: ignore[arg-type]
+    seal = _simple_action(
+        Action.SEAL,
+        "Seal an instrument (封存)",
+        "Withdraws it from use: its valid-until date is kept (validity is not paused) and it gets no "
+        "notices. From in service or pending verification.",
     )
-    async def seal(
-        self,
-        db: Db,
-        clock: ClockDep,
-        principal: PrincipalDep,
-        instrument_id: FromPath[uuid.UUID],
-        data: JSONBody[LifecycleChange | None] = None,
-    ) -> Instrument:
-        return await _apply(db, clock, principal, instrument_id, Action.SEAL, data or LifecycleChange())
-
-    @post(
-        **_lifecycle_op(
-            Action.UNSEAL,
-            "Unseal an instrument",
-            "Back in service while its validity still runs on `effective_on`; after its valid-until date "
-            "(or with no verification on record) it is pending verification.",
-        )  # type: ignore[arg-type]
+    unseal = _simple_action(
+        Action.UNSEAL,
+        "Unseal an instrument",
+        "Back in service while its validity still runs on `effective_on`; after its valid-until date "
+        "(or with no verification on record) it is pending verification.",
     )
-    async def unseal(
-        self,
-        db: Db,
-        clock: ClockDep,
-        principal: PrincipalDep,
-        instrument_id: FromPath[uuid.UUID],
-        data: JSONBody[LifecycleChange | None] = None,
-    ) -> Instrument:
-        return await _apply(db, clock, principal, instrument_id, Action.UNSEAL, data or LifecycleChange())
-
-    @post(
-        **_lifecycle_op(
-            Action.SCRAP,
-            "Scrap an instrument (报废)",
-            "Final: no results or notices afterwards; its items still waiting in open verification requests "
-            "are withdrawn.",
-        )  # type: ignore[arg-type]
+    scrap = _simple_action(
+        Action.SCRAP,
+        "Scrap an instrument (报废)",
+        "Final: no results or notices afterwards; its items still waiting in open verification requests are withdrawn.",
     )
-    async def scrap(
-        self,
-        db: Db,
-        clock: ClockDep,
-        principal: PrincipalDep,
-        instrument_id: FromPath[uuid.UUID],
-        data: JSONBody[LifecycleChange | None] = None,
-    ) -> Instrument:
-        return await _apply(db, clock, principal, instrument_id, Action.SCRAP, data or LifecycleChange())
 
-    @post(
-        **_lifecycle_op(
-            Action.REPLACE,
-            "Replace an instrument (轮换)",
-            "Registers the `replacement` in the same transaction and links both (`replaced_by`, "
-            "`replaces`); the old one becomes `replaced`. The usual end of a limited-life meter; a "
-            "replacement verified only once (limited-life, scrap-on-failure) must come with its initial "
-            "verification. Registration errors name `replacement.<field>`.",
-            status_code=201,
-        )  # type: ignore[arg-type]
+    @_route(
+        Action.REPLACE,
+        "Replace an instrument (轮换)",
+        "Registers the `replacement` in the same transaction and links both (`replaced_by`, "
+        "`replaces`); the old one becomes `replaced`. The usual end of a limited-life meter; a "
+        "replacement verified only once (limited-life, scrap-on-failure) must come with its initial "
+        "verification. Registration errors name `replacement.<field>`.",
+        status_code=201,
     )
     async def replace(
         self,
@@ -202,7 +183,7 @@ class LifecycleController(Controller):
                 db, enterprise, data.replacement, actor=principal, now=now, extra={"replaces": row.id}
             )
         except MetregError as exc:
-            raise _under_replacement(exc) from None
+            raise exc.nested("replacement") from None
         if successor.regime in _ONCE_VERIFIED and successor.last_verified_on is None:
             raise RuleViolationError.for_field(
                 "replacement.last_verified_on",
@@ -235,11 +216,3 @@ class LifecycleController(Controller):
             replacement=to_instrument(successor, enterprise, today),
         )
         return Response(body, status_code=201)
-
-
-def _under_replacement(exc: MetregError) -> MetregError:
-    """The same error with its fields addressed inside ``replacement``."""
-    if not exc.errors:
-        return exc
-    moved = [FieldError(field=f"replacement.{e.field}", message=e.message) for e in exc.errors]
-    return type(exc).for_fields(moved)

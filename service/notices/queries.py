@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -13,7 +11,7 @@ import msgspec
 from service.auth import Principal, Role
 from service.notices.rules import NoticeKind, NoticeStatus
 from service.notices.schemas import Delivery, Notice
-from service.pagination import decode_cursor, encode_cursor
+from service.pagination import Params, decode_cursor, split_page
 
 __all__ = ("NoticeFilters", "cancel_stale", "insert_event_notice", "select_notice", "select_notices")
 
@@ -27,7 +25,7 @@ SET status = 'cancelled', closed_at = $1, updated_at = $1,
                       ELSE 'cancelled: the instrument is overdue' END
 FROM instruments i JOIN enterprises e ON e.id = i.enterprise_id
 WHERE n.instrument_id = i.id AND n.status IN ('pending', 'dispatched') AND n.certificate_id IS NULL
-  AND ($3::uuid IS NULL OR n.instrument_id = $3)
+  AND {scope}
   AND (i.lifecycle <> 'in_service'
        OR i.valid_until IS DISTINCT FROM n.cycle
        OR (n.kind IN ('due_soon', 'rotation_due')
@@ -44,7 +42,11 @@ async def cancel_stale(
 ) -> int:
     """Cancel pending planned notices that no longer apply: all of them, or one instrument's (in
     the transaction that changed it). Returns how many were cancelled."""
-    status = await db.execute(_CANCEL, now, today, instrument_id)
+    if instrument_id is None:
+        status = await db.execute(_CANCEL.format(scope="TRUE"), now, today)
+    else:
+        # Its own statement, so the plan walks the instrument's notices, not every pending one.
+        status = await db.execute(_CANCEL.format(scope="n.instrument_id = $3"), now, today, instrument_id)
     return int(status.split()[-1])
 
 
@@ -98,7 +100,7 @@ class _PageKey(msgspec.Struct, frozen=True, array_like=True):
     id: uuid.UUID
 
 
-def _scope(principal: Principal, bind: Callable[[Any], str]) -> str:
+def _scope(principal: Principal, bind: Params) -> str:
     if principal.role is Role.ENTERPRISE:
         return f"n.enterprise_id = {bind(principal.enterprise_id)}"
     if principal.role is Role.REGULATOR:
@@ -117,12 +119,7 @@ async def select_notices(
     db: asyncpg.Connection, principal: Principal, filters: NoticeFilters, *, limit: int, cursor: str | None
 ) -> tuple[list[Notice], str | None]:
     """One page of the notices the principal may see, newest first."""
-    args: list[Any] = []
-
-    def bind(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
+    bind = Params()
     where = [_scope(principal, bind)]
     if filters.instrument_id is not None:
         where.append(f"n.instrument_id = {bind(filters.instrument_id)}")
@@ -139,24 +136,17 @@ async def select_notices(
         where.append(f"(n.created_at, n.id) < ({bind(key.created_at)}::timestamptz, {bind(key.id)}::uuid)")
     records = await db.fetch(
         f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY n.created_at DESC, n.id DESC LIMIT {bind(limit + 1)}",
-        *args,
+        *bind.values,
     )
-    items = [_notice(r) for r in records[:limit]]
-    next_cursor = None
-    if len(records) > limit:
-        next_cursor = encode_cursor(_PageKey(created_at=items[-1].created_at, id=items[-1].id))
-    return items, next_cursor
+    return split_page(
+        [_notice(r) for r in records], limit, lambda last: _PageKey(created_at=last.created_at, id=last.id)
+    )
 
 
 async def select_notice(db: asyncpg.Connection, principal: Principal, notice_id: uuid.UUID) -> Notice | None:
     """One notice the principal may see, with its deliveries and their attempts."""
-    args: list[Any] = [notice_id]
-
-    def bind(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
-    record = await db.fetchrow(f"{_SELECT} WHERE n.id = $1 AND {_scope(principal, bind)}", *args)
+    bind = Params(notice_id)
+    record = await db.fetchrow(f"{_SELECT} WHERE n.id = $1 AND {_scope(principal, bind)}", *bind.values)
     if record is None:
         return None
     rows = await db.fetch(

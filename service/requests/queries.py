@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
 
 import asyncpg
 import msgspec
 
 from service import dates
 from service.auth import Principal, Role
-from service.pagination import decode_cursor, encode_cursor
+from service.pagination import Params, decode_cursor, split_page
 from service.requests.rules import RequestStatus, is_overdue
 from service.requests.schemas import RequestItem, VerificationRequest
 
@@ -93,7 +92,7 @@ class _PageKey(msgspec.Struct, frozen=True, array_like=True):
     id: uuid.UUID
 
 
-def _scope(principal: Principal, bind: Any) -> str:
+def _scope(principal: Principal, bind: Params) -> str:
     """The rows the principal may see: its enterprise's, its lab's, its region's, or all."""
     if principal.role is Role.ENTERPRISE:
         return f"r.enterprise_id = {bind(principal.enterprise_id)}"
@@ -114,12 +113,7 @@ async def select_requests(
     cursor: str | None,
 ) -> tuple[list[VerificationRequest], str | None]:
     """One page of the requests the principal may see, newest first."""
-    args: list[Any] = []
-
-    def bind(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
+    bind = Params()
     where = [_scope(principal, bind)]
     if filters.status is not None:
         where.append(f"r.status = {bind(filters.status.value)}")
@@ -135,13 +129,11 @@ async def select_requests(
         where.append(f"(r.created_at, r.id) < ({bind(key.created_at)}::timestamptz, {bind(key.id)}::uuid)")
     records = await db.fetch(
         f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY r.created_at DESC, r.id DESC LIMIT {bind(limit + 1)}",
-        *args,
+        *bind.values,
     )
-    items = [_stored(r, now).request for r in records[:limit]]
-    next_cursor = None
-    if len(records) > limit:
-        next_cursor = encode_cursor(_PageKey(created_at=items[-1].created_at, id=items[-1].id))
-    return items, next_cursor
+    return split_page(
+        [_stored(r, now).request for r in records], limit, lambda last: _PageKey(created_at=last.created_at, id=last.id)
+    )
 
 
 async def open_requests_of(db: asyncpg.Connection, instrument_ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:

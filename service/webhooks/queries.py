@@ -9,6 +9,7 @@ import asyncpg
 import msgspec
 
 from service.auth import Principal, Role
+from service.pagination import Params
 from service.webhooks.schemas import Webhook
 
 __all__ = ("deactivate_webhook", "insert_webhook", "select_webhooks")
@@ -40,19 +41,20 @@ async def insert_webhook(
     return msgspec.convert(dict(row), Webhook)
 
 
-def _owned(principal: Principal) -> tuple[str, list[object]]:
+def _owned(principal: Principal, bind: Params) -> str:
     """The webhooks a principal owns: its enterprise's, its region's, or (admins) all."""
     if principal.role is Role.ENTERPRISE:
-        return "enterprise_id = $1", [principal.enterprise_id]
+        return f"enterprise_id = {bind(principal.enterprise_id)}"
     if principal.role is Role.REGULATOR:
-        return "region_code = $1", [principal.region_code]
-    return "TRUE", []
+        return f"region_code = {bind(principal.region_code)}"
+    return "TRUE"
 
 
 async def select_webhooks(db: asyncpg.Connection, principal: Principal) -> list[Webhook]:
-    where, args = _owned(principal)
+    bind = Params()
     rows = await db.fetch(
-        f"SELECT {_COLUMNS} FROM webhooks WHERE active AND {where} ORDER BY created_at, id LIMIT 500", *args
+        f"SELECT {_COLUMNS} FROM webhooks WHERE active AND {_owned(principal, bind)} ORDER BY created_at, id LIMIT 500",
+        *bind.values,
     )
     return [msgspec.convert(dict(r), Webhook) for r in rows]
 
@@ -61,12 +63,9 @@ async def deactivate_webhook(
     db: asyncpg.Connection, principal: Principal, webhook_id: uuid.UUID, now: dt.datetime
 ) -> bool:
     """Stop calling the webhook (its past deliveries stay visible); False when not the principal's."""
-    where, args = _owned(principal)
+    bind = Params(webhook_id, now)
     status = await db.execute(
-        f"""UPDATE webhooks SET active = false, deleted_at = ${len(args) + 2}
-            WHERE id = ${len(args) + 1} AND active AND {where}""",
-        *args,
-        webhook_id,
-        now,
+        f"UPDATE webhooks SET active = false, deleted_at = $2 WHERE id = $1 AND active AND {_owned(principal, bind)}",
+        *bind.values,
     )
     return status.endswith(" 1")

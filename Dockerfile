@@ -1,4 +1,4 @@
-# The metreg image: the API (`metreg serve`) and the one-shot migration (`metreg migrate`).
+# The metreg image: the API (`metreg serve`), the worker (`metreg worker`) and the one-shot migration.
 FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/metreg
 export REDIS_URL    ?= redis://127.0.0.1:6379/0
 
-.PHONY: help install run serve migrate demo test lint format typecheck check openapi bench clean
+.PHONY: help install run serve worker migrate demo test lint format typecheck check openapi bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,8 +29,13 @@ migrate: install ## Create the database if missing and apply pending migrations
 demo: migrate ## Seed the demo enterprise (once) and print its keys
 	$(BIN)/metreg demo
 
-run: demo ## Install, migrate, seed the demo and serve the API until Ctrl-C
+run: demo ## Install, migrate, seed the demo, then serve the API and run the worker until Ctrl-C
+	@$(BIN)/metreg worker & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT; \
 	$(BIN)/metreg serve
+
+worker: install ## Run the background worker only (plans, dispatches and delivers notices)
+	$(BIN)/metreg worker
 
 serve: install ## Serve the API only (METREG_HOST, METREG_PORT)
 	$(BIN)/metreg serve

@@ -31,6 +31,7 @@ from service.certificates.routes import (
 )
 from service.clock import Clock, SystemClock
 from service.db import create_pool
+from service.deliveries.routes import DeliveryController
 from service.deps import dependencies
 from service.enterprises.routes import EnterpriseController
 from service.history.routes import HistoryController
@@ -213,6 +214,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             CertificateController,
             NoticeController,
             WebhookController,
+            DeliveryController,
         ],
         security=[{"bearer": []}],
     )

@@ -1,4 +1,4 @@
-"""The ``metreg`` command: migrate, serve, mint keys, seed the demo, plan notices."""
+"""The ``metreg`` command: migrate, serve, mint keys, seed the demo, plan and deliver notices."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ from service import migrate as migrations
 from service.auth import Role
 from service.clock import SystemClock
 from service.db import init_connection
+from service.deliveries.email import SmtpConfig
 from service.demo import DemoKeys, seed_demo
 from service.errors import MetregError
 from service.keys.queries import create_key
 from service.keys.schemas import ApiKeyCreate
+from service.logs import configure_logging
 from service.settings import Settings
 
 __all__ = ("main",)
@@ -213,6 +215,51 @@ def plan(today: Any) -> None:
         return
     created = ", ".join(f"{kind} {count}" for kind, count in sorted(result.created.items())) or "nothing new"
     click.echo(f"planned: {created}; cancelled {result.cancelled} stale")
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Deliver everything due now, drain the queue and exit.")
+@click.option("--check", is_flag=True, help="Exit 0 if a worker reported healthy in the last 30 s, else 1.")
+def worker(burst: bool, check: bool) -> None:
+    """Run the background worker: plan notices, dispatch them, deliver by webhook and e-mail.
+
+    Runs until SIGINT or SIGTERM; `make run` starts it beside the API. With --burst it dispatches
+    every notice that is due, sends every held digest e-mail, waits for the deliveries and exits:
+
+    Example: metreg plan --today 2026-07-15 && metreg worker --burst
+    """
+    settings = _settings()
+    if settings.smtp_url:
+        try:
+            SmtpConfig.from_url(settings.smtp_url)
+        except ValueError as exc:
+            raise click.ClickException(f"configuration: {exc}") from None
+    if check:
+        sys.exit(_run(_worker_health(settings)))
+    configure_logging(settings.log_level, settings.log_format)
+    if burst:
+        from jobs.worker import run_burst
+
+        result = _run(run_burst(settings, SystemClock()))
+        click.echo(f"dispatched {result.dispatched} notices; sent {result.digests} digest e-mails", err=True)
+        return
+    import uvloop
+    from arq.worker import Worker
+
+    from jobs.worker import worker_options
+
+    # arq's Worker binds to the current event loop when it is built.
+    asyncio.set_event_loop(uvloop.new_event_loop())
+    Worker(**worker_options(settings, SystemClock())).run()
+
+
+async def _worker_health(settings: Settings) -> int:
+    from arq.connections import RedisSettings
+    from arq.worker import async_check_health
+
+    return await async_check_health(
+        RedisSettings.from_dsn(settings.redis_url), f"{settings.queue_name}:health-check", settings.queue_name
+    )
 
 
 @main.command()

@@ -26,6 +26,12 @@ ENVIRONMENT: dict[str, str] = {
     "log_format": "METREG_LOG_FORMAT",
     "max_body_bytes": "METREG_MAX_BODY_BYTES",
     "allow_private_webhooks": "METREG_ALLOW_PRIVATE_WEBHOOKS",
+    "smtp_url": "METREG_SMTP_URL",
+    "mail_from": "METREG_MAIL_FROM",
+    "queue_name": "METREG_QUEUE",
+    "worker_jobs": "METREG_WORKER_JOBS",
+    "send_timeout_s": "METREG_SEND_TIMEOUT",
+    "dispatch_timeout_s": "METREG_DISPATCH_TIMEOUT",
 }
 
 
@@ -53,6 +59,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     allow_private_webhooks: bool = False
     """Accept webhook URLs on loopback, link-local and private addresses, and plain http (tests and
     local use only: otherwise a webhook could make metreg probe the network it runs in)."""
+    smtp_url: str = ""
+    """Where e-mail notices go: ``smtp://[user:password@]host[:port]`` (STARTTLS when offered) or
+    ``smtps://…`` (TLS from the start). Empty: no e-mail; deliveries to ``notify_emails`` fail and say so."""
+    mail_from: str = "metreg <metreg@localhost>"
+    """The From of notice e-mails."""
+    queue_name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "metreg:queue"
+    """The arq queue the worker consumes (one per deployment sharing a Redis)."""
+    worker_jobs: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
+    """Deliveries one worker process runs at once."""
+    send_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
+    """How long one webhook call or SMTP session may take before it counts as a (retried) failure."""
+    dispatch_timeout_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 300.0
+    """After this a delivery job that has not finished is presumed lost (its worker died, or Redis
+    lost the queue): its notice is dispatched again and its unfinished deliveries may be tried again."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

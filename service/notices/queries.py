@@ -13,7 +13,15 @@ from service.notices.rules import NoticeKind, NoticeStatus
 from service.notices.schemas import Delivery, Notice
 from service.pagination import Params, decode_cursor, split_page
 
-__all__ = ("NoticeFilters", "cancel_stale", "insert_event_notice", "select_notice", "select_notices")
+__all__ = (
+    "NoticeFilters",
+    "cancel_stale",
+    "insert_event_notice",
+    "notice_scope",
+    "select_delivery",
+    "select_notice",
+    "select_notices",
+)
 
 # Pending planned notices whose cycle no longer governs (re-verified, failed, sealed, scrapped,
 # replaced), and reminders of a cycle that has run out (once overdue, only the overdue series).
@@ -87,6 +95,18 @@ _SELECT = """
 """
 
 
+_DELIVERIES = """
+    SELECT d.id, d.notice_id, d.channel, d.webhook_id, d.target, d.digest, d.status, d.attempts, d.next_attempt_at,
+           d.last_status, d.last_error, d.delivered_at,
+           coalesce((SELECT jsonb_agg(jsonb_build_object(
+                         'attempt', a.attempt, 'started_at', a.started_at, 'duration_ms', a.duration_ms,
+                         'status_code', a.status_code, 'error', a.error, 'outcome', a.outcome)
+                         ORDER BY a.attempt)
+                     FROM delivery_attempts a WHERE a.delivery_id = d.id), '[]') AS history
+    FROM deliveries d
+"""
+
+
 class NoticeFilters(msgspec.Struct, frozen=True, kw_only=True):
     instrument_id: uuid.UUID | None = None
     kind: NoticeKind | None = None
@@ -100,7 +120,7 @@ class _PageKey(msgspec.Struct, frozen=True, array_like=True):
     id: uuid.UUID
 
 
-def _scope(principal: Principal, bind: Params) -> str:
+def notice_scope(principal: Principal, bind: Params) -> str:
     if principal.role is Role.ENTERPRISE:
         return f"n.enterprise_id = {bind(principal.enterprise_id)}"
     if principal.role is Role.REGULATOR:
@@ -120,7 +140,7 @@ async def select_notices(
 ) -> tuple[list[Notice], str | None]:
     """One page of the notices the principal may see, newest first."""
     bind = Params()
-    where = [_scope(principal, bind)]
+    where = [notice_scope(principal, bind)]
     if filters.instrument_id is not None:
         where.append(f"n.instrument_id = {bind(filters.instrument_id)}")
     if filters.kind is not None:
@@ -143,21 +163,22 @@ async def select_notices(
     )
 
 
+async def select_delivery(db: asyncpg.Connection, principal: Principal, delivery_id: uuid.UUID) -> Delivery | None:
+    """One delivery of a notice the principal may see, with its attempts."""
+    bind = Params(delivery_id)
+    row = await db.fetchrow(
+        f"""{_DELIVERIES} JOIN notices n ON n.id = d.notice_id
+            WHERE d.id = $1 AND {notice_scope(principal, bind)}""",
+        *bind.values,
+    )
+    return msgspec.convert(dict(row), Delivery, strict=False) if row else None
+
+
 async def select_notice(db: asyncpg.Connection, principal: Principal, notice_id: uuid.UUID) -> Notice | None:
     """One notice the principal may see, with its deliveries and their attempts."""
     bind = Params(notice_id)
-    record = await db.fetchrow(f"{_SELECT} WHERE n.id = $1 AND {_scope(principal, bind)}", *bind.values)
+    record = await db.fetchrow(f"{_SELECT} WHERE n.id = $1 AND {notice_scope(principal, bind)}", *bind.values)
     if record is None:
         return None
-    rows = await db.fetch(
-        """SELECT d.id, d.channel, d.webhook_id, d.target, d.status, d.attempts, d.next_attempt_at, d.last_status,
-                  d.last_error, d.delivered_at,
-                  coalesce((SELECT jsonb_agg(jsonb_build_object(
-                                'attempt', a.attempt, 'started_at', a.started_at, 'duration_ms', a.duration_ms,
-                                'status_code', a.status_code, 'error', a.error, 'outcome', a.outcome)
-                                ORDER BY a.attempt)
-                            FROM delivery_attempts a WHERE a.delivery_id = d.id), '[]') AS history
-           FROM deliveries d WHERE d.notice_id = $1 ORDER BY d.created_at, d.channel, d.target""",
-        notice_id,
-    )
+    rows = await db.fetch(f"{_DELIVERIES} WHERE d.notice_id = $1 ORDER BY d.created_at, d.channel, d.target", notice_id)
     return _notice(record, [msgspec.convert(dict(r), Delivery, strict=False) for r in rows])

@@ -26,10 +26,16 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     """One target of a notice (a webhook, an e-mail address) and every attempt to reach it."""
 
     id: uuid.UUID
+    notice_id: uuid.UUID
     channel: str
+    """``webhook`` or ``email``."""
     webhook_id: uuid.UUID | None
     target: str
+    """The webhook URL or the e-mail address."""
+    digest: bool
+    """An e-mail held for the enterprise's daily digest (sent at 08:00 local time)."""
     status: str
+    """``pending`` (``next_attempt_at`` says when it is tried next), ``delivered`` or ``failed``."""
     attempts: int
     next_attempt_at: dt.datetime
     last_status: int | None

@@ -12,7 +12,7 @@ from service.auth import Principal, Role
 from service.pagination import Params
 from service.webhooks.schemas import Webhook
 
-__all__ = ("deactivate_webhook", "insert_webhook", "select_webhooks")
+__all__ = ("deactivate_webhook", "insert_webhook", "select_webhook_target", "select_webhooks")
 
 _COLUMNS = "id, enterprise_id, region_code, url, events, active, created_at"
 
@@ -57,6 +57,17 @@ async def select_webhooks(db: asyncpg.Connection, principal: Principal) -> list[
         *bind.values,
     )
     return [msgspec.convert(dict(r), Webhook) for r in rows]
+
+
+async def select_webhook_target(
+    db: asyncpg.Connection, principal: Principal, webhook_id: uuid.UUID
+) -> tuple[str, str] | None:
+    """The URL and secret of an active webhook the principal owns."""
+    bind = Params(webhook_id)
+    row = await db.fetchrow(
+        f"SELECT url, secret FROM webhooks WHERE id = $1 AND active AND {_owned(principal, bind)}", *bind.values
+    )
+    return (row["url"], row["secret"]) if row else None
 
 
 async def deactivate_webhook(

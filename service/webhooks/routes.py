@@ -5,18 +5,22 @@ from __future__ import annotations
 import secrets
 import uuid
 
+import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.params import FromPath, JSONBody
 
 from service.auth import Principal, Role
 from service.db import Connection
+from service.deliveries.payload import Ping
+from service.deliveries.rules import Outcome
+from service.deliveries.webhook import new_http_client, post_webhook
 from service.deps import ClockDep, Db, PrincipalDep, SettingsDep
 from service.enterprises.access import writable_enterprise
 from service.errors import ForbiddenError, InvalidInputError, NotFoundError, RuleViolationError
 from service.problems import problem_responses
-from service.webhooks.queries import deactivate_webhook, insert_webhook, select_webhooks
+from service.webhooks.queries import deactivate_webhook, insert_webhook, select_webhook_target, select_webhooks
 from service.webhooks.rules import url_problem
-from service.webhooks.schemas import Webhook, WebhookCreate, WebhookCreated
+from service.webhooks.schemas import PingResult, Webhook, WebhookCreate, WebhookCreated
 
 __all__ = ("WebhookController",)
 
@@ -89,6 +93,50 @@ class WebhookController(Controller):
         if principal.role is Role.LAB:
             raise ForbiddenError("webhooks belong to enterprises and regulators")
         return await select_webhooks(db, principal)
+
+    @post(
+        "/{webhook_id:str}/ping",
+        operation_id="PingWebhook",
+        summary="Send a test call to a webhook",
+        description='Sends `{"kind": "ping", "webhook_id", "sent_at"}` signed like every notice '
+        "(`Metreg-Event: ping`) and answers how it went: `delivered` (a 2xx), the status code or error, and "
+        "the time it took. Nothing is retried or recorded.",
+        status_code=200,
+        responses=problem_responses(400, 401, 403, 404),
+    )
+    async def ping_webhook(
+        self,
+        db: Db,
+        clock: ClockDep,
+        settings: SettingsDep,
+        principal: PrincipalDep,
+        webhook_id: FromPath[uuid.UUID],
+    ) -> PingResult:
+        if principal.role is Role.LAB:
+            raise ForbiddenError("webhooks belong to enterprises and regulators")
+        target = await select_webhook_target(db, principal, webhook_id)
+        if target is None:
+            raise NotFoundError(f"webhook {webhook_id} not found")
+        url, secret = target
+        now = clock.now()
+        body = msgspec.json.encode(Ping(kind="ping", webhook_id=webhook_id, sent_at=now))
+        async with new_http_client(settings.send_timeout_s) as client:
+            sent = await post_webhook(
+                client,
+                url=url,
+                secret=secret,
+                event="ping",
+                delivery_id=f"ping-{uuid.uuid4()}",
+                body=body,
+                timestamp=int(now.timestamp()),
+                allow_private=settings.allow_private_webhooks,
+            )
+        return PingResult(
+            delivered=sent.outcome is Outcome.DELIVERED,
+            status_code=sent.status_code,
+            error=sent.error,
+            duration_ms=sent.duration_ms,
+        )
 
     @delete(
         "/{webhook_id:str}",

@@ -11,7 +11,7 @@ import msgspec
 from service.notices.rules import NoticeKind
 from service.types import RegionPrefix, Text
 
-__all__ = ("Webhook", "WebhookCreate", "WebhookCreated")
+__all__ = ("PingResult", "Webhook", "WebhookCreate", "WebhookCreated")
 
 
 class WebhookCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -41,3 +41,12 @@ class WebhookCreated(msgspec.Struct, frozen=True, kw_only=True):
 
     webhook: Webhook
     secret: str
+
+
+class PingResult(msgspec.Struct, frozen=True, kw_only=True):
+    """How a test call went: ``delivered`` when the receiver answered 2xx."""
+
+    delivered: bool
+    status_code: int | None
+    error: str | None
+    duration_ms: int

@@ -1,0 +1,62 @@
+"""The daily digest: an enterprise that asked for one gets one e-mail per address a day.
+
+E-mail deliveries of such an enterprise are held (``digest``) until its next 08:00 local time;
+this job, run every few minutes, claims the held ones whose hour has come, sends one message per
+enterprise and address listing them, records the try on each, and settles their notices.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+from jobs.runtime import Runtime
+from service.deliveries.email import digest_message
+from service.deliveries.payload import NoticeEvent, load_event
+from service.deliveries.queries import Claimed, claim_held, record, settle_notice
+
+__all__ = ("send_digests",)
+
+_DROP_CANCELLED = """
+UPDATE deliveries d SET status = 'failed', last_error = 'not sent: the notice was cancelled', updated_at = $1
+FROM notices n
+WHERE n.id = d.notice_id AND d.digest AND d.status = 'pending' AND n.status = 'cancelled'
+"""
+#: Held e-mails claimed in one run; more wait for the next.
+_BATCH = 5000
+
+
+async def send_digests(runtime: Runtime, *, everything: bool = False) -> int:
+    """Send the digests whose hour has come (``everything``: all held ones); returns messages sent."""
+    now = runtime.clock.now()
+    async with runtime.connection() as db:
+        async with db.transaction():
+            # A notice cancelled while its e-mail waited (re-verified, sealed…) is not sent.
+            await db.execute(_DROP_CANCELLED, now)
+            claimed = await claim_held(db, now, runtime.lease, limit=_BATCH, everything=everything)
+            events: dict[uuid.UUID, NoticeEvent] = {}
+            for notice_id in {c.notice_id for c in claimed}:
+                if (event := await load_event(db, notice_id, now)) is not None:
+                    events[notice_id] = event
+        if not claimed:
+            return 0
+
+        def group(c: Claimed) -> tuple[str, str]:
+            return (str(c.enterprise_id), c.target)
+
+        outcomes = []
+        for (_, target), members in itertools.groupby(sorted(claimed, key=group), key=group):
+            batch = list(members)
+            listed = sorted((events[c.notice_id] for c in batch), key=lambda e: (e.due_on, e.kind, e.instrument.name))
+            message = digest_message(
+                listed, sender=runtime.settings.mail_from, to=target, reference=f"digest-{batch[0].id}"
+            )
+            outcomes.append((batch, await runtime.mailer.send(message)))
+        done = runtime.clock.now()
+        async with db.transaction():
+            for batch, attempted in outcomes:
+                for claim in batch:
+                    await record(db, claim, attempted, started_at=now, now=done, jitter=runtime.rng.random())
+            for notice_id in sorted({c.notice_id for c in claimed}):
+                await settle_notice(db, notice_id, done, runtime.lease)
+    return len(outcomes)

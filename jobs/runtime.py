@@ -1,0 +1,87 @@
+"""What the worker's jobs share: settings, clock, the PostgreSQL pool, the queue, the senders."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import random
+from collections.abc import AsyncIterator
+from typing import cast
+
+import asyncpg
+import httpx
+import msgspec
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+from service.clock import Clock
+from service.db import create_pool as create_db_pool
+from service.deliveries.email import Mailer, SmtpConfig
+from service.deliveries.webhook import new_http_client
+from service.settings import Settings
+
+__all__ = ("Runtime", "job_deserializer", "job_serializer", "open_queue")
+
+# Jobs travel as msgpack (not arq's default pickle): nothing from Redis is ever unpickled.
+job_serializer = msgspec.msgpack.Encoder(enc_hook=repr).encode
+job_deserializer = msgspec.msgpack.Decoder().decode
+
+
+async def open_queue(settings: Settings) -> ArqRedis:
+    """The arq connection that enqueues onto ``settings.queue_name``."""
+    return await create_pool(
+        RedisSettings.from_dsn(settings.redis_url),
+        default_queue_name=settings.queue_name,
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
+    )
+
+
+class Runtime:
+    """Opened once per worker process; the clock is injected so tests can stand on any instant."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        pool: asyncpg.Pool,
+        queue: ArqRedis,
+        http: httpx.AsyncClient,
+        mailer: Mailer,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.pool = pool
+        self.queue = queue
+        self.http = http
+        self.mailer = mailer
+        # Jitter only spreads retries; it decides nothing a test would assert on.
+        self.rng = random.Random()  # noqa: S311
+
+    @property
+    def lease(self) -> dt.timedelta:
+        """How long a dispatch or a claimed delivery is held before it is presumed lost."""
+        return dt.timedelta(seconds=self.settings.dispatch_timeout_s)
+
+    @classmethod
+    async def open(cls, settings: Settings, clock: Clock, *, queue: ArqRedis | None = None) -> Runtime:
+        smtp = SmtpConfig.from_url(settings.smtp_url) if settings.smtp_url else None
+        pool = await create_db_pool(settings, application_name="metreg-worker")
+        return cls(
+            settings=settings,
+            clock=clock,
+            pool=pool,
+            queue=queue or await open_queue(settings),
+            http=new_http_client(settings.send_timeout_s),
+            mailer=Mailer(smtp, sender=settings.mail_from, timeout_s=settings.send_timeout_s),
+        )
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection (the pool hands out proxies that behave as connections)."""
+        async with self.pool.acquire() as conn:
+            yield cast(asyncpg.Connection, conn)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.queue.aclose()
+        await self.pool.close()

@@ -1,0 +1,160 @@
+"""The arq worker: plans, dispatches and delivers notices (``metreg worker``).
+
+Cron ticks are reconcilers that read PostgreSQL and are safe to overlap: planning every five
+minutes, dispatching every ten seconds, digests every five minutes. Delivery jobs retry only on
+transient trouble with PostgreSQL or Redis; a webhook or SMTP failure is not a job failure but a
+recorded try, rescheduled in PostgreSQL. Everything runs in UTC whatever the machine's zone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any
+
+import asyncpg
+import msgspec
+from arq import Retry, cron
+from arq.connections import RedisSettings
+from arq.worker import Function, Worker, func
+
+from jobs.deliver import deliver
+from jobs.digest import send_digests
+from jobs.dispatch import DELIVER_NOTICE, DeliverNotice, dispatch
+from jobs.plan import plan
+from jobs.runtime import Runtime, job_deserializer, job_serializer
+from service.clock import Clock
+from service.settings import Settings
+
+__all__ = ("BurstResult", "run_burst", "worker_options")
+
+log = logging.getLogger("metreg.worker")
+
+# Trouble that passes: the database or Redis is restarting or unreachable for a moment.
+_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError)
+_JOB_TRIES = 5
+
+
+def _runtime(ctx: dict[str, Any]) -> Runtime:
+    runtime: Runtime = ctx["runtime"]
+    return runtime
+
+
+async def deliver_notice(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
+    job = msgspec.convert(payload, DeliverNotice)
+    try:
+        await deliver(_runtime(ctx), job.notice_id)
+    except _TRANSIENT as exc:
+        if ctx["job_try"] >= _JOB_TRIES:
+            raise  # the notice stays dispatched; the sweep hands it over again after the timeout
+        raise Retry(defer=min(2 ** ctx["job_try"], 60)) from exc
+
+
+async def plan_tick(ctx: dict[str, Any]) -> None:
+    runtime = _runtime(ctx)
+    async with runtime.connection() as db:
+        result = await plan(db, runtime.clock.now())
+    if result.created or result.cancelled:
+        log.info("planned", extra={"created": result.created, "cancelled": result.cancelled})
+
+
+async def dispatch_tick(ctx: dict[str, Any]) -> None:
+    runtime = _runtime(ctx)
+    async with runtime.connection() as db:
+        while await dispatch(db, runtime.queue, runtime.clock.now(), sweep_after=runtime.lease) == 500:
+            pass
+
+
+async def digest_tick(ctx: dict[str, Any]) -> None:
+    await send_digests(_runtime(ctx))
+
+
+def _deliver_function(settings: Settings) -> Function:
+    # keep_result=0: a finished job must not block the next dispatch of its notice under the same id.
+    return func(
+        deliver_notice,
+        name=DELIVER_NOTICE,
+        keep_result=0,
+        max_tries=_JOB_TRIES,
+        timeout=settings.dispatch_timeout_s,
+    )
+
+
+def worker_options(settings: Settings, clock: Clock) -> dict[str, Any]:
+    """Keyword arguments of :class:`arq.worker.Worker` for a long-running worker."""
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["runtime"] = await Runtime.open(settings, clock, queue=ctx["redis"])
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        runtime: Runtime | None = ctx.get("runtime")
+        if runtime is not None:
+            await runtime.http.aclose()
+            await runtime.pool.close()
+
+    every_5_minutes = set(range(0, 60, 5))
+    # Cron job ids are global in Redis: the queue name keeps two deployments on one Redis apart.
+    prefix = settings.queue_name
+    return {
+        "functions": [_deliver_function(settings)],
+        "cron_jobs": [
+            cron(plan_tick, name=f"{prefix}:plan", minute=every_5_minutes, second=0, run_at_startup=True),
+            cron(dispatch_tick, name=f"{prefix}:dispatch", second=set(range(0, 60, 10)), run_at_startup=True),
+            cron(digest_tick, name=f"{prefix}:digest", minute=every_5_minutes, second=30),
+        ],
+        "queue_name": settings.queue_name,
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "max_jobs": settings.worker_jobs,
+        "job_timeout": settings.dispatch_timeout_s,
+        "keep_result": 0,
+        "max_tries": _JOB_TRIES,
+        "health_check_interval": 30,
+        "timezone": dt.UTC,
+        "job_serializer": job_serializer,
+        "job_deserializer": job_deserializer,
+    }
+
+
+class BurstResult(msgspec.Struct, frozen=True, kw_only=True):
+    dispatched: int
+    digests: int
+
+
+async def run_burst(settings: Settings, clock: Clock, *, max_rounds: int = 1000) -> BurstResult:
+    """Dispatch every due notice, send every held digest, drain the queue; repeat until nothing is due."""
+    runtime = await Runtime.open(settings, clock)
+    worker = Worker(
+        functions=[_deliver_function(settings)],
+        queue_name=settings.queue_name,
+        redis_pool=runtime.queue,
+        burst=True,
+        poll_delay=0.05,
+        handle_signals=False,
+        ctx={"runtime": runtime},
+        max_jobs=settings.worker_jobs,
+        job_timeout=settings.dispatch_timeout_s,
+        keep_result=0,
+        max_tries=_JOB_TRIES,
+        timezone=dt.UTC,
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
+        log_results=False,
+    )
+    dispatched = digests = 0
+    try:
+        for _ in range(max_rounds):
+            async with runtime.connection() as db:
+                handed = await dispatch(db, runtime.queue, clock.now(), sweep_after=runtime.lease)
+            dispatched += handed
+            await worker.main()
+            sent = await send_digests(runtime, everything=True)
+            digests += sent
+            if handed == 0 and sent == 0 and await runtime.queue.zcard(settings.queue_name) == 0:
+                break
+            await asyncio.sleep(0)
+    finally:
+        await runtime.close()
+    return BurstResult(dispatched=dispatched, digests=digests)

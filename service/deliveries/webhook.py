@@ -1,0 +1,106 @@
+"""Calling a webhook: resolve, refuse internal addresses, pin the address, sign, POST once.
+
+The name is resolved here and the call goes to the address that was checked (the URL carries the
+IP; ``Host`` and TLS SNI carry the name, so the certificate is still verified for the name): a name
+that resolves to a public address when checked and to an internal one when called (DNS rebinding)
+cannot turn a webhook into a probe of metreg's own network. Connections are not kept alive, so a
+connection opened for one name is never reused for another name on the same address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import socket
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from service.deliveries.attempt import Attempted
+from service.deliveries.rules import Outcome, outcome_of_http
+from service.webhooks.rules import is_public_address
+from service.webhooks.signing import SIGNATURE_HEADER, sign
+
+__all__ = ("USER_AGENT", "new_http_client", "post_webhook")
+
+USER_AGENT = "metreg-webhooks/1"
+
+
+def new_http_client(timeout_s: float) -> httpx.AsyncClient:
+    """The client webhook calls share: no redirects, no keep-alive, no proxies from the environment."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s),
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=0),
+    )
+
+
+async def _resolve(host: str, port: int) -> list[str]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _retry_after(response: httpx.Response) -> dt.timedelta | None:
+    value = response.headers.get("retry-after", "")
+    return dt.timedelta(seconds=int(value)) if value.isdigit() else None
+
+
+async def post_webhook(
+    client: httpx.AsyncClient,
+    *,
+    url: str,
+    secret: str,
+    event: str,
+    delivery_id: str,
+    body: bytes,
+    timestamp: int,
+    allow_private: bool,
+) -> Attempted:
+    """POST ``body`` to ``url`` once, signed, and say how it went (never raises for the network)."""
+    started = time.monotonic()
+
+    def took() -> int:
+        return int((time.monotonic() - started) * 1000)
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        addresses = await _resolve(host, port)
+    except OSError as exc:
+        return Attempted(outcome=Outcome.RETRY, duration_ms=took(), error=f"{host} does not resolve ({exc})")
+    if not allow_private:
+        internal = [a for a in addresses if not is_public_address(a)]
+        if internal:
+            return Attempted(
+                outcome=Outcome.FAILED, duration_ms=took(), error=f"{host} resolves to a non-public address"
+            )
+    address = addresses[0]
+    literal = f"[{address}]" if isinstance(ipaddress.ip_address(address), ipaddress.IPv6Address) else address
+    pinned = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
+    headers = {
+        "Host": parts.netloc.rpartition("@")[2],
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "Metreg-Event": event,
+        "Metreg-Delivery": delivery_id,
+        SIGNATURE_HEADER: sign(secret, timestamp, body),
+    }
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    try:
+        async with client.stream("POST", pinned, content=body, headers=headers, extensions=extensions) as response:
+            status = response.status_code  # the body is never read: a receiver cannot make us hold it
+            retry_after = _retry_after(response)
+    except httpx.TimeoutException:
+        return Attempted(outcome=Outcome.RETRY, duration_ms=took(), error="timed out")
+    except (httpx.TransportError, OSError) as exc:
+        return Attempted(outcome=Outcome.RETRY, duration_ms=took(), error=f"connection failed ({type(exc).__name__})")
+    outcome = outcome_of_http(status)
+    error = None
+    if outcome is not Outcome.DELIVERED:
+        error = "redirects are not followed" if 300 <= status < 400 else f"answered {status}"
+    return Attempted(outcome=outcome, duration_ms=took(), status_code=status, error=error, retry_after=retry_after)

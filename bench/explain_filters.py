@@ -189,6 +189,21 @@ async def explain(dsn: str, today: dt.date, limit: int) -> bool:
         await conn.close()
 
 
+async def ensure_register(dsn: str, now: dt.datetime, *, instruments: int, enterprises: int, large: int) -> None:
+    """The bench database, migrated, holding a register of ``instruments`` (built if it holds another)."""
+    await migrate.create_database(dsn)
+    await migrate.migrate(dsn, now)
+    conn = await asyncpg.connect(dsn)
+    present = await conn.fetchval("SELECT count(*) FROM instruments")
+    await conn.close()
+    if present != instruments:  # a register of another size, or a half-built one: start over
+        await migrate.drop_database(dsn)
+        await migrate.create_database(dsn)
+        await migrate.migrate(dsn, now)
+        today = dates.local_today(now, "Asia/Shanghai")
+        await build(dsn, instruments=instruments, enterprises=enterprises, large=large, today=today)
+
+
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dsn", default=os.environ.get("METREG_BENCH_DATABASE_URL", DEFAULT_DSN))
@@ -203,16 +218,7 @@ async def main(argv: list[str] | None = None) -> int:
     today = dates.local_today(now, "Asia/Shanghai")
     if args.fresh:
         await migrate.drop_database(args.dsn)
-    await migrate.create_database(args.dsn)
-    await migrate.migrate(args.dsn, now)
-    conn = await asyncpg.connect(args.dsn)
-    present = await conn.fetchval("SELECT count(*) FROM instruments")
-    await conn.close()
-    if present != args.instruments:  # a register of another size, or a half-built one: start over
-        await migrate.drop_database(args.dsn)
-        await migrate.create_database(args.dsn)
-        await migrate.migrate(args.dsn, now)
-        await build(args.dsn, instruments=args.instruments, enterprises=args.enterprises, large=args.large, today=today)
+    await ensure_register(args.dsn, now, instruments=args.instruments, enterprises=args.enterprises, large=args.large)
     ok = await explain(args.dsn, today, args.limit)
     if args.drop:
         await migrate.drop_database(args.dsn)

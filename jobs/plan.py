@@ -31,22 +31,30 @@ _ENTERPRISES = """
 """
 
 # Reminders: the latest step whose day has come, while the instrument is still valid; skipped
-# when a later (smaller) step of the same cycle already exists (settings changed meanwhile).
+# when that step or a later (smaller) one of the same cycle already exists (settings changed
+# meanwhile). The existence test sits inside the locked scan so that only rows that get a notice
+# are locked, not every instrument in the reminder window.
+_STEP = """(SELECT min(o) FROM unnest(CASE WHEN i.regime = 'initial_only_limited_life'
+                                 THEN e.rotation_reminder_days ELSE e.reminder_days END) AS o
+          WHERE i.valid_until - o <= e.today)"""
 _REMINDERS = f"""
 WITH e AS ({_ENTERPRISES}),
 due AS (
-    SELECT e.id AS enterprise_id, e.region_code, e.today, i.id AS instrument_id, i.valid_until,
-           CASE WHEN i.regime = 'initial_only_limited_life' THEN 'rotation_due' ELSE 'due_soon' END AS kind,
-           (SELECT min(o) FROM unnest(CASE WHEN i.regime = 'initial_only_limited_life'
-                                           THEN e.rotation_reminder_days ELSE e.reminder_days END) AS o
-            WHERE i.valid_until - o <= e.today) AS step
+    SELECT e.id AS enterprise_id, e.region_code, i.id AS instrument_id, i.valid_until, i.kind, i.step
     FROM e
     JOIN LATERAL (
-        SELECT i.id, i.valid_until, i.regime FROM instruments i
+        SELECT i.id, i.valid_until,
+               CASE WHEN i.regime = 'initial_only_limited_life' THEN 'rotation_due' ELSE 'due_soon' END AS kind,
+               {_STEP} AS step
+        FROM instruments i
         WHERE i.enterprise_id = e.id AND i.lifecycle = 'in_service'
           AND i.due_key >= e.today
           AND i.due_key <= e.today + greatest((SELECT max(o) FROM unnest(e.reminder_days) o),
                                               (SELECT max(o) FROM unnest(e.rotation_reminder_days) o))
+          AND NOT EXISTS (SELECT 1 FROM notices n
+                          WHERE n.instrument_id = i.id AND n.cycle = i.valid_until
+                            AND n.kind = CASE WHEN i.regime = 'initial_only_limited_life' THEN 'rotation_due'
+                                              ELSE 'due_soon' END AND n.step <= {_STEP} AND n.certificate_id IS NULL)
         FOR SHARE OF i
     ) i ON true
 )
@@ -56,24 +64,31 @@ SELECT d.enterprise_id, d.instrument_id, d.kind, 'enterprise', d.region_code, d.
        d.valid_until - d.step, $1, $1, $1
 FROM due d
 WHERE d.step IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM notices n WHERE n.instrument_id = d.instrument_id AND n.kind = d.kind
-                  AND n.cycle = d.valid_until AND n.step <= d.step AND n.certificate_id IS NULL)
 ON CONFLICT DO NOTHING
 RETURNING kind
 """
 
 # Overdue: the latest step of the series (first overdue day, then every overdue_repeat_days), and
-# the one escalation to the regulator after escalate_after_days.
+# the one escalation to the regulator after escalate_after_days. Overdue instruments stay overdue
+# for weeks: only those missing today's step or a due escalation are locked and read on.
+_OVERDUE_STEP = "(e.today - (i.valid_until + 1)) / e.overdue_repeat_days"
+_ESCALATION_DUE = "e.today >= i.valid_until + 1 + e.escalate_after_days"
 _OVERDUE = f"""
 WITH e AS ({_ENTERPRISES}),
 due AS (
     SELECT e.id AS enterprise_id, e.region_code, e.today, e.overdue_repeat_days, e.escalate_after_days,
-           i.id AS instrument_id, i.valid_until,
-           (e.today - (i.valid_until + 1)) / e.overdue_repeat_days AS step
+           i.id AS instrument_id, i.valid_until, i.step
     FROM e
     JOIN LATERAL (
-        SELECT i.id, i.valid_until FROM instruments i
+        SELECT i.id, i.valid_until, {_OVERDUE_STEP} AS step FROM instruments i
         WHERE i.enterprise_id = e.id AND i.lifecycle = 'in_service' AND i.due_key < e.today
+          AND (NOT EXISTS (SELECT 1 FROM notices n
+                           WHERE n.instrument_id = i.id AND n.kind = 'overdue' AND n.cycle = i.valid_until
+                             AND n.step = {_OVERDUE_STEP} AND n.certificate_id IS NULL)
+               OR ({_ESCALATION_DUE}
+                   AND NOT EXISTS (SELECT 1 FROM notices n
+                                   WHERE n.instrument_id = i.id AND n.kind = 'escalation'
+                                     AND n.cycle = i.valid_until AND n.step = 0 AND n.certificate_id IS NULL)))
         FOR SHARE OF i
     ) i ON true
 )

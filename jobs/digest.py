@@ -17,11 +17,6 @@ from service.deliveries.queries import Claimed, claim_held, record, settle_notic
 
 __all__ = ("send_digests",)
 
-_DROP_CANCELLED = """
-UPDATE deliveries d SET status = 'failed', last_error = 'not sent: the notice was cancelled', updated_at = $1
-FROM notices n
-WHERE n.id = d.notice_id AND d.digest AND d.status = 'pending' AND n.status = 'cancelled'
-"""
 #: Held e-mails claimed in one run; more wait for the next.
 _BATCH = 5000
 
@@ -31,8 +26,6 @@ async def send_digests(runtime: Runtime, *, everything: bool = False) -> int:
     now = runtime.clock.now()
     async with runtime.connection() as db:
         async with db.transaction():
-            # A notice cancelled while its e-mail waited (re-verified, sealed…) is not sent.
-            await db.execute(_DROP_CANCELLED, now)
             claimed = await claim_held(db, now, runtime.lease, limit=_BATCH, everything=everything)
             events: dict[uuid.UUID, NoticeEvent] = {}
             for notice_id in {c.notice_id for c in claimed}:

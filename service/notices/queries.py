@@ -26,6 +26,7 @@ __all__ = (
 # Pending planned notices whose cycle no longer governs (re-verified, failed, sealed, scrapped,
 # replaced), and reminders of a cycle that has run out (once overdue, only the overdue series).
 _CANCEL = """
+WITH cancelled AS (
 UPDATE notices n
 SET status = 'cancelled', closed_at = $1, updated_at = $1,
     last_error = CASE WHEN i.lifecycle <> 'in_service' THEN 'cancelled: the instrument is ' || i.lifecycle
@@ -38,6 +39,14 @@ WHERE n.instrument_id = i.id AND n.status IN ('pending', 'dispatched') AND n.cer
        OR i.valid_until IS DISTINCT FROM n.cycle
        OR (n.kind IN ('due_soon', 'rotation_due')
            AND n.cycle < coalesce($2::date, ($1::timestamptz AT TIME ZONE e.timezone)::date)))
+RETURNING n.id
+),
+-- What was still to be sent for them (retries, e-mails held for the digest) is not sent.
+dropped AS (
+UPDATE deliveries d SET status = 'failed', last_error = 'not sent: the notice was cancelled', updated_at = $1
+FROM cancelled c WHERE d.notice_id = c.id AND d.status = 'pending'
+)
+SELECT count(*) FROM cancelled
 """
 
 
@@ -51,11 +60,11 @@ async def cancel_stale(
     """Cancel pending planned notices that no longer apply: all of them, or one instrument's (in
     the transaction that changed it). Returns how many were cancelled."""
     if instrument_id is None:
-        status = await db.execute(_CANCEL.format(scope="TRUE"), now, today)
+        count = await db.fetchval(_CANCEL.format(scope="TRUE"), now, today)
     else:
         # Its own statement, so the plan walks the instrument's notices, not every pending one.
-        status = await db.execute(_CANCEL.format(scope="n.instrument_id = $3"), now, today, instrument_id)
-    return int(status.split()[-1])
+        count = await db.fetchval(_CANCEL.format(scope="n.instrument_id = $3"), now, today, instrument_id)
+    return int(count)
 
 
 async def insert_event_notice(

@@ -1,0 +1,386 @@
+"""Real ``metreg`` processes: plan and burst, a worker killed mid-delivery, the health check.
+
+A long-running ``metreg worker`` runs its cron ticks with the real clock, the planner over the
+whole database included, so this module works in a database of its own (created, migrated and
+dropped here) and every test uses a queue of its own on the test Redis. Rows are arranged through
+an app on that database (with the real clock, as the processes have it) or plain SQL; the
+processes get their whole configuration from an explicit environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import zoneinfo
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from jobs.plan import plan
+from service import migrate
+from service.app import create_app
+from service.auth import Role
+from service.clock import SystemClock
+from service.db import init_connection
+from service.keys.queries import create_key
+from service.keys.schemas import ApiKeyCreate
+from service.settings import Settings
+from service.webhooks.signing import verify
+from tests.conftest import BASE_DSN, GAUGE, REDIS_URL, Api, new_credit_code, running
+from tests.receivers import Received, WebhookReceiver
+
+METREG = Path(sys.executable).with_name("metreg")
+ROOT = Path(__file__).resolve().parents[2]
+SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
+
+
+def shanghai_today() -> dt.date:
+    return dt.datetime.now(dt.UTC).astimezone(SHANGHAI).date()
+
+
+# ---------------------------------------------------------------------------------------------
+# The module's own database, and an app on it to arrange rows with.
+
+
+@pytest.fixture(scope="module")
+async def own_dsn() -> AsyncIterator[str]:
+    name = f"metreg_worker_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    dsn = f"{BASE_DSN.rsplit('/', 1)[0]}/{name}"
+    await migrate.create_database(dsn)
+    try:
+        await migrate.migrate(dsn, dt.datetime.now(dt.UTC))
+        yield dsn
+    finally:
+        await migrate.drop_database(dsn)  # WITH (FORCE): a killed worker's sessions do not hold it
+
+
+@pytest.fixture(scope="module")
+async def own_pool(own_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    async with asyncpg.create_pool(own_dsn, min_size=1, max_size=4, init=init_connection) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+async def own_client(own_dsn: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(
+        database_url=own_dsn,
+        redis_url=REDIS_URL,
+        allow_private_webhooks=True,
+        db_pool_min=1,
+        db_pool_max=4,
+        log_level="WARNING",
+    )
+    app = create_app(settings, clock=SystemClock())
+    async with running(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://metreg.test") as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+async def own_admin(own_client: httpx.AsyncClient, own_pool: asyncpg.Pool) -> Api:
+    async with own_pool.acquire() as conn:
+        created = await create_key(conn, ApiKeyCreate(role=Role.ADMIN, name="worker tests"), dt.datetime.now(dt.UTC))
+    return Api(own_client, created.key)
+
+
+async def new_enterprise(admin: Api, pool: asyncpg.Pool, region_code: str) -> tuple[str, Api]:
+    body = {"name": "进程测试企业", "credit_code": new_credit_code(), "region_code": region_code}
+    response = await admin.post("/v1/enterprises", json=body)
+    assert response.status_code == 201, response.text
+    enterprise_id = response.json()["id"]
+    async with pool.acquire() as conn:
+        key = await create_key(
+            conn,
+            ApiKeyCreate(role=Role.ENTERPRISE, name="worker tests", enterprise_id=uuid.UUID(enterprise_id)),
+            dt.datetime.now(dt.UTC),
+        )
+    return enterprise_id, Api(admin.client, key.key)
+
+
+async def register_gauge(api: Api, enterprise_id: str, last_verified_on: dt.date) -> dict[str, Any]:
+    body = GAUGE | {"name": "一般压力表", "serial_no": uuid.uuid4().hex[:10], "last_verified_on": str(last_verified_on)}
+    response = await api.post(f"/v1/enterprises/{enterprise_id}/instruments", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def add_webhook(api: Api, url: str, **owner: str) -> str:
+    response = await api.post("/v1/webhooks", json={"url": url} | owner)
+    assert response.status_code == 201, response.text
+    return str(response.json()["secret"])
+
+
+async def notices_of(pool: asyncpg.Pool, enterprise_id: str) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return await conn.fetch(
+            "SELECT id, kind, audience, status FROM notices WHERE enterprise_id = $1 ORDER BY kind, id",
+            uuid.UUID(enterprise_id),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The processes.
+
+
+def process_env(dsn: str, queue: str, **metreg: str) -> dict[str, str]:
+    """The environment of a ``metreg`` process: ours without any METREG_* variable, plus ``metreg``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METREG_")}
+    env |= {
+        "DATABASE_URL": dsn,
+        "REDIS_URL": REDIS_URL,
+        "METREG_QUEUE": queue,
+        "METREG_ALLOW_PRIVATE_WEBHOOKS": "true",
+        "METREG_LOG_LEVEL": "WARNING",
+    }
+    return env | metreg
+
+
+def new_queue() -> str:
+    return f"metreg-test-proc:{uuid.uuid4().hex[:12]}"
+
+
+async def metreg(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[int, str, str]:
+    """Run ``metreg args`` to its end: (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        str(METREG),
+        *args,
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@contextlib.contextmanager
+def long_running_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``metreg worker`` in the background, its output in ``log``; killed on the way out if still up."""
+    with log.open("wb") as sink:
+        process = subprocess.Popen(  # noqa: S603  # our own console script, fixed arguments
+            [str(METREG), "worker"], env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+async def exited(process: subprocess.Popen[bytes], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while (code := process.poll()) is None:
+        assert time.monotonic() < deadline, "the worker did not exit in time"
+        await asyncio.sleep(0.05)
+    return code
+
+
+def notice_ids(requests: list[Received]) -> collections.Counter[str]:
+    return collections.Counter(r.json()["notice_id"] for r in requests if r.headers.get("metreg-event") != "ping")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+async def test_plan_then_burst_delivers_every_notice_due_once_and_a_second_run_nothing(
+    own_admin: Api, own_pool: asyncpg.Pool, own_dsn: str
+) -> None:
+    """``metreg plan --today D`` and ``metreg worker --burst``: a due-soon reminder, two overdue
+    notices and an escalation (to the region's webhook) each reach the receiver exactly once,
+    signed; both commands say what they did; run again, they do nothing."""
+    today = shanghai_today()
+    region = "320102"
+    enterprise_id, enterprise = await new_enterprise(own_admin, own_pool, region)
+    due_soon = await register_gauge(enterprise, enterprise_id, today - dt.timedelta(days=170))
+    overdue = await register_gauge(enterprise, enterprise_id, today - dt.timedelta(days=195))
+    escalated = await register_gauge(enterprise, enterprise_id, today - dt.timedelta(days=260))
+    await register_gauge(enterprise, enterprise_id, today - dt.timedelta(days=20))  # valid: nothing due
+    assert [g["status"] for g in (due_soon, overdue, escalated)] == ["due_soon", "overdue", "overdue"]
+
+    env = process_env(own_dsn, new_queue())
+    with WebhookReceiver().running() as receiver:
+        secret = await add_webhook(enterprise, receiver.url)
+        regional_secret = await add_webhook(own_admin, receiver.url, region_code=region)
+
+        code, out, err = await metreg("plan", "--today", str(today), env=env)
+        assert code == 0, err
+        notices = await notices_of(own_pool, enterprise_id)
+        kinds = collections.Counter(n["kind"] for n in notices)
+        assert kinds == {"due_soon": 1, "overdue": 2, "escalation": 1}, notices
+        planned = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
+        assert out.strip() == f"planned: {planned}; cancelled 0 stale", out
+
+        code, out, err = await metreg("worker", "--burst", env=env)
+        assert code == 0, err
+        assert out == ""
+        assert f"dispatched {len(notices)} notices; sent 0 digest e-mails" in err.splitlines(), err
+
+        received = notice_ids(receiver.requests)
+        assert received == {str(n["id"]): 1 for n in notices}
+        assert receiver.statuses == [200] * len(notices)
+        now = int(time.time())
+        for got in receiver.requests:
+            key = regional_secret if got.json()["kind"] == "escalation" else secret
+            assert verify(key, got.headers["metreg-signature"], got.body, now=now), got.headers
+        assert {n["status"] for n in await notices_of(own_pool, enterprise_id)} == {"delivered"}
+        async with own_pool.acquire() as conn:
+            attempts = await conn.fetch(
+                """SELECT d.status, count(a.*) AS tries
+                   FROM deliveries d JOIN notices n ON n.id = d.notice_id
+                   LEFT JOIN delivery_attempts a ON a.delivery_id = d.id
+                   WHERE n.enterprise_id = $1 GROUP BY d.id""",
+                uuid.UUID(enterprise_id),
+            )
+        assert sorted((r["status"], r["tries"]) for r in attempts) == [("delivered", 1)] * len(notices)
+
+        code, out, err = await metreg("plan", "--today", str(today), env=env)
+        assert (code, out.strip()) == (0, "planned: nothing new; cancelled 0 stale"), err
+        code, out, err = await metreg("worker", "--burst", env=env)
+        assert code == 0, err
+        assert "dispatched 0 notices; sent 0 digest e-mails" in err.splitlines(), err
+        assert len(receiver.requests) == len(notices)
+
+
+@pytest.mark.timeout(90)
+async def test_a_worker_killed_mid_delivery_loses_nothing_and_records_each_delivery_once(
+    own_admin: Api, own_pool: asyncpg.Pool, own_dsn: str, tmp_path: Path
+) -> None:
+    """SIGKILL while five deliveries are in flight: once the dispatch timeout has passed and arq's
+    in-progress marks have run out, ``metreg worker --burst`` delivers the rest. Every notice is
+    delivered and recorded delivered once; only the calls in flight at the kill reach the receiver
+    twice (the receiver dedupes on ``notice_id``)."""
+    count, jobs, dispatch_timeout = 30, 5, 3
+    today = shanghai_today()
+    enterprise_id, enterprise = await new_enterprise(own_admin, own_pool, "330106")
+    for _ in range(count):
+        await register_gauge(enterprise, enterprise_id, today - dt.timedelta(days=190))  # overdue by a week or so
+
+    def slowly(number: int, request: Received) -> int:
+        time.sleep(0.3)
+        return 200
+
+    with WebhookReceiver(respond=slowly).running() as receiver:
+        await add_webhook(enterprise, receiver.url)
+        async with own_pool.acquire() as conn:
+            assert (await plan(conn, dt.datetime.now(dt.UTC))).ran
+        notices = await notices_of(own_pool, enterprise_id)
+        assert [n["kind"] for n in notices] == ["overdue"] * count
+        mine = {str(n["id"]) for n in notices}
+
+        env = process_env(
+            own_dsn,
+            new_queue(),
+            METREG_DISPATCH_TIMEOUT=str(dispatch_timeout),
+            METREG_SEND_TIMEOUT="1",
+            METREG_WORKER_JOBS=str(jobs),
+        )
+        log = tmp_path / "worker.log"
+        with long_running_worker(env, log) as worker:
+            deadline = time.monotonic() + 20
+            while len(receiver.requests) < 2 * jobs:
+                assert worker.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, f"no deliveries in time: {log.read_text()}"
+                await asyncio.sleep(0.01)
+            os.kill(worker.pid, signal.SIGKILL)
+            assert await exited(worker, 10) == -signal.SIGKILL
+        killed_at = time.monotonic()
+        await asyncio.sleep(0.5)  # calls already on the wire reach the receiver
+        before = notice_ids(receiver.requests)
+        async with own_pool.acquire() as conn:
+            recorded = {
+                str(r["notice_id"])
+                for r in await conn.fetch(
+                    """SELECT d.notice_id FROM deliveries d JOIN notices n ON n.id = d.notice_id
+                       WHERE n.enterprise_id = $1 AND d.status = 'delivered'""",
+                    uuid.UUID(enterprise_id),
+                )
+            }
+        in_flight = set(before) - recorded
+        assert 0 < len(before) < count, before
+        assert len(in_flight) <= jobs, (in_flight, recorded)
+
+        await asyncio.sleep(max(0.0, dispatch_timeout + 0.5 - (time.monotonic() - killed_at)))
+        runs = []
+        deadline = time.monotonic() + 45
+        while set(notice_ids(receiver.requests)) != mine or {
+            n["status"] for n in await notices_of(own_pool, enterprise_id)
+        } != {"delivered"}:
+            assert time.monotonic() < deadline, (runs, notice_ids(receiver.requests))
+            code, _, err = await metreg("worker", "--burst", env=env, timeout=40)
+            assert code == 0, err
+            runs.append(next((line for line in err.splitlines() if line.startswith("dispatched")), err))
+            await asyncio.sleep(0.5)
+
+    received = notice_ids(receiver.requests)
+    duplicates = {notice: n for notice, n in received.items() if n > 1}
+    print(f"\nkilled with {len(in_flight)} in flight; {sum(duplicates.values()) - len(duplicates)} duplicate calls; {runs}")
+    assert set(received) == mine
+    assert set(duplicates) <= in_flight
+    assert all(n == 2 for n in duplicates.values()), duplicates
+    async with own_pool.acquire() as conn:
+        rows = await conn.fetch(
+            """SELECT d.id, d.notice_id, d.status, d.attempts,
+                      count(a.*) FILTER (WHERE a.outcome = 'delivered') AS delivered,
+                      array_agg(a.attempt ORDER BY a.attempt) FILTER (WHERE a.attempt IS NOT NULL) AS tries
+               FROM deliveries d JOIN notices n ON n.id = d.notice_id
+               LEFT JOIN delivery_attempts a ON a.delivery_id = d.id
+               WHERE n.enterprise_id = $1 GROUP BY d.id""",
+            uuid.UUID(enterprise_id),
+        )
+    assert len(rows) == count
+    assert {str(r["notice_id"]) for r in rows} == mine
+    assert all(r["status"] == "delivered" and r["delivered"] == 1 for r in rows), rows
+    # A try cut short by the kill was counted when claimed but left no attempt row: the try that
+    # delivered such a delivery is its second. (A claim the kill caught before it sent anything
+    # looks the same.)
+    for r in rows:
+        assert r["tries"] == [r["attempts"]], r
+        assert r["attempts"] == 2 if str(r["notice_id"]) in in_flight else r["attempts"] in (1, 2), r
+
+
+@pytest.mark.timeout(60)
+async def test_worker_check_follows_a_running_worker_and_sigterm_stops_it_cleanly(
+    own_dsn: str, own_client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """``metreg worker --check`` exits 1 while no worker serves the queue, 0 once one has written
+    its health key; SIGTERM stops the worker with exit code 0 and it takes its health key along."""
+    env = process_env(own_dsn, new_queue())
+    code, _, err = await metreg("worker", "--check", env=env)
+    assert code == 1, err
+
+    log = tmp_path / "worker.log"
+    with long_running_worker(env, log) as worker:
+        deadline = time.monotonic() + 10
+        while (code := (await metreg("worker", "--check", env=env))[0]) != 0:
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            await asyncio.sleep(0.2)
+        # Another queue on the same Redis has no worker.
+        assert (await metreg("worker", "--check", env=env | {"METREG_QUEUE": new_queue()}))[0] == 1
+        worker.send_signal(signal.SIGTERM)
+        assert await exited(worker, 15) == 0, log.read_text()
+    assert "Traceback" not in log.read_text(), log.read_text()
+    code, _, err = await metreg("worker", "--check", env=env)
+    assert code == 1, err

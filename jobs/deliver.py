@@ -9,6 +9,7 @@ claimed. Targets are fixed at the first run; the sends themselves happen outside
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 import msgspec
@@ -24,6 +25,8 @@ from service.notices.queries import cancel_stale
 from service.notices.rules import NoticeStatus
 
 __all__ = ("deliver", "send")
+
+log = logging.getLogger("metreg.worker")
 
 _CLOSED = {NoticeStatus.DELIVERED, NoticeStatus.FAILED, NoticeStatus.CANCELLED}
 
@@ -46,6 +49,17 @@ async def send(runtime: Runtime, claimed: Claimed, event: NoticeEvent) -> Attemp
     )
 
 
+def _attempted(result: Attempted | BaseException) -> Attempted:
+    """A send that raised (a bug, not the network: senders classify those) fails that delivery
+    only, so the others are still recorded and the notice settles."""
+    if isinstance(result, Attempted):
+        return result
+    if not isinstance(result, Exception):
+        raise result
+    log.exception("a delivery could not be sent", exc_info=result)
+    return Attempted(outcome=Outcome.FAILED, duration_ms=0, error=f"not sent: {type(result).__name__}")
+
+
 async def deliver(runtime: Runtime, notice_id: uuid.UUID) -> None:
     """Make every due try of notice ``notice_id`` and settle it."""
     now = runtime.clock.now()
@@ -66,7 +80,10 @@ async def deliver(runtime: Runtime, notice_id: uuid.UUID) -> None:
             if event is None:
                 await settle_notice(db, notice_id, now, runtime.lease)
                 return
-        results = await asyncio.gather(*(send(runtime, c, event) for c in claimed))
+        results = [
+            _attempted(r)
+            for r in await asyncio.gather(*(send(runtime, c, event) for c in claimed), return_exceptions=True)
+        ]
         done = runtime.clock.now()
         async with db.transaction():
             for claim, attempted in zip(claimed, results, strict=True):

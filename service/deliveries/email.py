@@ -14,6 +14,7 @@ import msgspec
 from service.deliveries.attempt import Attempted
 from service.deliveries.payload import NoticeEvent
 from service.deliveries.rules import Outcome, outcome_of_smtp
+from service.instruments.rules import Status
 from service.notices.rules import NoticeKind
 
 __all__ = ("Mailer", "SmtpConfig", "digest_message", "notice_message")
@@ -38,6 +39,19 @@ _HEADLINES: dict[NoticeKind, tuple[str, str]] = {
 }
 
 
+_STATUS_ZH: dict[Status, str] = {
+    Status.VALID: "有效",
+    Status.DUE_SOON: "即将到期",
+    Status.OVERDUE: "已超期",
+    Status.FAILED: "检定不合格",
+    Status.SEALED: "封存",
+    Status.SCRAPPED: "已报废",
+    Status.REPLACED: "已更换",
+    Status.PENDING_VERIFICATION: "待检定",
+    Status.UNVERIFIED: "未检定",
+}
+
+
 class SmtpConfig(msgspec.Struct, frozen=True, kw_only=True):
     hostname: str
     port: int
@@ -56,9 +70,15 @@ class SmtpConfig(msgspec.Struct, frozen=True, kw_only=True):
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ValueError("METREG_SMTP_URL must look like smtp://host:port or smtps://user:password@host")
         tls = parts.scheme == "smtps"
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0 and parts.netloc.rpartition(":")[2] not in ("", parts.hostname):
+            raise ValueError("METREG_SMTP_URL has an invalid port")
         return cls(
             hostname=parts.hostname,
-            port=parts.port or (465 if tls else 25),
+            port=port or (465 if tls else 25),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             use_tls=tls,
@@ -70,8 +90,8 @@ def _days(event: NoticeEvent) -> tuple[str, str]:
     if days is None:
         return "", ""
     if days >= 0:
-        return f"（剩余 {days} 天）", f" ({days} days left)"
-    return f"（已逾期 {-days} 天）", f" ({-days} days overdue)"
+        return f"（剩余 {days} 天）", f" ({days} day{'' if days == 1 else 's'} left)"
+    return f"（已逾期 {-days} 天）", f" ({-days} day{'' if days == -1 else 's'} overdue)"
 
 
 def _identity(event: NoticeEvent) -> tuple[str, str]:
@@ -87,8 +107,9 @@ def _paragraphs(event: NoticeEvent) -> tuple[str, str]:
     zh_days, en_days = _days(event)
     zh_id, en_id = _identity(event)
     valid = str(i.valid_until) if i.valid_until else "—"
-    zh = f"计量器具「{i.name}」（{zh_id}）{zh_head}。\n  有效期至：{valid}{zh_days}\n  当前状态：{i.status}" + (
-        f"\n  存放地点：{i.location}" if i.location else ""
+    zh = (
+        f"计量器具「{i.name}」（{zh_id}）{zh_head}。\n  有效期至：{valid}{zh_days}\n  当前状态：{_STATUS_ZH[i.status]}"
+        + (f"\n  存放地点：{i.location}" if i.location else "")
     )
     en = (
         f'Measuring instrument "{i.name}" ({en_id}): {en_head}.\n'
@@ -102,7 +123,7 @@ def _message(sender: str, to: str, subject: str, text: str, reference: str) -> E
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
-    message["Subject"] = subject
+    message["Subject"] = " ".join(subject.split())  # a line break in a name must not break the header
     message["Message-ID"] = make_msgid(idstring=reference, domain="metreg")
     message["X-Metreg-Notice"] = reference
     message.set_content(text, charset="utf-8")

@@ -50,6 +50,11 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
     ``cycle`` is the valid-until date it is about (for result events, the result's date); ``step``
     the reminder offset in days, or the overdue repeat number; ``due_on`` the enterprise's local
     date it fell due. ``deliveries`` is listed when one notice is read.
+
+    ``status``: ``pending`` (waiting for its first or next try), ``dispatched`` (handed to a worker,
+    or only digest e-mails wait), ``delivered`` (at least one target got it; ``last_error`` counts
+    the ones that failed), ``failed`` (none did, or there was no webhook or e-mail to send it to),
+    ``cancelled`` (its cycle stopped governing before it was sent).
     """
 
     id: uuid.UUID

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import logging
 import os
 import signal
 import subprocess
@@ -44,6 +45,7 @@ from tests.receivers import Received, WebhookReceiver
 METREG = Path(sys.executable).with_name("metreg")
 ROOT = Path(__file__).resolve().parents[2]
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
+logger = logging.getLogger(__name__)
 
 
 def shanghai_today() -> dt.date:
@@ -152,7 +154,7 @@ def new_queue() -> str:
     return f"metreg-test-proc:{uuid.uuid4().hex[:12]}"
 
 
-async def metreg(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[int, str, str]:
+async def metreg(*args: str, env: dict[str, str], within: float = 60) -> tuple[int, str, str]:
     """Run ``metreg args`` to its end: (exit code, stdout, stderr)."""
     process = await asyncio.create_subprocess_exec(
         str(METREG),
@@ -164,7 +166,7 @@ async def metreg(*args: str, env: dict[str, str], timeout: float = 60) -> tuple[
         stderr=subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
+        out, err = await asyncio.wait_for(process.communicate(), within)
     except TimeoutError:
         process.kill()
         await process.wait()
@@ -188,8 +190,8 @@ def long_running_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.P
                 process.wait(timeout=10)
 
 
-async def exited(process: subprocess.Popen[bytes], timeout: float) -> int:
-    deadline = time.monotonic() + timeout
+async def exited(process: subprocess.Popen[bytes], within: float) -> int:
+    deadline = time.monotonic() + within
     while (code := process.poll()) is None:
         assert time.monotonic() < deadline, "the worker did not exit in time"
         await asyncio.sleep(0.05)
@@ -265,7 +267,7 @@ async def test_plan_then_burst_delivers_every_notice_due_once_and_a_second_run_n
 
 @pytest.mark.timeout(90)
 async def test_a_worker_killed_mid_delivery_loses_nothing_and_records_each_delivery_once(
-    own_admin: Api, own_pool: asyncpg.Pool, own_dsn: str, tmp_path: Path
+    own_admin: Api, own_pool: asyncpg.Pool, own_dsn: str, tmp_path: Path, record_property: Any
 ) -> None:
     """SIGKILL while five deliveries are in flight: once the dispatch timeout has passed and arq's
     in-progress marks have run out, ``metreg worker --burst`` delivers the rest. Every notice is
@@ -328,14 +330,17 @@ async def test_a_worker_killed_mid_delivery_loses_nothing_and_records_each_deliv
             n["status"] for n in await notices_of(own_pool, enterprise_id)
         } != {"delivered"}:
             assert time.monotonic() < deadline, (runs, notice_ids(receiver.requests))
-            code, _, err = await metreg("worker", "--burst", env=env, timeout=40)
+            code, _, err = await metreg("worker", "--burst", env=env, within=40)
             assert code == 0, err
             runs.append(next((line for line in err.splitlines() if line.startswith("dispatched")), err))
             await asyncio.sleep(0.5)
 
     received = notice_ids(receiver.requests)
     duplicates = {notice: n for notice, n in received.items() if n > 1}
-    print(f"\nkilled with {len(in_flight)} in flight; {sum(duplicates.values()) - len(duplicates)} duplicate calls; {runs}")
+    extra_calls = sum(duplicates.values()) - len(duplicates)
+    record_property("in_flight_at_kill", len(in_flight))
+    record_property("duplicate_calls", extra_calls)
+    logger.warning("killed with %d in flight; %d duplicate calls; burst runs: %s", len(in_flight), extra_calls, runs)
     assert set(received) == mine
     assert set(duplicates) <= in_flight
     assert all(n == 2 for n in duplicates.values()), duplicates

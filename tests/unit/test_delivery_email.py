@@ -380,3 +380,27 @@ def test_digest_message_survives_the_wire() -> None:
     assert isinstance(parsed, EmailMessage)
     assert parsed["Subject"] == message["Subject"]
     assert body(parsed) == body(message)
+
+
+def test_notice_message_with_a_line_break_in_the_instrument_name() -> None:
+    message = notice_message(event(name="压力表\n二号"), sender=SENDER, to=TO)
+    assert "\n" not in message["Subject"]
+    assert "\r" not in message["Subject"]
+    assert "二号" in message["Subject"]
+
+
+@pytest.mark.parametrize("url", ["smtp://host:abc", "smtp://host:0", "smtps://user@host:99999"])
+def test_an_smtp_url_with_a_bad_port_is_refused_naming_the_variable(url: str) -> None:
+    with pytest.raises(ValueError, match="METREG_SMTP_URL"):
+        SmtpConfig.from_url(url)
+
+
+def test_one_day_is_singular_and_the_chinese_status_is_chinese() -> None:
+    soon = body(notice_message(event(days_until_due=1, status=Status.DUE_SOON), sender=SENDER, to=TO))
+    assert "(1 day left)" in soon
+    assert "当前状态：即将到期" in soon
+    late = body(
+        notice_message(event(NoticeKind.OVERDUE, days_until_due=-1, status=Status.OVERDUE), sender=SENDER, to=TO)
+    )
+    assert "(1 day overdue)" in late
+    assert "当前状态：已超期" in late

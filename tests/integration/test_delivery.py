@@ -1,0 +1,1006 @@
+"""Delivery against real PostgreSQL, Redis, a local webhook endpoint and a local SMTP server.
+
+Exactly once across repeated planning and concurrent workers, signatures and headers, the local
+date of the enterprise, retries (5xx, 429 with Retry-After, a refused connection), final failures
+(410, a deleted webhook, no target at all), a lost Redis queue, stale notices that must not go out,
+escalations to the regulator, event filters, e-mail and the daily digest.
+
+``plan`` plans for every enterprise of the shared test database, and ``run_burst`` dispatches every
+due notice of it: requests a receiver gets, e-mails the SMTP server gets and rows are therefore
+always narrowed to this test's enterprise (or its instruments, addresses, webhooks) before any
+count is compared. The worker's clock is a ``FixedClock`` of each test's own; the app (and with it
+registration) stays at ``NOW``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from jobs.deliver import deliver
+from jobs.digest import send_digests
+from jobs.dispatch import dispatch, job_id
+from jobs.plan import plan
+from jobs.runtime import Runtime, open_queue
+from jobs.worker import run_burst
+from service.catalog.rules import Regime
+from service.clock import FixedClock
+from service.instruments.rules import Lifecycle
+from service.notices.rules import Pacing, due_notices
+from service.settings import Settings
+from service.webhooks.signing import verify
+from tests.conftest import GAUGE, NOW, REDIS_URL, LabAccount, MakeTenant, Tenant, accepted_request
+from tests.receivers import Received, WebhookReceiver, smtp_server
+
+#: The default reminder settings of a new enterprise.
+DEFAULT_PACING = Pacing(
+    reminder_days=(30, 7), rotation_reminder_days=(90, 30), overdue_repeat_days=7, escalate_after_days=30
+)
+#: Mid-day in Shanghai on the day of NOW + days.
+DAY = dt.timedelta(days=1)
+
+
+def worker_settings(database_url: str, **extra: object) -> Settings:
+    """Worker settings with a queue of the test's own on the test Redis."""
+    base: dict[str, object] = {
+        "database_url": database_url,
+        "redis_url": REDIS_URL,
+        "queue_name": f"metreg-test:{uuid.uuid4().hex[:12]}",
+        "allow_private_webhooks": True,
+        "db_pool_min": 1,
+        "db_pool_max": 4,
+        "send_timeout_s": 2.0,
+        "log_level": "WARNING",
+    }
+    return Settings(**(base | extra))  # type: ignore[arg-type]
+
+
+def at(day: dt.date, hour: int = 4, minute: int = 0) -> dt.datetime:
+    """An instant on ``day`` in UTC (04:00Z is 12:00 in Shanghai)."""
+    return dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=dt.UTC)
+
+
+# --- arranging -------------------------------------------------------------------------------------
+
+
+async def add_webhook(
+    pool: asyncpg.Pool,
+    url: str,
+    *,
+    enterprise_id: str | None = None,
+    region_code: str | None = None,
+    events: list[str] | None = None,
+) -> tuple[uuid.UUID, str]:
+    """A webhook row (an enterprise's, or a regulator region's); returns its id and secret."""
+    secret = f"whsec_{uuid.uuid4().hex}"
+    async with pool.acquire() as conn:
+        webhook_id: uuid.UUID = await conn.fetchval(
+            """INSERT INTO webhooks (enterprise_id, region_code, url, secret, events, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
+            uuid.UUID(enterprise_id) if enterprise_id else None,
+            region_code,
+            url,
+            secret,
+            events or [],
+            NOW,
+        )
+    return webhook_id, secret
+
+
+async def deactivate(pool: asyncpg.Pool, *webhook_ids: uuid.UUID) -> None:
+    """Regulator webhooks outlive the test in the shared database: switch them off."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE webhooks SET active = false, deleted_at = $2 WHERE id = ANY($1::uuid[])", list(webhook_ids), NOW
+        )
+
+
+async def register(tenant: Tenant, valid_until: Iterable[dt.date]) -> list[str]:
+    """Pressure gauges verified 120 days before each printed ``valid_until`` (within their 6-month
+    cycle), in order."""
+    ids = []
+    for until in valid_until:
+        verified = min(until - dt.timedelta(days=120), NOW.date())
+        body = await tenant.register(**GAUGE, last_verified_on=verified.isoformat(), valid_until=until.isoformat())
+        assert body["valid_until"] == until.isoformat()
+        ids.append(str(body["id"]))
+    return ids
+
+
+async def patch_enterprise(tenant: Tenant, **change: Any) -> None:
+    response = await tenant.api.patch(f"/v1/enterprises/{tenant.id}", json=change)
+    assert response.status_code == 200, response.text
+
+
+async def plan_at(pool: asyncpg.Pool, now: dt.datetime) -> None:
+    async with pool.acquire() as conn:
+        result = await plan(conn, now)
+    assert result.ran
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+async def fetch(pool: asyncpg.Pool, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return list(await conn.fetch(sql, *args))
+
+
+async def notices_of(pool: asyncpg.Pool, enterprise_id: str) -> list[asyncpg.Record]:
+    return await fetch(
+        pool,
+        """SELECT id, instrument_id, kind, audience, cycle, step, due_on, status, last_error, attempts,
+                  next_attempt_at, certificate_id
+           FROM notices WHERE enterprise_id = $1 ORDER BY created_at, kind, instrument_id, step""",
+        uuid.UUID(enterprise_id),
+    )
+
+
+async def notices_for(pool: asyncpg.Pool, instrument_id: str) -> list[asyncpg.Record]:
+    return await fetch(
+        pool,
+        "SELECT id, kind, step, status, last_error, certificate_id FROM notices WHERE instrument_id = $1",
+        uuid.UUID(instrument_id),
+    )
+
+
+async def deliveries_of(pool: asyncpg.Pool, notice_ids: Iterable[uuid.UUID]) -> list[asyncpg.Record]:
+    return await fetch(
+        pool,
+        """SELECT id, notice_id, channel, webhook_id, target, digest, status, attempts, next_attempt_at,
+                  last_status, last_error, delivered_at
+           FROM deliveries WHERE notice_id = ANY($1::uuid[]) ORDER BY created_at, channel, target""",
+        list(notice_ids),
+    )
+
+
+async def attempts_of(pool: asyncpg.Pool, delivery_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[asyncpg.Record]]:
+    rows = await fetch(
+        pool,
+        """SELECT delivery_id, attempt, started_at, status_code, error, outcome
+           FROM delivery_attempts WHERE delivery_id = ANY($1::uuid[]) ORDER BY delivery_id, attempt""",
+        list(delivery_ids),
+    )
+    found: dict[uuid.UUID, list[asyncpg.Record]] = collections.defaultdict(list)
+    for row in rows:
+        found[row["delivery_id"]].append(row)
+    return found
+
+
+def of_enterprise(requests: Iterable[Received], enterprise_id: str) -> list[Received]:
+    """The requests about ``enterprise_id``'s notices (a shared database sends others' too)."""
+    return [r for r in requests if r.json()["enterprise"]["id"] == enterprise_id]
+
+
+def mail_to(inbox: Iterable[EmailMessage], addresses: Iterable[str]) -> list[EmailMessage]:
+    wanted = set(addresses)
+    return [m for m in inbox if m["To"] in wanted]
+
+
+# --- a webhook endpoint whose answer carries headers ------------------------------------------------
+
+
+@contextmanager
+def serving(
+    answer: Callable[[int], tuple[int, dict[str, str]]], bound: socket.socket | None = None
+) -> Iterator[tuple[str, list[Received]]]:
+    """A webhook endpoint in a thread answering request ``n`` with ``answer(n)`` (status, headers).
+
+    ``bound``: a socket bound earlier (connections to it were refused while it did not listen) that
+    the server takes over and starts listening on. Yields the URL and the requests received.
+    """
+    requests: list[Received] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            got = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length))
+            with lock:
+                number = len(requests)
+                requests.append(got)
+            status, headers = answer(number)
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    if bound is None:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    else:
+        server = ThreadingHTTPServer(bound.getsockname(), Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = bound
+        server.server_activate()
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/metreg", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+# --- exactly once ----------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_every_notice_is_delivered_exactly_once_over_days_of_double_planning_and_two_concurrent_workers(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    first = dt.date(2026, 5, 25)
+    # Every other day from 2026-05-25 to 2026-08-11: overdue (with repeats), 7- and 30-day reminders
+    # and gauges not yet due, moving between them over the four days.
+    valid_until = [first + dt.timedelta(days=2 * n) for n in range(40)]
+    gauges = await register(tenant, valid_until)
+    settings = worker_settings(database_url, worker_jobs=5)
+    clock = FixedClock(NOW)
+    days = [NOW.date() + n * DAY for n in range(4)]
+    with WebhookReceiver().running() as receiver:
+        webhook_id, _ = await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
+        for today in days:
+            clock.set(at(today))  # 12:00 in Shanghai
+            await plan_at(pool, clock.now())
+            await plan_at(pool, clock.now())
+            await asyncio.gather(run_burst(settings, clock), run_burst(settings, clock))
+        requests = of_enterprise(receiver.requests, tenant.id)
+
+    # What the pure rules say is due on each of the days, all of it planned once.
+    expected = {
+        (gauge, n.kind.value, n.step, n.due_on)
+        for gauge, until in zip(gauges, valid_until, strict=True)
+        for today in days
+        for n in due_notices(
+            lifecycle=Lifecycle.IN_SERVICE,
+            regime=Regime.PERIODIC,
+            valid_until=until,
+            pacing=DEFAULT_PACING,
+            today=today,
+        )
+    }
+    notices = await notices_of(pool, tenant.id)
+    assert {(str(n["instrument_id"]), n["kind"], n["step"], n["due_on"]) for n in notices} == expected
+    assert len(notices) == len(expected)
+    assert {n["kind"] for n in notices} == {"due_soon", "overdue"}
+    assert [n["status"] for n in notices] == ["delivered"] * len(notices)
+    notice_ids = {str(n["id"]) for n in notices}
+
+    received = collections.Counter(r.json()["notice_id"] for r in requests)
+    assert set(received) == notice_ids
+    assert [k for k, count in received.items() if count != 1] == []
+    assert len(requests) == len(notices)
+
+    listed = await tenant.api.get("/v1/notices", params={"limit": 500})
+    assert listed.status_code == 200, listed.text
+    assert {n["id"] for n in listed.json()["items"]} == notice_ids
+    assert {n["status"] for n in listed.json()["items"]} == {"delivered"}
+
+    deliveries = await deliveries_of(pool, [n["id"] for n in notices])
+    assert sorted(str(d["notice_id"]) for d in deliveries) == sorted(notice_ids)
+    assert {(d["channel"], d["webhook_id"], d["status"], d["attempts"]) for d in deliveries} == {
+        ("webhook", webhook_id, "delivered", 1)
+    }
+    attempts = await attempts_of(pool, [d["id"] for d in deliveries])
+    for delivery in deliveries:
+        assert [(a["attempt"], a["outcome"], a["status_code"]) for a in attempts[delivery["id"]]] == [
+            (1, "delivered", 200)
+        ]
+
+
+@pytest.mark.timeout(60)
+async def test_every_request_is_signed_and_names_its_event_and_delivery(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    today = NOW.date()
+    # Overdue, 7-day and 30-day reminders.
+    gauges = await register(tenant, [today - 10 * DAY, today - DAY, today + 3 * DAY, today + 20 * DAY])
+    clock = FixedClock(NOW + dt.timedelta(minutes=7, seconds=13))
+    with WebhookReceiver().running() as receiver:
+        webhook_id, secret = await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
+        await plan_at(pool, NOW)
+        await run_burst(worker_settings(database_url), clock)
+        requests = of_enterprise(receiver.requests, tenant.id)
+
+    notices = {str(n["id"]): n for n in await notices_of(pool, tenant.id)}
+    assert len(notices) == 4
+    deliveries = {str(d["notice_id"]): d for d in await deliveries_of(pool, [n["id"] for n in notices.values()])}
+    assert sorted(r.json()["notice_id"] for r in requests) == sorted(notices)
+    now = int(clock.now().timestamp())
+    for got in requests:
+        body = got.json()
+        notice = notices[body["notice_id"]]
+        assert verify(secret, got.headers["metreg-signature"], got.body, now=now), got.headers
+        assert got.headers["metreg-signature"].startswith(f"t={now},v1=")
+        assert not verify(f"{secret}x", got.headers["metreg-signature"], got.body, now=now)
+        assert not verify(secret, got.headers["metreg-signature"], got.body + b" ", now=now)
+        assert got.headers["metreg-event"] == body["kind"] == notice["kind"]
+        assert got.headers["metreg-delivery"] == str(deliveries[body["notice_id"]]["id"])
+        assert deliveries[body["notice_id"]]["webhook_id"] == webhook_id
+        assert got.headers["content-type"] == "application/json"
+        assert got.headers["user-agent"] == "metreg-webhooks/1"
+        assert got.path == "/hooks/metreg"
+        assert body["instrument"]["id"] == str(notice["instrument_id"])
+        assert body["instrument"]["id"] in gauges
+        assert (body["audience"], body["due_on"], body["cycle"], body["step"]) == (
+            "enterprise",
+            notice["due_on"].isoformat(),
+            notice["cycle"].isoformat(),
+            notice["step"],
+        )
+        assert body["enterprise"]["id"] == tenant.id
+    assert {r.json()["kind"] for r in requests} == {"overdue", "due_soon"}
+
+
+# --- the enterprise's local date ---------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_at_1730z_on_the_last_valid_day_shanghai_is_overdue_and_utc_is_not(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    shanghai = await make_tenant()
+    utc = await make_tenant()
+    await patch_enterprise(utc, timezone="UTC")
+    last_valid = dt.date(2026, 7, 14)
+    (east,) = await register(shanghai, [last_valid])
+    (west,) = await register(utc, [last_valid])
+    clock = FixedClock(at(last_valid, 17, 30))  # 01:30 on 2026-07-15 in Shanghai
+    settings = worker_settings(database_url)
+    with WebhookReceiver().running() as receiver:
+        await add_webhook(pool, receiver.url, enterprise_id=shanghai.id)
+        await add_webhook(pool, receiver.url, enterprise_id=utc.id)
+        await plan_at(pool, clock.now())
+        await run_burst(settings, clock)
+        east_got = [r.json() for r in of_enterprise(receiver.requests, shanghai.id)]
+        west_got = [r.json() for r in of_enterprise(receiver.requests, utc.id)]
+
+        assert [(n["kind"], n["step"], n["due_on"], n["status"]) for n in await notices_of(pool, shanghai.id)] == [
+            ("overdue", 0, dt.date(2026, 7, 15), "delivered")
+        ]
+        assert [(b["kind"], b["instrument"]["id"], b["instrument"]["days_until_due"]) for b in east_got] == [
+            ("overdue", east, -1)
+        ]
+        assert [(n["kind"], n["step"], n["due_on"], n["status"]) for n in await notices_of(pool, utc.id)] == [
+            ("due_soon", 7, dt.date(2026, 7, 7), "delivered")
+        ]
+        assert [(b["kind"], b["instrument"]["id"], b["instrument"]["days_until_due"]) for b in west_got] == [
+            ("due_soon", west, 0)
+        ]
+
+        # Once it is 2026-07-15 in UTC too, the UTC enterprise gets its overdue notice; Shanghai nothing new.
+        clock.set(at(last_valid + DAY, 0, 30))
+        await plan_at(pool, clock.now())
+        await run_burst(settings, clock)
+        assert [b["kind"] for b in (r.json() for r in of_enterprise(receiver.requests, utc.id))] == [
+            "due_soon",
+            "overdue",
+        ]
+        assert len(of_enterprise(receiver.requests, shanghai.id)) == 1
+    assert [(n["kind"], n["due_on"], n["status"]) for n in await notices_of(pool, utc.id)] == [
+        ("due_soon", dt.date(2026, 7, 7), "delivered"),
+        ("overdue", dt.date(2026, 7, 15), "delivered"),
+    ]
+
+
+# --- retries and final failures ----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_a_receiver_failing_every_second_request_gets_each_notice_delivered_once_after_retries(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    today = NOW.date()
+    # Reminders far enough ahead that they stay current while the clock moves on two days.
+    await register(tenant, [today - 3 * DAY, today - 20 * DAY, today + 5 * DAY, today + 6 * DAY, today + 25 * DAY])
+
+    def respond(n: int, got: Received) -> int:
+        return 500 if n % 2 else 200
+
+    clock = FixedClock(NOW)
+    settings = worker_settings(database_url)
+    with WebhookReceiver(respond=respond).running() as receiver:
+        await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
+        await plan_at(pool, NOW)
+        await run_burst(settings, clock)
+
+        notices = await notices_of(pool, tenant.id)
+        assert len(notices) == 5
+        deliveries = await deliveries_of(pool, [n["id"] for n in notices])
+        retried = [d for d in deliveries if d["status"] == "pending"]
+        assert retried, "the second request of the first round was answered 500"
+        by_id = {n["id"]: n for n in notices}
+        for delivery in retried:
+            # The first retry comes 30 s (±20 % jitter) later, and the notice waits for it.
+            assert dt.timedelta(seconds=24) <= delivery["next_attempt_at"] - NOW <= dt.timedelta(seconds=36)
+            assert (delivery["last_status"], delivery["last_error"]) == (500, "answered 500")
+            notice = by_id[delivery["notice_id"]]
+            assert notice["status"] == "pending"
+            assert notice["next_attempt_at"] == delivery["next_attempt_at"]
+
+        for _ in range(10):
+            if all(n["status"] == "delivered" for n in await notices_of(pool, tenant.id)):
+                break
+            clock.set(clock.now() + dt.timedelta(hours=6))
+            await run_burst(settings, clock)
+        requests = [(n, r) for n, r in enumerate(receiver.requests) if r.json()["enterprise"]["id"] == tenant.id]
+
+    notices = await notices_of(pool, tenant.id)
+    assert [n["status"] for n in notices] == ["delivered"] * 5
+    assert {n["last_error"] for n in notices} == {None}
+    deliveries = await deliveries_of(pool, [n["id"] for n in notices])
+    assert len(deliveries) == 5
+    attempts = await attempts_of(pool, [d["id"] for d in deliveries])
+    several = 0
+    for delivery in deliveries:
+        history = attempts[delivery["id"]]
+        assert [a["outcome"] for a in history] == ["retry"] * (len(history) - 1) + ["delivered"]
+        assert [a["status_code"] for a in history] == [500] * (len(history) - 1) + [200]
+        assert [a["attempt"] for a in history] == list(range(1, len(history) + 1))
+        assert (delivery["status"], delivery["attempts"], delivery["last_status"]) == ("delivered", len(history), 200)
+        # The receiver saw exactly these tries: one 200 per notice, after its 500s.
+        seen = [respond(n, r) for n, r in requests if r.json()["notice_id"] == str(delivery["notice_id"])]
+        assert seen == [a["status_code"] for a in history]
+        several += len(history) > 1
+    assert several >= 1
+
+    retried_notice = next(d["notice_id"] for d in deliveries if len(attempts[d["id"]]) > 1)
+    detail = await tenant.api.get(f"/v1/notices/{retried_notice}")
+    assert detail.status_code == 200, detail.text
+    (delivery,) = detail.json()["deliveries"]
+    assert delivery["status"] == "delivered"
+    history = delivery["history"]
+    assert len(history) >= 2
+    assert [(h["status_code"], h["outcome"]) for h in history] == [(500, "retry")] * (len(history) - 1) + [
+        (200, "delivered")
+    ]
+    assert [h["error"] for h in history] == ["answered 500"] * (len(history) - 1) + [None]
+
+
+@pytest.mark.timeout(60)
+async def test_a_410_fails_the_delivery_after_one_attempt_and_nothing_is_sent_again(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    (gauge,) = await register(tenant, [NOW.date() - 4 * DAY])
+    clock = FixedClock(NOW)
+    settings = worker_settings(database_url)
+    with WebhookReceiver(respond=lambda n, got: 410).running() as receiver:
+        await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
+        await plan_at(pool, NOW)
+        await run_burst(settings, clock)
+        assert len(of_enterprise(receiver.requests, tenant.id)) == 1
+        for hours in (1, 30):
+            clock.set(NOW + dt.timedelta(hours=hours))
+            await run_burst(settings, clock)
+        assert len(of_enterprise(receiver.requests, tenant.id)) == 1
+
+    (notice,) = await notices_of(pool, tenant.id)
+    assert (notice["kind"], notice["status"], notice["last_error"]) == ("overdue", "failed", "all 1 deliveries failed")
+    (delivery,) = await deliveries_of(pool, [notice["id"]])
+    assert (delivery["status"], delivery["attempts"], delivery["last_status"], delivery["last_error"]) == (
+        "failed",
+        1,
+        410,
+        "answered 410",
+    )
+    assert [
+        (a["attempt"], a["outcome"], a["status_code"])
+        for a in (await attempts_of(pool, [delivery["id"]]))[delivery["id"]]
+    ] == [(1, "failed", 410)]
+    assert str(notice["instrument_id"]) == gauge
+
+
+@pytest.mark.timeout(60)
+async def test_retry_after_is_honoured_and_a_refused_connection_is_retried_until_the_receiver_listens(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    await register(tenant, [NOW.date() - 4 * DAY])
+    clock = FixedClock(NOW)
+    settings = worker_settings(database_url)
+    # Bound and not listening: every connection to it is refused until the server takes it over.
+    closed = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    closed.bind(("127.0.0.1", 0))
+    refused_url = f"http://127.0.0.1:{closed.getsockname()[1]}/hooks/metreg"
+
+    def busy_then_fine(n: int) -> tuple[int, dict[str, str]]:
+        return (429, {"Retry-After": "3600"}) if n == 0 else (200, {})
+
+    try:
+        with serving(busy_then_fine) as (busy_url, busy_requests):
+            busy_id, _ = await add_webhook(pool, busy_url, enterprise_id=tenant.id)
+            refused_id, _ = await add_webhook(pool, refused_url, enterprise_id=tenant.id)
+            await plan_at(pool, NOW)
+            await run_burst(settings, clock)
+
+            (notice,) = await notices_of(pool, tenant.id)
+            deliveries = {d["webhook_id"]: d for d in await deliveries_of(pool, [notice["id"]])}
+            assert set(deliveries) == {busy_id, refused_id}
+            attempts = await attempts_of(pool, [d["id"] for d in deliveries.values()])
+            busy, refused = deliveries[busy_id], deliveries[refused_id]
+            (busy_try,) = attempts[busy["id"]]
+            assert (busy_try["outcome"], busy_try["status_code"], busy_try["error"]) == ("retry", 429, "answered 429")
+            assert busy["status"] == "pending"
+            assert busy["next_attempt_at"] >= busy_try["started_at"] + dt.timedelta(hours=1)
+            assert busy["next_attempt_at"] <= NOW + dt.timedelta(hours=1, minutes=1)
+            (refused_try,) = attempts[refused["id"]]
+            assert (refused_try["outcome"], refused_try["status_code"]) == ("retry", None)
+            assert "connection" in refused_try["error"].lower()
+            assert refused["status"] == "pending"
+            assert "connection" in refused["last_error"].lower()
+            assert refused["next_attempt_at"] < NOW + dt.timedelta(minutes=1)
+            assert (notice["status"], notice["next_attempt_at"]) == ("pending", refused["next_attempt_at"])
+            assert len(busy_requests) == 1
+
+            # Ten minutes on the receiver listens: the refused delivery goes through; the 429 waits its hour.
+            with serving(lambda n: (200, {}), bound=closed) as (url, listening_requests):
+                assert url == refused_url
+                clock.set(NOW + dt.timedelta(minutes=10))
+                await run_burst(settings, clock)
+                assert [r.json()["notice_id"] for r in listening_requests] == [str(notice["id"])]
+            assert len(busy_requests) == 1
+            deliveries = {d["webhook_id"]: d for d in await deliveries_of(pool, [notice["id"]])}
+            assert (deliveries[refused_id]["status"], deliveries[refused_id]["attempts"]) == ("delivered", 2)
+            assert deliveries[busy_id]["status"] == "pending"
+            (notice,) = await notices_of(pool, tenant.id)
+            assert (notice["status"], notice["next_attempt_at"]) == ("pending", deliveries[busy_id]["next_attempt_at"])
+
+            clock.set(NOW + dt.timedelta(hours=1, minutes=2))
+            await run_burst(settings, clock)
+            assert len(busy_requests) == 2
+    finally:
+        closed.close()
+    (notice,) = await notices_of(pool, tenant.id)
+    assert (notice["status"], notice["last_error"]) == ("delivered", None)
+    deliveries = await deliveries_of(pool, [notice["id"]])
+    assert {(d["webhook_id"], d["status"], d["attempts"]) for d in deliveries} == {
+        (busy_id, "delivered", 2),
+        (refused_id, "delivered", 2),
+    }
+
+
+@pytest.mark.timeout(60)
+async def test_a_webhook_deleted_between_tries_fails_its_delivery(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    await register(tenant, [NOW.date() - 4 * DAY])
+    clock = FixedClock(NOW)
+    settings = worker_settings(database_url)
+    with WebhookReceiver(respond=lambda n, got: 503).running() as receiver:
+        webhook_id, _ = await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
+        await plan_at(pool, NOW)
+        await run_burst(settings, clock)
+        (notice,) = await notices_of(pool, tenant.id)
+        (delivery,) = await deliveries_of(pool, [notice["id"]])
+        assert (notice["status"], delivery["status"], delivery["attempts"]) == ("pending", "pending", 1)
+
+        deleted = await tenant.api.delete(f"/v1/webhooks/{webhook_id}")
+        assert deleted.status_code == 204, deleted.text
+        clock.set(NOW + dt.timedelta(hours=1))
+        await run_burst(settings, clock)
+        assert len(of_enterprise(receiver.requests, tenant.id)) == 1
+
+    (notice,) = await notices_of(pool, tenant.id)
+    assert (notice["status"], notice["last_error"]) == ("failed", "all 1 deliveries failed")
+    (delivery,) = await deliveries_of(pool, [notice["id"]])
+    assert (delivery["status"], delivery["attempts"], delivery["last_error"]) == (
+        "failed",
+        2,
+        "the webhook was deleted",
+    )
+    history = (await attempts_of(pool, [delivery["id"]]))[delivery["id"]]
+    assert [(a["outcome"], a["status_code"], a["error"]) for a in history] == [
+        ("retry", 503, "answered 503"),
+        ("failed", None, "the webhook was deleted"),
+    ]
+
+
+@pytest.mark.timeout(60)
+async def test_a_notice_without_any_target_fails_naming_it(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    await register(tenant, [NOW.date() - 4 * DAY])
+    await plan_at(pool, NOW)
+    await run_burst(worker_settings(database_url), FixedClock(NOW))
+    (notice,) = await notices_of(pool, tenant.id)
+    assert notice["status"] == "failed"
+    assert notice["last_error"].startswith("no delivery target")
+    assert await deliveries_of(pool, [notice["id"]]) == []
+    detail = (await tenant.api.get(f"/v1/notices/{notice['id']}")).json()
+    assert (detail["status"], detail["deliveries"], detail["last_error"]) == ("failed", [], notice["last_error"])
+
+
+# --- a lost queue ------------------------------------------------------------------------------------
+
+
+async def lose_queue(settings: Settings) -> list[str]:
+    """What a flushed Redis does to this test's work: the queue and every job on it are gone.
+
+    Only this test's keys are dropped (not FLUSHDB): other sessions may share the test Redis.
+    Returns the job ids that were lost.
+    """
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        lost = [j.decode() for j in await redis.zrange(settings.queue_name, 0, -1)]
+        keys = [settings.queue_name] + [
+            f"{prefix}{j}" for j in lost for prefix in ("arq:job:", "arq:in-progress:", "arq:retry:", "arq:result:")
+        ]
+        await redis.delete(*keys)
+        assert await redis.exists(*keys) == 0
+    finally:
+        await redis.aclose()
+    return lost
+
+
+@pytest.mark.timeout(60)
+async def test_notices_dispatched_before_redis_lost_them_are_swept_after_the_timeout_and_sent_once(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    today = NOW.date()
+    await register(tenant, [today - 4 * DAY, today - 12 * DAY, today + 3 * DAY])
+    settings = worker_settings(database_url, dispatch_timeout_s=60)
+    clock = FixedClock(NOW)
+    with WebhookReceiver().running() as receiver:
+        await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
+        await plan_at(pool, NOW)
+        queue = await open_queue(settings)
+        try:
+            async with pool.acquire() as conn:
+                assert await dispatch(conn, queue, NOW, sweep_after=dt.timedelta(seconds=60)) >= 3
+        finally:
+            await queue.aclose()
+        notices = await notices_of(pool, tenant.id)
+        assert len(notices) == 3
+        assert {(n["status"], n["next_attempt_at"]) for n in notices} == {
+            ("dispatched", NOW + dt.timedelta(seconds=60))
+        }
+        lost = await lose_queue(settings)
+        assert {job_id(n["id"]) for n in notices} <= set(lost)
+
+        # Before the sweep deadline nothing is handed over again: the rows say "dispatched".
+        await run_burst(settings, clock)
+        assert of_enterprise(receiver.requests, tenant.id) == []
+        assert {n["status"] for n in await notices_of(pool, tenant.id)} == {"dispatched"}
+
+        clock.set(NOW + dt.timedelta(seconds=61))
+        await run_burst(settings, clock)
+        clock.set(NOW + dt.timedelta(hours=2))
+        await run_burst(settings, clock)
+        requests = of_enterprise(receiver.requests, tenant.id)
+
+    notices = await notices_of(pool, tenant.id)
+    assert [n["status"] for n in notices] == ["delivered"] * 3
+    assert sorted(r.json()["notice_id"] for r in requests) == sorted(str(n["id"]) for n in notices)
+    deliveries = await deliveries_of(pool, [n["id"] for n in notices])
+    assert {(d["status"], d["attempts"]) for d in deliveries} == {("delivered", 1)}
+    assert len(deliveries) == 3
+
+
+# --- stale notices -----------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_reminders_of_sealed_scrapped_or_re_verified_gauges_are_cancelled_not_sent(
+    tenant: Tenant, lab: LabAccount, pool: asyncpg.Pool, database_url: str
+) -> None:
+    # Valid until 2026-07-14: each has its 30-day reminder on NOW.
+    sealed, scrapped, verified, kept = await register(tenant, [dt.date(2026, 7, 14)] * 4)
+    with WebhookReceiver().running() as receiver:
+        await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
+        await plan_at(pool, NOW)
+        planned: dict[str, uuid.UUID] = {}
+        for gauge in (sealed, scrapped, verified, kept):
+            (notice,) = await notices_for(pool, gauge)
+            assert (notice["kind"], notice["step"], notice["status"]) == ("due_soon", 30, "pending")
+            planned[gauge] = notice["id"]
+
+        for gauge, action in ((sealed, "seal"), (scrapped, "scrap")):
+            response = await tenant.api.post(f"/v1/instruments/{gauge}/{action}")
+            assert response.status_code == 200, response.text
+        await accepted_request(tenant, lab, verified)
+        recorded = await lab.record(verified, performed_on="2026-06-10", issued_on="2026-06-12")
+        assert recorded.status_code == 201, recorded.text
+
+        await run_burst(worker_settings(database_url), FixedClock(NOW))
+        got = [r.json() for r in of_enterprise(receiver.requests, tenant.id)]
+
+    sent = {b["notice_id"] for b in got}
+    assert not sent & {str(planned[g]) for g in (sealed, scrapped, verified)}
+    assert str(planned[kept]) in sent
+    # What did go out: the kept gauge's reminder and the re-verified gauge's result event.
+    assert sorted((b["kind"], b["instrument"]["id"]) for b in got) == sorted(
+        [("due_soon", kept), ("result_recorded", verified)]
+    )
+    reasons = {
+        sealed: "cancelled: the instrument is sealed",
+        scrapped: "cancelled: the instrument is scrapped",
+        verified: "cancelled: a newer result governs",
+    }
+    for gauge, reason in reasons.items():
+        (notice,) = [n for n in await notices_for(pool, gauge) if n["certificate_id"] is None]
+        assert (notice["id"], notice["status"], notice["last_error"]) == (planned[gauge], "cancelled", reason)
+    assert await deliveries_of(pool, [planned[g] for g in reasons]) == []
+    assert [n["status"] for n in await notices_for(pool, kept)] == ["delivered"]
+
+
+@pytest.mark.timeout(60)
+async def test_the_deliver_job_cancels_a_notice_whose_instrument_changed_behind_its_back(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    sealed, moved, kept = await register(tenant, [dt.date(2026, 7, 14)] * 3)
+    settings = worker_settings(database_url)
+    with WebhookReceiver().running() as receiver:
+        await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
+        await plan_at(pool, NOW)
+        # Handed to Redis first: the jobs are queued when the rows change.
+        queue = await open_queue(settings)
+        try:
+            async with pool.acquire() as conn:
+                assert await dispatch(conn, queue, NOW, sweep_after=dt.timedelta(seconds=300)) >= 3
+        finally:
+            await queue.aclose()
+        async with pool.acquire() as conn:
+            # Written straight to the table: nothing cancelled the notices on the way.
+            await conn.execute("UPDATE instruments SET lifecycle = 'sealed' WHERE id = $1", uuid.UUID(sealed))
+            await conn.execute(
+                "UPDATE instruments SET valid_until = '2026-12-09', last_verified_on = '2026-06-10' WHERE id = $1",
+                uuid.UUID(moved),
+            )
+        assert {n["status"] for n in await notices_of(pool, tenant.id)} == {"dispatched"}
+        await run_burst(settings, FixedClock(NOW))
+        got = [r.json() for r in of_enterprise(receiver.requests, tenant.id)]
+
+    assert [(b["kind"], b["instrument"]["id"]) for b in got] == [("due_soon", kept)]
+    (notice,) = await notices_for(pool, sealed)
+    assert (notice["status"], notice["last_error"]) == ("cancelled", "cancelled: the instrument is sealed")
+    (notice,) = await notices_for(pool, moved)
+    assert (notice["status"], notice["last_error"]) == ("cancelled", "cancelled: a newer result governs")
+    stale = [n["id"] for g in (sealed, moved) for n in await notices_for(pool, g)]
+    assert await deliveries_of(pool, stale) == []
+    assert [n["status"] for n in await notices_for(pool, kept)] == ["delivered"]
+
+
+# --- owners, events and channels ---------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_the_escalation_goes_to_the_regulator_of_the_region_and_the_overdue_notice_to_the_enterprise(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    # Last valid 2026-05-01: 45 days overdue on NOW, past the 30 days after which it is escalated.
+    (gauge,) = await register(tenant, [dt.date(2026, 5, 1)])
+    regulator_ids: list[uuid.UUID] = []
+    try:
+        with (
+            WebhookReceiver().running() as own,
+            WebhookReceiver().running() as shanghai,
+            WebhookReceiver().running() as guangdong,
+        ):
+            await add_webhook(pool, own.url, enterprise_id=tenant.id)
+            shanghai_id, shanghai_secret = await add_webhook(pool, shanghai.url, region_code="31")
+            guangdong_id, _ = await add_webhook(pool, guangdong.url, region_code="44")
+            regulator_ids += [shanghai_id, guangdong_id]
+            await plan_at(pool, NOW)
+            clock = FixedClock(NOW)
+            await run_burst(worker_settings(database_url), clock)
+            own_got = [r.json() for r in of_enterprise(own.requests, tenant.id)]
+            shanghai_got = of_enterprise(shanghai.requests, tenant.id)
+            guangdong_got = of_enterprise(guangdong.requests, tenant.id)
+    finally:
+        await deactivate(pool, *regulator_ids)
+
+    notices = {n["kind"]: n for n in await notices_of(pool, tenant.id)}
+    assert set(notices) == {"overdue", "escalation"}
+    escalation, overdue = notices["escalation"], notices["overdue"]
+    assert (escalation["audience"], escalation["due_on"]) == ("regulator", dt.date(2026, 6, 1))
+    assert [(b["kind"], b["notice_id"], b["instrument"]["id"]) for b in own_got] == [
+        ("overdue", str(overdue["id"]), gauge)
+    ]
+    assert [(r.json()["kind"], r.json()["notice_id"], r.json()["audience"]) for r in shanghai_got] == [
+        ("escalation", str(escalation["id"]), "regulator")
+    ]
+    assert verify(
+        shanghai_secret, shanghai_got[0].headers["metreg-signature"], shanghai_got[0].body, now=int(NOW.timestamp())
+    )
+    assert guangdong_got == []
+    deliveries = await deliveries_of(pool, [escalation["id"]])
+    assert guangdong_id not in {d["webhook_id"] for d in deliveries}
+    (to_shanghai,) = [d for d in deliveries if d["webhook_id"] == shanghai_id]
+    assert (to_shanghai["status"], to_shanghai["attempts"]) == ("delivered", 1)
+    assert overdue["status"] == "delivered"
+    assert {d["webhook_id"] for d in await deliveries_of(pool, [overdue["id"]])}.isdisjoint(regulator_ids)
+
+
+@pytest.mark.timeout(60)
+async def test_a_webhook_for_overdue_only_gets_no_reminder(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    today = NOW.date()
+    overdue_gauge, due_gauge = await register(tenant, [today - 4 * DAY, today + 10 * DAY])
+    with WebhookReceiver().running() as only_overdue, WebhookReceiver().running() as everything:
+        await add_webhook(pool, only_overdue.url, enterprise_id=tenant.id, events=["overdue"])
+        await add_webhook(pool, everything.url, enterprise_id=tenant.id)
+        await plan_at(pool, NOW)
+        await run_burst(worker_settings(database_url), FixedClock(NOW))
+        filtered = [
+            (r.json()["kind"], r.json()["instrument"]["id"]) for r in of_enterprise(only_overdue.requests, tenant.id)
+        ]
+        unfiltered = [
+            (r.json()["kind"], r.json()["instrument"]["id"]) for r in of_enterprise(everything.requests, tenant.id)
+        ]
+    assert filtered == [("overdue", overdue_gauge)]
+    assert sorted(unfiltered) == sorted([("overdue", overdue_gauge), ("due_soon", due_gauge)])
+    notices = await notices_of(pool, tenant.id)
+    assert {n["status"] for n in notices} == {"delivered"}
+    reminder = next(n for n in notices if n["kind"] == "due_soon")
+    assert len(await deliveries_of(pool, [reminder["id"]])) == 1
+
+
+@pytest.mark.timeout(60)
+async def test_each_address_gets_each_notice_by_mail_and_a_refused_address_fails_alone(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    today = NOW.date()
+    tag = uuid.uuid4().hex[:8]
+    ops, qa, gone = f"ops-{tag}@example.com", f"qa-{tag}@example.com", f"gone-{tag}@example.com"
+    first = await make_tenant(name="上海测试仪表有限公司")
+    second = await make_tenant()
+    overdue_gauge, due_gauge = await register(first, [today - 4 * DAY, today + 10 * DAY])
+    (second_gauge,) = await register(second, [today - 4 * DAY])
+    await patch_enterprise(first, notify_emails=[ops, qa])
+    await patch_enterprise(second, notify_emails=[ops, gone])
+
+    def refuse(address: str) -> str | None:
+        return "550 no such user" if address == gone else None
+
+    with smtp_server(refuse=refuse) as (smtp_url, inbox):
+        await plan_at(pool, NOW)
+        await run_burst(worker_settings(database_url, smtp_url=smtp_url), FixedClock(NOW))
+        mail = mail_to(inbox, [ops, qa, gone])
+
+    notices = {n["instrument_id"]: n for n in await notices_of(pool, first.id)}
+    overdue, due = notices[uuid.UUID(overdue_gauge)], notices[uuid.UUID(due_gauge)]
+    (refused_notice,) = await notices_of(pool, second.id)
+    sent = collections.Counter((m["To"], m["X-Metreg-Notice"]) for m in mail)
+    assert sent == {
+        (ops, str(overdue["id"])): 1,
+        (qa, str(overdue["id"])): 1,
+        (ops, str(due["id"])): 1,
+        (qa, str(due["id"])): 1,
+        (ops, str(refused_notice["id"])): 1,
+    }
+    overdue_mail = next(m for m in mail if m["X-Metreg-Notice"] == str(overdue["id"]))
+    text = overdue_mail.get_content()
+    assert "已超过检定有效期，须立即停止使用并申请检定" in text
+    assert "overdue: stop using it and have it verified" in text
+    assert "上海测试仪表有限公司" in text
+    assert "一般压力表" in overdue_mail["Subject"]
+    assert overdue_mail["Subject"].startswith("【计量器具】")
+    due_mail = next(m for m in mail if m["X-Metreg-Notice"] == str(due["id"]))
+    assert "检定有效期即将届满" in due_mail.get_content()
+    assert "verification is due soon" in due_mail.get_content()
+    assert "（剩余 10 天）" in due_mail.get_content()
+
+    for notice in (overdue, due):
+        assert (notice["status"], notice["last_error"]) == ("delivered", None)
+        deliveries = await deliveries_of(pool, [notice["id"]])
+        assert {(d["channel"], d["target"], d["status"], d["digest"]) for d in deliveries} == {
+            ("email", ops, "delivered", False),
+            ("email", qa, "delivered", False),
+        }
+    assert (refused_notice["status"], refused_notice["last_error"]) == ("delivered", "1 of 2 deliveries failed")
+    deliveries = {d["target"]: d for d in await deliveries_of(pool, [refused_notice["id"]])}
+    assert (deliveries[ops]["status"], deliveries[ops]["attempts"]) == ("delivered", 1)
+    failed = deliveries[gone]
+    assert (failed["status"], failed["attempts"], failed["last_status"]) == ("failed", 1, 550)
+    assert "no such user" in failed["last_error"]
+    (attempt,) = (await attempts_of(pool, [failed["id"]]))[failed["id"]]
+    assert (attempt["outcome"], attempt["status_code"]) == ("failed", 550)
+    assert str(refused_notice["instrument_id"]) == second_gauge
+
+
+@pytest.mark.timeout(60)
+async def test_a_digest_enterprise_gets_one_mail_per_address_listing_the_days_notices(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    today = NOW.date()
+    tag = uuid.uuid4().hex[:8]
+    addresses = [f"ops-{tag}@example.com", f"qa-{tag}@example.com"]
+    tenant = await make_tenant()
+    gauges = await register(tenant, [today - 4 * DAY, today + 10 * DAY, today + 25 * DAY])
+    await patch_enterprise(tenant, notify_emails=addresses, digest=True)
+    serials = {
+        r["serial_no"]
+        for r in await fetch(
+            pool, "SELECT serial_no FROM instruments WHERE id = ANY($1::uuid[])", [uuid.UUID(g) for g in gauges]
+        )
+    }
+    assert len(serials) == 3
+    with smtp_server() as (smtp_url, inbox):
+        settings = worker_settings(database_url, smtp_url=smtp_url)
+        await plan_at(pool, NOW)
+        burst = await run_burst(settings, FixedClock(NOW))
+        assert burst.digests >= 2
+        mail = mail_to(inbox, addresses)
+        assert sorted(m["To"] for m in mail) == sorted(addresses)
+        for message in mail:
+            text = message.get_content()
+            assert "今日共有 3 条计量器具提醒" in text
+            assert "3 instrument notices today" in text
+            assert all(serial in text for serial in serials)
+            assert message["Subject"] == "【计量器具】今日提醒 3 条 / 3 instrument notices today"
+        await run_burst(settings, FixedClock(NOW))
+        assert len(mail_to(inbox, addresses)) == 2
+
+    notices = await notices_of(pool, tenant.id)
+    assert len(notices) == 3
+    assert {n["status"] for n in notices} == {"delivered"}
+    deliveries = await deliveries_of(pool, [n["id"] for n in notices])
+    assert len(deliveries) == 6
+    assert {(d["channel"], d["digest"], d["status"], d["attempts"]) for d in deliveries} == {
+        ("email", True, "delivered", 1)
+    }
+
+
+@pytest.mark.timeout(60)
+async def test_the_digest_goes_out_at_0800_local_time_not_before(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    today = NOW.date()
+    tag = uuid.uuid4().hex[:8]
+    addresses = [f"ops-{tag}@example.com", f"qa-{tag}@example.com"]
+    tenant = await make_tenant()
+    await register(tenant, [today - 4 * DAY, today + 10 * DAY])
+    await patch_enterprise(tenant, notify_emails=addresses, digest=True)
+    eight = dt.datetime(2026, 6, 16, 0, 0, tzinfo=dt.UTC)  # 08:00 on 2026-06-16 in Shanghai
+    with smtp_server() as (smtp_url, inbox):
+        clock = FixedClock(NOW)
+        runtime = await Runtime.open(worker_settings(database_url, smtp_url=smtp_url), clock)
+        try:
+            await plan_at(pool, NOW)
+            notices = await notices_of(pool, tenant.id)
+            assert len(notices) == 2
+            for notice in notices:
+                await deliver(runtime, notice["id"])
+            deliveries = await deliveries_of(pool, [n["id"] for n in notices])
+            assert {(d["digest"], d["status"], d["attempts"], d["next_attempt_at"]) for d in deliveries} == {
+                (True, "pending", 0, eight)
+            }
+            assert {n["status"] for n in await notices_of(pool, tenant.id)} == {"dispatched"}
+            assert mail_to(inbox, addresses) == []
+
+            for before in (NOW + dt.timedelta(hours=6), eight - dt.timedelta(minutes=1)):
+                clock.set(before)
+                await send_digests(runtime)
+                assert mail_to(inbox, addresses) == []
+            clock.set(eight)
+            assert await send_digests(runtime) >= 2
+            mail = mail_to(inbox, addresses)
+            assert sorted(m["To"] for m in mail) == sorted(addresses)
+            assert all("今日共有 2 条计量器具提醒" in m.get_content() for m in mail)
+            clock.set(eight + dt.timedelta(minutes=5))
+            await send_digests(runtime)
+            assert len(mail_to(inbox, addresses)) == 2
+        finally:
+            await runtime.close()
+    notices = await notices_of(pool, tenant.id)
+    assert {n["status"] for n in notices} == {"delivered"}
+    deliveries = await deliveries_of(pool, [n["id"] for n in notices])
+    assert {(d["status"], d["attempts"], d["delivered_at"]) for d in deliveries} == {("delivered", 1, eight)}

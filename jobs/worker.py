@@ -56,7 +56,7 @@ async def plan_tick(ctx: dict[str, Any]) -> None:
     async with runtime.connection() as db:
         result = await plan(db, runtime.clock.now())
     if result.created or result.cancelled:
-        log.info("planned", extra={"created": result.created, "cancelled": result.cancelled})
+        log.info("planned notices", extra={"notices_created": result.created, "notices_cancelled": result.cancelled})
 
 
 async def dispatch_tick(ctx: dict[str, Any]) -> None:

@@ -205,7 +205,12 @@ async def test_a_delivery_of_a_cancelled_notice_is_not_retried(
         assert "cancelled" in body["detail"]
         await burst(database_url)
         assert len(receiver.requests) == 1
-        assert (await notice_of(tenant.api, gauge["id"]))["status"] == "cancelled"
+        after = await notice_of(tenant.api, gauge["id"])
+        assert after["status"] == "cancelled"
+        # The try the retry scheduled is dropped with the notice: nothing stays pending for ever.
+        (dropped,) = after["deliveries"]
+        assert (dropped["status"], dropped["last_error"]) == ("failed", "not sent: the notice was cancelled")
+        assert attempts(dropped) == [(1, 410, "failed")]
 
 
 async def test_who_may_retry_a_delivery(
@@ -290,6 +295,44 @@ async def test_a_regulator_retries_an_escalation_to_its_webhook(
         after = await notice_of(regulator, gauge["id"], kind="escalation")
         assert after["status"] == "delivered"
         assert attempts(after["deliveries"][0]) == [(1, 410, "failed"), (2, 200, "delivered")]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: an enterprise reads the URL of its regulator's webhook in the deliveries of its "
+    "escalation notice (GET /v1/notices/{id}) and may retry that delivery, making metreg call the "
+    "regulator's endpoint (service/notices/queries.py notice_scope is used for deliveries as for notices)",
+)
+async def test_an_enterprise_neither_sees_nor_retries_its_regulators_delivery(
+    make_tenant: MakeTenant,
+    app_client: httpx.AsyncClient,
+    private: httpx.AsyncClient,
+    pool: asyncpg.Pool,
+    database_url: str,
+) -> None:
+    """The regulator's webhook is the regulator's: its URL is not listed to the enterprise
+    (GET /v1/webhooks) nor may the enterprise ping it, so the escalation's delivery to it should
+    not show the URL to the enterprise, nor let the enterprise make metreg call it again."""
+    tenant = await make_tenant(region_code="659002")
+    gauge = await tenant.register(**GAUGE, last_verified_on=LONG_OVERDUE)
+    regulator = Api(app_client, await mint(pool, Role.REGULATOR, region_code="659002"))
+    with WebhookReceiver(respond=lambda n, r: 410).running() as receiver:
+        secret_url = f"{receiver.url}?token=regulator-only"
+        webhook_id, _ = await create_webhook(on(private, regulator), secret_url, events=["escalation"])
+        await plan_and_burst(pool, database_url)
+        (delivery,) = (await notice_of(regulator, gauge["id"], kind="escalation"))["deliveries"]
+        assert delivery["target"] == secret_url
+        assert webhook_id not in (await tenant.api.get("/v1/webhooks")).text
+        problem(await on(private, tenant.api).post(f"/v1/webhooks/{webhook_id}/ping"), 404)
+
+        as_seen = await tenant.api.get("/v1/notices", params={"instrument_id": gauge["id"], "kind": "escalation"})
+        seen = [await tenant.api.get(f"/v1/notices/{n['id']}") for n in as_seen.json()["items"]]
+        calls = len(receiver.requests)
+        retried = await tenant.api.post(f"/v1/deliveries/{delivery['id']}/retry")
+        await burst(database_url)
+        assert all("regulator-only" not in r.text for r in seen)
+        assert retried.status_code in (403, 404), retried.text
+        assert len(receiver.requests) == calls
 
 
 # ---------------------------------------------------------------------------------------------

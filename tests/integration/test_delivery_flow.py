@@ -76,3 +76,34 @@ async def test_an_overdue_gauge_reaches_webhook_and_mail(tenant: Tenant, pool: a
         assert all(d["status"] == "delivered" and len(d["history"]) == 1 for d in detail["deliveries"])
         await run_burst(settings, FixedClock(NOW))
         assert len(receiver.requests) == 1
+
+
+async def test_the_cron_ticks_plan_dispatch_and_send_digests(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's own cron functions, called as arq calls them (a ctx holding the runtime)."""
+    from jobs.runtime import Runtime
+    from jobs.worker import digest_tick, dispatch_tick, plan_tick
+
+    await tenant.register(catalog_code="pressure_gauge", legal_use="safety_protection", last_verified_on="2025-12-01")
+    settings = worker_settings(database_url)
+    runtime = await Runtime.open(settings, FixedClock(NOW))
+    try:
+        ctx = {"runtime": runtime}
+        with caplog.at_level("INFO", logger="metreg.worker"):
+            await plan_tick(ctx)
+        planned = [r for r in caplog.records if r.getMessage() == "planned notices"]
+        assert planned
+        assert planned[0].notices_created.get("overdue", 0) >= 1  # type: ignore[attr-defined]
+        await dispatch_tick(ctx)
+        async with pool.acquire() as conn:
+            status = await conn.fetchval(
+                "SELECT status FROM notices WHERE enterprise_id = $1 AND kind = 'overdue'", uuid.UUID(tenant.id)
+            )
+        assert status == "dispatched"
+        assert await runtime.queue.zcard(settings.queue_name) >= 1
+        await digest_tick(ctx)  # nothing held: sends nothing, fails nothing
+    finally:
+        await runtime.close()
+    await run_burst(settings, FixedClock(NOW))  # drains the queue: no job is left behind in Redis
+    assert (await tenant.api.get("/v1/notices")).json()["items"][0]["status"] == "failed"  # no target

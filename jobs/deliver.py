@@ -46,6 +46,7 @@ async def send(runtime: Runtime, claimed: Claimed, event: NoticeEvent) -> Attemp
         body=msgspec.json.encode(event),
         timestamp=int(runtime.clock.now().timestamp()),
         allow_private=runtime.settings.allow_private_webhooks,
+        deadline_s=runtime.settings.send_timeout_s,
     )
 
 

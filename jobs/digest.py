@@ -7,16 +7,20 @@ enterprise and address listing them, records the try on each, and settles their 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 
 from jobs.runtime import Runtime
+from service.deliveries.attempt import Attempted
 from service.deliveries.email import digest_message
 from service.deliveries.payload import NoticeEvent, load_event
 from service.deliveries.queries import Claimed, claim_held, record, settle_notice
 
 __all__ = ("send_digests",)
 
+#: SMTP sessions open at once: one digest per enterprise and address, sent side by side.
+_PARALLEL_SESSIONS = 20
 #: Held e-mails claimed in one run; more wait for the next.
 _BATCH = 5000
 
@@ -37,14 +41,18 @@ async def send_digests(runtime: Runtime, *, everything: bool = False) -> int:
         def group(c: Claimed) -> tuple[str, str]:
             return (str(c.enterprise_id), c.target)
 
-        outcomes = []
-        for (_, target), members in itertools.groupby(sorted(claimed, key=group), key=group):
-            batch = list(members)
+        batches = [list(m) for _, m in itertools.groupby(sorted(claimed, key=group), key=group)]
+        slots = asyncio.Semaphore(_PARALLEL_SESSIONS)
+
+        async def send(batch: list[Claimed]) -> Attempted:
             listed = sorted((events[c.notice_id] for c in batch), key=lambda e: (e.due_on, e.kind, e.instrument.name))
             message = digest_message(
-                listed, sender=runtime.settings.mail_from, to=target, reference=f"digest-{batch[0].id}"
+                listed, sender=runtime.settings.mail_from, to=batch[0].target, reference=f"digest-{batch[0].id}"
             )
-            outcomes.append((batch, await runtime.mailer.send(message)))
+            async with slots:
+                return await runtime.mailer.send(message)
+
+        outcomes = list(zip(batches, await asyncio.gather(*(send(b) for b in batches)), strict=True))
         done = runtime.clock.now()
         async with db.transaction():
             for batch, attempted in outcomes:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import asyncpg
 import click
 import msgspec
+from redis.exceptions import RedisError
 
 from service import migrate as migrations
 from service.auth import Role
@@ -40,7 +41,7 @@ def _settings() -> Settings:
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
-    except (OSError, asyncpg.PostgresError, migrations.MigrationError) as exc:
+    except (OSError, asyncpg.PostgresError, migrations.MigrationError, RedisError) as exc:
         raise click.ClickException(str(exc) or type(exc).__name__) from None
 
 

@@ -74,6 +74,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """After this a delivery job that has not finished is presumed lost (its worker died, or Redis
     lost the queue): its notice is dispatched again and its unfinished deliveries may be tried again."""
 
+    def __post_init__(self) -> None:
+        # A delivery job is cut off after the dispatch timeout: a send must fit in it with room to
+        # record its outcome, or a slow receiver would be called again and again, never recorded.
+        if self.dispatch_timeout_s < 2 * self.send_timeout_s + 1:
+            raise ValueError(
+                f"METREG_DISPATCH_TIMEOUT ({self.dispatch_timeout_s:g} s) must be at least twice "
+                f"METREG_SEND_TIMEOUT ({self.send_timeout_s:g} s) plus 1 s"
+            )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default: the process environment).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from email.message import EmailMessage
@@ -176,15 +177,16 @@ class Mailer:
             )
         c = self.config
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=c.hostname,
-                port=c.port,
-                username=c.username,
-                password=c.password,
-                use_tls=c.use_tls,
-                timeout=self.timeout_s,
-            )
+            async with asyncio.timeout(self.timeout_s):  # the whole session, not each reply
+                await aiosmtplib.send(
+                    message,
+                    hostname=c.hostname,
+                    port=c.port,
+                    username=c.username,
+                    password=c.password,
+                    use_tls=c.use_tls,
+                    timeout=self.timeout_s,
+                )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             code = max(r.code for r in exc.recipients)
             return Attempted(outcome=outcome_of_smtp(code), duration_ms=took(), status_code=code, error=str(exc))

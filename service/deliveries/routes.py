@@ -29,7 +29,8 @@ class DeliveryController(Controller):
         description="For a `failed` delivery (or a `pending` one, to try it now rather than at its next "
         "scheduled time): the worker tries it again within seconds with a fresh series of tries, and its "
         "notice is back in the outbox. A delivered one is a 409, as is one of a cancelled notice. Every "
-        "attempt stays visible on the notice. The caller must be able to see the notice.",
+        "attempt stays visible on the notice. Only the owner of the target may: an enterprise its webhooks and "
+        "e-mails, a regulator the webhooks of its region (another owner's delivery is a 404).",
         status_code=202,
         responses=problem_responses(400, 401, 403, 404, 409),
     )

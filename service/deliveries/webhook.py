@@ -29,7 +29,10 @@ USER_AGENT = "metreg-webhooks/1"
 
 
 def new_http_client(timeout_s: float) -> httpx.AsyncClient:
-    """The client webhook calls share: no redirects, no keep-alive, no proxies from the environment."""
+    """The client webhook calls share: no redirects, no keep-alive, no proxies from the environment.
+
+    Its time-outs bound each phase of a call; :func:`post_webhook` bounds the whole call.
+    """
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout_s),
         follow_redirects=False,
@@ -59,9 +62,42 @@ async def post_webhook(
     body: bytes,
     timestamp: int,
     allow_private: bool,
+    deadline_s: float,
 ) -> Attempted:
-    """POST ``body`` to ``url`` once, signed, and say how it went (never raises for the network)."""
+    """POST ``body`` to ``url`` once, signed, and say how it went (never raises for the network).
+
+    ``deadline_s`` bounds the whole call, from resolving the name to the status line.
+    """
     started = time.monotonic()
+    try:
+        async with asyncio.timeout(deadline_s):
+            return await _post(
+                client,
+                url=url,
+                secret=secret,
+                event=event,
+                delivery_id=delivery_id,
+                body=body,
+                timestamp=timestamp,
+                allow_private=allow_private,
+                started=started,
+            )
+    except TimeoutError:
+        return Attempted(outcome=Outcome.RETRY, duration_ms=int((time.monotonic() - started) * 1000), error="timed out")
+
+
+async def _post(
+    client: httpx.AsyncClient,
+    *,
+    url: str,
+    secret: str,
+    event: str,
+    delivery_id: str,
+    body: bytes,
+    timestamp: int,
+    allow_private: bool,
+    started: float,
+) -> Attempted:
 
     def took() -> int:
         return int((time.monotonic() - started) * 1000)

@@ -16,6 +16,7 @@ from service.pagination import Params, decode_cursor, split_page
 __all__ = (
     "NoticeFilters",
     "cancel_stale",
+    "delivery_scope",
     "insert_event_notice",
     "notice_scope",
     "select_delivery",
@@ -137,6 +138,25 @@ def notice_scope(principal: Principal, bind: Params) -> str:
     return "TRUE"
 
 
+def delivery_scope(principal: Principal, bind: Params) -> str:
+    """The deliveries a principal may see and retry: those to its own targets. An enterprise sees
+    its webhooks and e-mails, a regulator the webhooks of its region, an admin all; nobody sees
+    where another owner has notices sent (an escalation's regulator webhooks, say)."""
+    if principal.role is Role.ENTERPRISE:
+        owner = bind(principal.enterprise_id)
+        return (
+            f"n.enterprise_id = {owner} AND (d.webhook_id IS NULL OR EXISTS "
+            f"(SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.enterprise_id = {owner}))"
+        )
+    if principal.role is Role.REGULATOR:
+        region = bind(f"{principal.region_code}%")
+        return (
+            f"n.region_code LIKE {region} AND EXISTS "
+            f"(SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.region_code LIKE {region})"
+        )
+    return "TRUE"
+
+
 def _notice(record: asyncpg.Record, deliveries: list[Delivery] | None = None) -> Notice:
     data = dict(record)
     data.pop("region_code")
@@ -177,7 +197,7 @@ async def select_delivery(db: asyncpg.Connection, principal: Principal, delivery
     bind = Params(delivery_id)
     row = await db.fetchrow(
         f"""{_DELIVERIES} JOIN notices n ON n.id = d.notice_id
-            WHERE d.id = $1 AND {notice_scope(principal, bind)}""",
+            WHERE d.id = $1 AND {delivery_scope(principal, bind)}""",
         *bind.values,
     )
     return msgspec.convert(dict(row), Delivery, strict=False) if row else None
@@ -189,5 +209,11 @@ async def select_notice(db: asyncpg.Connection, principal: Principal, notice_id:
     record = await db.fetchrow(f"{_SELECT} WHERE n.id = $1 AND {notice_scope(principal, bind)}", *bind.values)
     if record is None:
         return None
-    rows = await db.fetch(f"{_DELIVERIES} WHERE d.notice_id = $1 ORDER BY d.created_at, d.channel, d.target", notice_id)
+    bind = Params(notice_id)
+    rows = await db.fetch(
+        f"""{_DELIVERIES} JOIN notices n ON n.id = d.notice_id
+            WHERE d.notice_id = $1 AND {delivery_scope(principal, bind)}
+            ORDER BY d.created_at, d.channel, d.target""",
+        *bind.values,
+    )
     return _notice(record, [msgspec.convert(dict(r), Delivery, strict=False) for r in rows])

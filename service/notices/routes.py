@@ -63,7 +63,9 @@ class NoticeController(Controller):
         operation_id="GetNotice",
         summary="Read a notice and its deliveries",
         description="Each delivery (a webhook, an e-mail address) with every attempt: when, how long, the "
-        "status code or error, and whether it was delivered, will be retried, or failed for good.",
+        "status code or error, and whether it was delivered, will be retried, or failed for good. Only "
+        "deliveries to the caller's own targets are listed (an enterprise does not see where the regulator "
+        "receives an escalation).",
         responses=problem_responses(400, 401, 403, 404),
     )
     async def get_notice(self, db: Db, principal: PrincipalDep, notice_id: FromPath[uuid.UUID]) -> Notice:

@@ -130,6 +130,7 @@ class WebhookController(Controller):
                 body=body,
                 timestamp=int(now.timestamp()),
                 allow_private=settings.allow_private_webhooks,
+                deadline_s=settings.send_timeout_s,
             )
         return PingResult(
             delivered=sent.outcome is Outcome.DELIVERED,

@@ -389,3 +389,55 @@ async def test_worker_check_follows_a_running_worker_and_sigterm_stops_it_cleanl
     assert "Traceback" not in log.read_text(), log.read_text()
     code, _, err = await metreg("worker", "--check", env=env)
     assert code == 1, err
+
+
+@pytest.mark.timeout(60)
+async def test_a_call_slower_than_the_dispatch_timeout_is_recorded_not_repeated_unrecorded(
+    own_admin: Api, own_pool: asyncpg.Pool, own_dsn: str
+) -> None:
+    """METREG_DISPATCH_TIMEOUT=1 with METREG_SEND_TIMEOUT=5 and a receiver that answers 200 after
+    2 s: either the configuration is refused, or the burst ends and every call the receiver got is
+    a recorded try. (Today the job is cancelled after 1 s, nothing is recorded, the notice is due
+    again a lease later, and the burst, whose rounds each take the 1 s, sends it again and again.)"""
+    today = shanghai_today()
+    enterprise_id, enterprise = await new_enterprise(own_admin, own_pool, "340102")
+    gauge = await register_gauge(enterprise, enterprise_id, today - dt.timedelta(days=190))
+
+    def slowly(number: int, request: Received) -> int:
+        time.sleep(2)
+        return 200
+
+    env = process_env(own_dsn, new_queue(), METREG_DISPATCH_TIMEOUT="1", METREG_SEND_TIMEOUT="5")
+    try:
+        with WebhookReceiver(respond=slowly).running() as receiver:
+            await add_webhook(enterprise, receiver.url)
+            async with own_pool.acquire() as conn:
+                assert (await plan(conn, dt.datetime.now(dt.UTC))).ran
+            try:
+                code, _, err = await metreg("worker", "--burst", env=env, within=20)
+            except TimeoutError:
+                pytest.fail(f"the burst ran on for 20 s; the receiver was called {len(receiver.requests)} times")
+            if code != 0 and "configuration" in err:
+                return  # refused: fixed that way
+            assert code == 0, err
+            await asyncio.sleep(2.5)  # the receiver has answered every call
+            async with own_pool.acquire() as conn:
+                tries = await conn.fetchval(
+                    """SELECT count(*) FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
+                       JOIN notices n ON n.id = d.notice_id WHERE n.enterprise_id = $1""",
+                    uuid.UUID(enterprise_id),
+                )
+            assert receiver.statuses, "the receiver was called"
+            assert tries == len(receiver.requests), (tries, receiver.statuses)
+    finally:  # no notice of this test stays due for the other tests' workers
+        sealed = await enterprise.post(f"/v1/instruments/{gauge['id']}/seal")
+        assert sealed.status_code == 200, sealed.text
+
+
+@pytest.mark.parametrize("flag", ["--check", "--burst"])
+async def test_an_unreachable_redis_is_a_clear_error(own_dsn: str, flag: str) -> None:
+    env = process_env(own_dsn, new_queue()) | {"REDIS_URL": "redis://127.0.0.1:1/0"}
+    code, _, err = await metreg("worker", flag, env=env)
+    assert code == 1, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("Error: "), err

@@ -39,11 +39,14 @@ class WebhookReceiver:
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answered(self, status: int) -> list[Received]:
-        """Requests answered with ``status`` (kept in ``statuses``)."""
-        return [r for r, s in zip(self.requests, self.statuses, strict=True) if s == status]
+    answers: dict[int, int] = field(default_factory=dict)
+    """Request number -> the status it was answered with."""
 
-    statuses: list[int] = field(default_factory=list)
+    @property
+    def statuses(self) -> list[int]:
+        """The statuses answered so far, in the order the requests arrived."""
+        with self._lock:
+            return [self.answers[n] for n in sorted(self.answers)]
 
     @contextmanager
     def running(self) -> Iterator[WebhookReceiver]:
@@ -58,7 +61,7 @@ class WebhookReceiver:
                     receiver.requests.append(got)
                 status = receiver.respond(number, got)
                 with receiver._lock:
-                    receiver.statuses.append(status)
+                    receiver.answers[number] = status
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -66,7 +69,10 @@ class WebhookReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # two workers at once must not find the backlog full
+
+        server = Server(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()

@@ -10,6 +10,7 @@ connection opened for one name is never reused for another name on the same addr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import ipaddress
 import socket
@@ -41,9 +42,18 @@ def new_http_client(timeout_s: float) -> httpx.AsyncClient:
     )
 
 
+# Lookups block a thread until the resolver answers or gives up, and a call that times out does
+# not free it: they get threads of their own, so slow names cannot starve the loop's default pool.
+_RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="metreg-dns")
+
+
 async def _resolve(host: str, port: int) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(host))]  # a literal needs no lookup
+    except ValueError:
+        pass
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = await loop.run_in_executor(_RESOLVER, socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 

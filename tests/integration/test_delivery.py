@@ -5,11 +5,14 @@ date of the enterprise, retries (5xx, 429 with Retry-After, a refused connection
 (410, a deleted webhook, no target at all), a lost Redis queue, stale notices that must not go out,
 escalations to the regulator, event filters, e-mail and the daily digest.
 
-``plan`` plans for every enterprise of the shared test database, and ``run_burst`` dispatches every
-due notice of it: requests a receiver gets, e-mails the SMTP server gets and rows are therefore
-always narrowed to this test's enterprise (or its instruments, addresses, webhooks) before any
-count is compared. The worker's clock is a ``FixedClock`` of each test's own; the app (and with it
-registration) stays at ``NOW``.
+``run_burst`` delivers every due notice of its database. In the session's shared database that is
+the backlog every earlier test left (thousands of notices, hundreds of them to unresolvable hosts
+in a full run), which made each burst take 20–40 s; so this module runs on a database of its own
+(``database_url`` and ``pool`` are overridden here; conftest's app, tenants and labs follow them).
+The module's tests still share it, so requests a receiver gets, e-mails the SMTP server gets and
+rows are always narrowed to the test's own enterprise (or instruments, addresses, webhooks) before
+anything is counted. The worker's clock is a ``FixedClock`` of each test's own; the app (and with
+it registration) stays at ``NOW``.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import os
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,21 +41,41 @@ from jobs.dispatch import dispatch, job_id
 from jobs.plan import plan
 from jobs.runtime import Runtime, open_queue
 from jobs.worker import run_burst
+from service import migrate
 from service.catalog.rules import Regime
 from service.clock import FixedClock
+from service.db import init_connection
 from service.instruments.rules import Lifecycle
 from service.notices.rules import Pacing, due_notices
 from service.settings import Settings
 from service.webhooks.signing import verify
-from tests.conftest import GAUGE, NOW, REDIS_URL, LabAccount, MakeTenant, Tenant, accepted_request
+from tests.conftest import BASE_DSN, GAUGE, NOW, REDIS_URL, LabAccount, MakeTenant, Tenant, accepted_request
 from tests.receivers import Received, WebhookReceiver, smtp_server
 
 #: The default reminder settings of a new enterprise.
 DEFAULT_PACING = Pacing(
     reminder_days=(30, 7), rotation_reminder_days=(90, 30), overdue_repeat_days=7, escalate_after_days=30
 )
-#: Mid-day in Shanghai on the day of NOW + days.
 DAY = dt.timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+async def database_url() -> AsyncIterator[str]:
+    """The module's own database (overrides the session's shared one for these tests)."""
+    name = f"metreg_delivery_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    dsn = f"{BASE_DSN.rsplit('/', 1)[0]}/{name}"
+    await migrate.create_database(dsn)
+    try:
+        await migrate.migrate(dsn, NOW)
+        yield dsn
+    finally:
+        await migrate.drop_database(dsn)
+
+
+@pytest.fixture(scope="module")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    async with asyncpg.create_pool(database_url, min_size=1, max_size=4, init=init_connection) as p:
+        yield p
 
 
 def worker_settings(database_url: str, **extra: object) -> Settings:
@@ -101,7 +126,8 @@ async def add_webhook(
 
 
 async def deactivate(pool: asyncpg.Pool, *webhook_ids: uuid.UUID) -> None:
-    """Regulator webhooks outlive the test in the shared database: switch them off."""
+    """Switch webhooks off: a regulator's (or a hanging one) would otherwise be called by every later
+    burst of the module."""
     async with pool.acquire() as conn:
         await conn.execute(
             "UPDATE webhooks SET active = false, deleted_at = $2 WHERE id = ANY($1::uuid[])", list(webhook_ids), NOW
@@ -170,7 +196,7 @@ async def deliveries_of(pool: asyncpg.Pool, notice_ids: Iterable[uuid.UUID]) -> 
 async def attempts_of(pool: asyncpg.Pool, delivery_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, list[asyncpg.Record]]:
     rows = await fetch(
         pool,
-        """SELECT delivery_id, attempt, started_at, status_code, error, outcome
+        """SELECT delivery_id, attempt, started_at, duration_ms, status_code, error, outcome
            FROM delivery_attempts WHERE delivery_id = ANY($1::uuid[]) ORDER BY delivery_id, attempt""",
         list(delivery_ids),
     )
@@ -222,14 +248,18 @@ def serving(
         def log_message(self, *args: Any) -> None:
             pass
 
+    class Server(ThreadingHTTPServer):
+        # Room for every connection two workers open at once (the default backlog is 5).
+        request_queue_size = 128
+        daemon_threads = True
+
     if bound is None:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = Server(("127.0.0.1", 0), Handler)
     else:
-        server = ThreadingHTTPServer(bound.getsockname(), Handler, bind_and_activate=False)
+        server = Server(bound.getsockname(), Handler, bind_and_activate=False)
         server.socket.close()
         server.socket = bound
         server.server_activate()
-    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -252,17 +282,18 @@ async def test_every_notice_is_delivered_exactly_once_over_days_of_double_planni
     # and gauges not yet due, moving between them over the four days.
     valid_until = [first + dt.timedelta(days=2 * n) for n in range(40)]
     gauges = await register(tenant, valid_until)
-    settings = worker_settings(database_url, worker_jobs=5)
+    # A generous send timeout: a try that fails here is a slow test machine, not the subject.
+    settings = worker_settings(database_url, worker_jobs=5, send_timeout_s=10.0)
     clock = FixedClock(NOW)
     days = [NOW.date() + n * DAY for n in range(4)]
-    with WebhookReceiver().running() as receiver:
-        webhook_id, _ = await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
+    with serving(lambda n: (200, {})) as (url, received):
+        webhook_id, _ = await add_webhook(pool, url, enterprise_id=tenant.id)
         for today in days:
             clock.set(at(today))  # 12:00 in Shanghai
             await plan_at(pool, clock.now())
             await plan_at(pool, clock.now())
             await asyncio.gather(run_burst(settings, clock), run_burst(settings, clock))
-        requests = of_enterprise(receiver.requests, tenant.id)
+        requests = of_enterprise(received, tenant.id)
 
     # What the pure rules say is due on each of the days, all of it planned once.
     expected = {
@@ -296,10 +327,10 @@ async def test_every_notice_is_delivered_exactly_once_over_days_of_double_planni
 
     deliveries = await deliveries_of(pool, [n["id"] for n in notices])
     assert sorted(str(d["notice_id"]) for d in deliveries) == sorted(notice_ids)
+    attempts = await attempts_of(pool, [d["id"] for d in deliveries])
     assert {(d["channel"], d["webhook_id"], d["status"], d["attempts"]) for d in deliveries} == {
         ("webhook", webhook_id, "delivered", 1)
-    }
-    attempts = await attempts_of(pool, [d["id"] for d in deliveries])
+    }, [[dict(a) for a in attempts[d["id"]]] for d in deliveries if d["attempts"] != 1]
     for delivery in deliveries:
         assert [(a["attempt"], a["outcome"], a["status_code"]) for a in attempts[delivery["id"]]] == [
             (1, "delivered", 200)
@@ -1004,3 +1035,93 @@ async def test_the_digest_goes_out_at_0800_local_time_not_before(
     assert {n["status"] for n in notices} == {"delivered"}
     deliveries = await deliveries_of(pool, [n["id"] for n in notices])
     assert {(d["status"], d["attempts"], d["delivered_at"]) for d in deliveries} == {("delivered", 1, eight)}
+
+
+# --- a slow resolver ---------------------------------------------------------------------------------
+
+#: A host whose name the (patched) system resolver takes 3 s to give up on.
+SLOW_HOST = "slow-dns.metreg.test"
+
+
+@pytest.mark.timeout(60)
+async def test_a_webhook_call_is_given_up_after_the_send_timeout_even_while_its_name_resolves(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolve = socket.getaddrinfo
+    finished = threading.Event()
+
+    def slow_resolver(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != SLOW_HOST:
+            return resolve(host, *args, **kwargs)
+        try:
+            time.sleep(3)  # what an unanswered DNS query does (glibc waits 5 s per try)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_resolver)
+    await register(tenant, [NOW.date() - 4 * DAY])
+    webhook_id, _ = await add_webhook(pool, f"http://{SLOW_HOST}/hooks/metreg", enterprise_id=tenant.id)
+    try:
+        await plan_at(pool, NOW)
+        await run_burst(worker_settings(database_url, send_timeout_s=1.0), FixedClock(NOW))
+    finally:
+        await deactivate(pool, webhook_id)  # later bursts of the module must not try it again
+        # The lookup's thread is not cancelled with the call: let it end before the next test.
+        assert await asyncio.to_thread(finished.wait, 10)
+    (notice,) = await notices_of(pool, tenant.id)
+    (delivery,) = await deliveries_of(pool, [notice["id"]])
+    (attempt,) = (await attempts_of(pool, [delivery["id"]]))[delivery["id"]]
+    assert (attempt["outcome"], attempt["status_code"], attempt["error"]) == ("retry", None, "timed out")
+    # send_timeout_s is 1 s: the try was given up on then, not when the resolver gave up (3 s).
+    assert 1000 <= attempt["duration_ms"] < 2000, dict(attempt)
+    assert (notice["status"], delivery["status"]) == ("pending", "pending")
+
+
+@pytest.mark.timeout(60)
+async def test_a_healthy_receiver_is_reached_while_other_host_names_resolve_slowly(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As many hanging lookups as the event loop's default thread pool has threads: calls that
+    # resolved there waited behind them past their timeout, even to an IP literal.
+    loop = asyncio.get_running_loop()
+    threads = min(32, (os.cpu_count() or 1) + 4)
+    resolve = socket.getaddrinfo
+    release = threading.Event()
+    entered: list[str] = []
+    all_held = asyncio.Event()
+
+    def slow_resolver(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != SLOW_HOST:
+            return resolve(host, *args, **kwargs)
+        entered.append(host)
+        if len(entered) == threads:
+            loop.call_soon_threadsafe(all_held.set)
+        release.wait(20)  # an unanswered DNS query, until the test has seen enough
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    slow, healthy = await make_tenant(), await make_tenant()
+    await register(slow, [NOW.date() - 4 * DAY] * threads)
+    await register(healthy, [NOW.date() - 4 * DAY])
+    slow_hook, _ = await add_webhook(pool, f"http://{SLOW_HOST}/hooks/metreg", enterprise_id=slow.id)
+    await plan_at(pool, NOW)
+    settings = worker_settings(database_url, send_timeout_s=1.0, db_pool_min=threads + 2, db_pool_max=threads + 2)
+    runtime = await Runtime.open(settings, FixedClock(NOW))  # connections opened before any lookup hangs
+    monkeypatch.setattr(socket, "getaddrinfo", slow_resolver)
+    try:
+        with WebhookReceiver().running() as receiver:
+            await add_webhook(pool, receiver.url, enterprise_id=healthy.id)
+            slow_tries = [asyncio.create_task(deliver(runtime, n["id"])) for n in await notices_of(pool, slow.id)]
+            await asyncio.wait_for(all_held.wait(), 10)
+            (notice,) = await notices_of(pool, healthy.id)
+            await deliver(runtime, notice["id"])
+            release.set()
+            await asyncio.gather(*slow_tries)
+            got = of_enterprise(receiver.requests, healthy.id)
+    finally:
+        release.set()
+        await deactivate(pool, slow_hook)
+        await runtime.close()
+    (delivery,) = await deliveries_of(pool, [notice["id"]])
+    assert (delivery["status"], delivery["last_error"]) == ("delivered", None)
+    assert len(got) == 1

@@ -20,7 +20,7 @@ from service.deliveries.email import notice_message
 from service.deliveries.payload import NoticeEvent, load_event
 from service.deliveries.queries import Claimed, claim_live, create_targets, lock_notice, record, settle_notice
 from service.deliveries.rules import Outcome, next_digest_at
-from service.deliveries.webhook import post_webhook
+from service.deliveries.webhook import WebhookCall, post_webhook
 from service.notices.queries import cancel_stale
 from service.notices.rules import NoticeStatus
 
@@ -37,16 +37,17 @@ async def send(runtime: Runtime, claimed: Claimed, event: NoticeEvent) -> Attemp
         return await runtime.mailer.send(notice_message(event, sender=runtime.settings.mail_from, to=claimed.target))
     if claimed.secret is None:
         return Attempted(outcome=Outcome.FAILED, duration_ms=0, error="the webhook was deleted")
-    return await post_webhook(
-        runtime.http,
+    call = WebhookCall(
         url=claimed.target,
         secret=claimed.secret,
         event=event.kind,
         delivery_id=str(claimed.id),
         body=msgspec.json.encode(event),
         timestamp=int(runtime.clock.now().timestamp()),
-        allow_private=runtime.settings.allow_private_webhooks,
-        deadline_s=runtime.settings.send_timeout_s,
+    )
+    settings = runtime.settings
+    return await post_webhook(
+        runtime.http, call, allow_private=settings.allow_private_webhooks, deadline_s=settings.send_timeout_s
     )
 
 

@@ -18,13 +18,14 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import msgspec
 
 from service.deliveries.attempt import Attempted
 from service.deliveries.rules import Outcome, outcome_of_http
 from service.webhooks.rules import is_public_address
 from service.webhooks.signing import SIGNATURE_HEADER, sign
 
-__all__ = ("USER_AGENT", "new_http_client", "post_webhook")
+__all__ = ("USER_AGENT", "WebhookCall", "new_http_client", "post_webhook")
 
 USER_AGENT = "metreg-webhooks/1"
 
@@ -62,57 +63,38 @@ def _retry_after(response: httpx.Response) -> dt.timedelta | None:
     return dt.timedelta(seconds=int(value)) if value.isdigit() else None
 
 
+class WebhookCall(msgspec.Struct, frozen=True, kw_only=True):
+    """One signed POST: where, with which secret, and what."""
+
+    url: str
+    secret: str
+    event: str
+    delivery_id: str
+    body: bytes
+    timestamp: int
+    """Unix seconds, signed with the body."""
+
+
 async def post_webhook(
-    client: httpx.AsyncClient,
-    *,
-    url: str,
-    secret: str,
-    event: str,
-    delivery_id: str,
-    body: bytes,
-    timestamp: int,
-    allow_private: bool,
-    deadline_s: float,
+    client: httpx.AsyncClient, call: WebhookCall, *, allow_private: bool, deadline_s: float
 ) -> Attempted:
-    """POST ``body`` to ``url`` once, signed, and say how it went (never raises for the network).
+    """POST the call once, signed, and say how it went (never raises for the network).
 
     ``deadline_s`` bounds the whole call, from resolving the name to the status line.
     """
     started = time.monotonic()
     try:
         async with asyncio.timeout(deadline_s):
-            return await _post(
-                client,
-                url=url,
-                secret=secret,
-                event=event,
-                delivery_id=delivery_id,
-                body=body,
-                timestamp=timestamp,
-                allow_private=allow_private,
-                started=started,
-            )
+            return await _post(client, call, allow_private=allow_private, started=started)
     except TimeoutError:
         return Attempted(outcome=Outcome.RETRY, duration_ms=int((time.monotonic() - started) * 1000), error="timed out")
 
 
-async def _post(
-    client: httpx.AsyncClient,
-    *,
-    url: str,
-    secret: str,
-    event: str,
-    delivery_id: str,
-    body: bytes,
-    timestamp: int,
-    allow_private: bool,
-    started: float,
-) -> Attempted:
-
+async def _post(client: httpx.AsyncClient, call: WebhookCall, *, allow_private: bool, started: float) -> Attempted:
     def took() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    parts = urlsplit(url)
+    parts = urlsplit(call.url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
@@ -132,13 +114,13 @@ async def _post(
         "Host": parts.netloc.rpartition("@")[2],
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        "Metreg-Event": event,
-        "Metreg-Delivery": delivery_id,
-        SIGNATURE_HEADER: sign(secret, timestamp, body),
+        "Metreg-Event": call.event,
+        "Metreg-Delivery": call.delivery_id,
+        SIGNATURE_HEADER: sign(call.secret, call.timestamp, call.body),
     }
     extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
     try:
-        async with client.stream("POST", pinned, content=body, headers=headers, extensions=extensions) as response:
+        async with client.stream("POST", pinned, content=call.body, headers=headers, extensions=extensions) as response:
             status = response.status_code  # the body is never read: a receiver cannot make us hold it
             retry_after = _retry_after(response)
     except httpx.TimeoutException:

@@ -13,7 +13,7 @@ from service.auth import Principal, Role
 from service.db import Connection
 from service.deliveries.payload import Ping
 from service.deliveries.rules import Outcome
-from service.deliveries.webhook import new_http_client, post_webhook
+from service.deliveries.webhook import WebhookCall, new_http_client, post_webhook
 from service.deps import ClockDep, Db, PrincipalDep, SettingsDep
 from service.enterprises.access import writable_enterprise
 from service.errors import ForbiddenError, InvalidInputError, NotFoundError, RuleViolationError
@@ -121,16 +121,16 @@ class WebhookController(Controller):
         now = clock.now()
         body = msgspec.json.encode(Ping(kind="ping", webhook_id=webhook_id, sent_at=now))
         async with new_http_client(settings.send_timeout_s) as client:
-            sent = await post_webhook(
-                client,
+            call = WebhookCall(
                 url=url,
                 secret=secret,
                 event="ping",
                 delivery_id=f"ping-{uuid.uuid4()}",
                 body=body,
                 timestamp=int(now.timestamp()),
-                allow_private=settings.allow_private_webhooks,
-                deadline_s=settings.send_timeout_s,
+            )
+            sent = await post_webhook(
+                client, call, allow_private=settings.allow_private_webhooks, deadline_s=settings.send_timeout_s
             )
         return PingResult(
             delivered=sent.outcome is Outcome.DELIVERED,

@@ -348,7 +348,6 @@ async def test_a_ping_reaches_the_receiver_signed_and_is_not_recorded(
         assert set(result) == {"delivered", "status_code", "error", "duration_ms"}
         assert (result["delivered"], result["status_code"], result["error"]) == (True, 200, None)
         assert isinstance(result["duration_ms"], int)
-        assert result["duration_ms"] >= 0
 
         (got,) = receiver.requests
         assert got.path == "/hooks/metreg"

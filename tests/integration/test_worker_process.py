@@ -190,12 +190,9 @@ def long_running_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.P
                 process.wait(timeout=10)
 
 
-async def exited(process: subprocess.Popen[bytes], within: float) -> int:
-    deadline = time.monotonic() + within
-    while (code := process.poll()) is None:
-        assert time.monotonic() < deadline, "the worker did not exit in time"
-        await asyncio.sleep(0.05)
-    return code
+async def exited(process: subprocess.Popen[bytes]) -> int:
+    """The process's exit code once it has exited (the test's own time-out bounds the wait)."""
+    return await asyncio.to_thread(process.wait)
 
 
 def notice_ids(requests: list[Received]) -> collections.Counter[str]:
@@ -300,13 +297,11 @@ async def test_a_worker_killed_mid_delivery_loses_nothing_and_records_each_deliv
         )
         log = tmp_path / "worker.log"
         with long_running_worker(env, log) as worker:
-            deadline = time.monotonic() + 20
-            while len(receiver.requests) < 2 * jobs:
+            while len(receiver.requests) < 2 * jobs:  # the test's time-out bounds the wait
                 assert worker.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, f"no deliveries in time: {log.read_text()}"
                 await asyncio.sleep(0.01)
             os.kill(worker.pid, signal.SIGKILL)
-            assert await exited(worker, 10) == -signal.SIGKILL
+            assert await exited(worker) == -signal.SIGKILL
         killed_at = time.monotonic()
         await asyncio.sleep(0.5)  # calls already on the wire reach the receiver
         before = notice_ids(receiver.requests)
@@ -325,11 +320,10 @@ async def test_a_worker_killed_mid_delivery_loses_nothing_and_records_each_deliv
 
         await asyncio.sleep(max(0.0, dispatch_timeout + 0.5 - (time.monotonic() - killed_at)))
         runs = []
-        deadline = time.monotonic() + 45
         while set(notice_ids(receiver.requests)) != mine or {
             n["status"] for n in await notices_of(own_pool, enterprise_id)
         } != {"delivered"}:
-            assert time.monotonic() < deadline, (runs, notice_ids(receiver.requests))
+            assert len(runs) < 10, (runs, notice_ids(receiver.requests))
             code, _, err = await metreg("worker", "--burst", env=env, within=40)
             assert code == 0, err
             runs.append(next((line for line in err.splitlines() if line.startswith("dispatched")), err))
@@ -377,15 +371,13 @@ async def test_worker_check_follows_a_running_worker_and_sigterm_stops_it_cleanl
 
     log = tmp_path / "worker.log"
     with long_running_worker(env, log) as worker:
-        deadline = time.monotonic() + 10
-        while (code := (await metreg("worker", "--check", env=env))[0]) != 0:
+        while (code := (await metreg("worker", "--check", env=env))[0]) != 0:  # bounded by the test's time-out
             assert worker.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
             await asyncio.sleep(0.2)
         # Another queue on the same Redis has no worker.
         assert (await metreg("worker", "--check", env=env | {"METREG_QUEUE": new_queue()}))[0] == 1
         worker.send_signal(signal.SIGTERM)
-        assert await exited(worker, 15) == 0, log.read_text()
+        assert await exited(worker) == 0, log.read_text()
     assert "Traceback" not in log.read_text(), log.read_text()
     code, _, err = await metreg("worker", "--check", env=env)
     assert code == 1, err

@@ -47,6 +47,7 @@ class Runtime:
         queue: ArqRedis,
         http: httpx.AsyncClient,
         mailer: Mailer,
+        owns_queue: bool,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -54,6 +55,7 @@ class Runtime:
         self.queue = queue
         self.http = http
         self.mailer = mailer
+        self._owns_queue = owns_queue
         # Jitter only spreads retries; it decides nothing a test would assert on.
         self.rng = random.Random()  # noqa: S311
 
@@ -64,6 +66,7 @@ class Runtime:
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock, *, queue: ArqRedis | None = None) -> Runtime:
+        """Open what the jobs share; ``queue``: an arq connection to borrow instead of opening one."""
         smtp = SmtpConfig.from_url(settings.smtp_url) if settings.smtp_url else None
         pool = await create_db_pool(settings, application_name="metreg-worker")
         return cls(
@@ -71,6 +74,7 @@ class Runtime:
             clock=clock,
             pool=pool,
             queue=queue or await open_queue(settings),
+            owns_queue=queue is None,
             http=new_http_client(settings.send_timeout_s),
             mailer=Mailer(smtp, sender=settings.mail_from, timeout_s=settings.send_timeout_s),
         )
@@ -83,5 +87,6 @@ class Runtime:
 
     async def close(self) -> None:
         await self.http.aclose()
-        await self.queue.aclose()
+        if self._owns_queue:  # arq's worker closes the connection it lent
+            await self.queue.aclose()
         await self.pool.close()

@@ -90,8 +90,7 @@ def worker_options(settings: Settings, clock: Clock) -> dict[str, Any]:
     async def shutdown(ctx: dict[str, Any]) -> None:
         runtime: Runtime | None = ctx.get("runtime")
         if runtime is not None:
-            await runtime.http.aclose()
-            await runtime.pool.close()
+            await runtime.close()
 
     every_5_minutes = set(range(0, 60, 5))
     # Cron job ids are global in Redis: the queue name keeps two deployments on one Redis apart.

@@ -32,6 +32,7 @@ __all__ = (
     "parse_key",
     "provide_admin",
     "provide_principal",
+    "refuse_labs",
 )
 
 KEY_SCHEME = "mr"
@@ -123,6 +124,12 @@ async def provide_principal(
         lab_id=row["lab_id"],
         region_code=row["region_code"],
     )
+
+
+def refuse_labs(principal: Principal, what: str) -> None:
+    """403 for a lab key: ``what`` (notices, webhooks) belong to enterprises and regulators."""
+    if principal.role is Role.LAB:
+        raise ForbiddenError(f"{what} belong to enterprises and regulators")
 
 
 async def provide_admin(principal: NamedDependency[SkipValidation[Principal]]) -> Principal:

@@ -95,5 +95,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         try:
             return msgspec.convert(found, cls, strict=False)
         except msgspec.ValidationError as exc:
+            if "$." not in str(exc):  # about several variables (__post_init__): it names them itself
+                raise
             field = str(exc).rpartition("$.")[2].rstrip("`")
             raise msgspec.ValidationError(f"{ENVIRONMENT.get(field, field)}: {exc}") from None

@@ -48,16 +48,37 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-@pytest.fixture(scope="session")
-async def database_url() -> AsyncIterator[str]:
-    name = f"metreg_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    dsn = f"{BASE_DSN.rsplit('/', 1)[0]}/{name}"
+@contextlib.asynccontextmanager
+async def fresh_database(prefix: str, migrated_at: dt.datetime = NOW) -> AsyncIterator[str]:
+    """A migrated database of a unique name, dropped on the way out (even with sessions left in it)."""
+    dsn = f"{BASE_DSN.rsplit('/', 1)[0]}/{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     await migrate.create_database(dsn)
     try:
-        await migrate.migrate(dsn, NOW)
+        await migrate.migrate(dsn, migrated_at)
         yield dsn
     finally:
         await migrate.drop_database(dsn)
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    async with fresh_database("metreg_test") as dsn:
+        yield dsn
+
+
+def worker_settings(database_url: str, **extra: object) -> Settings:
+    """Worker settings with a queue of the test's own on the test Redis, private webhooks allowed."""
+    base: dict[str, object] = {
+        "database_url": database_url,
+        "redis_url": REDIS_URL,
+        "queue_name": f"metreg-test:{uuid.uuid4().hex[:12]}",
+        "allow_private_webhooks": True,
+        "db_pool_min": 1,
+        "db_pool_max": 4,
+        "send_timeout_s": 2.0,
+        "log_level": "WARNING",
+    }
+    return Settings(**(base | extra))  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ import uuid
 from litestar import Controller, post
 from litestar.params import FromPath
 
-from service.auth import Role
+from service.auth import refuse_labs
 from service.deliveries.queries import reopen_delivery
 from service.deps import ClockDep, Db, PrincipalDep
-from service.errors import ConflictError, ForbiddenError, NotFoundError
+from service.errors import ConflictError, NotFoundError
 from service.notices.queries import select_delivery
 from service.notices.schemas import Delivery
 from service.problems import problem_responses
@@ -37,17 +37,22 @@ class DeliveryController(Controller):
     async def retry_delivery(
         self, db: Db, clock: ClockDep, principal: PrincipalDep, delivery_id: FromPath[uuid.UUID]
     ) -> Delivery:
-        if principal.role is Role.LAB:
-            raise ForbiddenError("notices belong to enterprises and regulators")
+        refuse_labs(principal, "notices")
         found = await select_delivery(db, principal, delivery_id)
         if found is None:
             raise NotFoundError(f"delivery {delivery_id} not found")
-        # Serialise with the worker: it holds the notice row while it claims deliveries.
-        notice_status = await db.fetchval("SELECT status FROM notices WHERE id = $1 FOR UPDATE", found.notice_id)
-        if notice_status == "cancelled":
+        # Serialise with the worker (it holds the notice row while it claims deliveries), then
+        # decide on the statuses as they stand under that lock.
+        current = await db.fetchrow(
+            """SELECT n.status AS notice, d.status AS delivery
+               FROM notices n JOIN deliveries d ON d.notice_id = n.id
+               WHERE d.id = $1 FOR UPDATE OF n""",
+            delivery_id,
+        )
+        assert current is not None
+        if current["notice"] == "cancelled":
             raise ConflictError("the notice was cancelled (its cycle no longer governs): nothing to deliver")
-        current = await db.fetchval("SELECT status FROM deliveries WHERE id = $1", delivery_id)
-        if current == "delivered":
+        if current["delivery"] == "delivered":
             raise ConflictError("the delivery was delivered already")
         await reopen_delivery(db, delivery_id, found.notice_id, clock.now())
         updated = await select_delivery(db, principal, delivery_id)

@@ -9,9 +9,9 @@ from typing import Annotated
 from litestar import Controller, get
 from litestar.params import FromPath, QueryParameter
 
-from service.auth import Principal, Role
+from service.auth import refuse_labs
 from service.deps import Db, PrincipalDep
-from service.errors import ForbiddenError, NotFoundError
+from service.errors import NotFoundError
 from service.notices.queries import NoticeFilters, select_notice, select_notices
 from service.notices.rules import NoticeKind, NoticeStatus
 from service.notices.schemas import Notice
@@ -20,11 +20,6 @@ from service.problems import problem_responses
 from service.types import validate_date
 
 __all__ = ("NoticeController",)
-
-
-def _no_labs(principal: Principal) -> None:
-    if principal.role is Role.LAB:
-        raise ForbiddenError("notices belong to enterprises and regulators")
 
 
 class NoticeController(Controller):
@@ -51,7 +46,7 @@ class NoticeController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> Page[Notice]:
-        _no_labs(principal)
+        refuse_labs(principal, "notices")
         validate_date("due_from", due_from)
         validate_date("due_to", due_to)
         filters = NoticeFilters(instrument_id=instrument_id, kind=kind, status=status, due_from=due_from, due_to=due_to)
@@ -69,7 +64,7 @@ class NoticeController(Controller):
         responses=problem_responses(400, 401, 403, 404),
     )
     async def get_notice(self, db: Db, principal: PrincipalDep, notice_id: FromPath[uuid.UUID]) -> Notice:
-        _no_labs(principal)
+        refuse_labs(principal, "notices")
         found = await select_notice(db, principal, notice_id)
         if found is None:
             raise NotFoundError(f"notice {notice_id} not found")

@@ -9,14 +9,14 @@ import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.params import FromPath, JSONBody
 
-from service.auth import Principal, Role
+from service.auth import Principal, Role, refuse_labs
 from service.db import Connection
 from service.deliveries.payload import Ping
 from service.deliveries.rules import Outcome
 from service.deliveries.webhook import WebhookCall, new_http_client, post_webhook
 from service.deps import ClockDep, Db, PrincipalDep, SettingsDep
 from service.enterprises.access import writable_enterprise
-from service.errors import ForbiddenError, InvalidInputError, NotFoundError, RuleViolationError
+from service.errors import InvalidInputError, NotFoundError, RuleViolationError
 from service.problems import problem_responses
 from service.webhooks.queries import deactivate_webhook, insert_webhook, select_webhook_target, select_webhooks
 from service.webhooks.rules import url_problem
@@ -27,8 +27,7 @@ __all__ = ("WebhookController",)
 
 async def _owner(db: Connection, principal: Principal, data: WebhookCreate) -> tuple[uuid.UUID | None, str | None]:
     """The new webhook's owner: the caller's enterprise or region; an admin names one."""
-    if principal.role is Role.LAB:
-        raise ForbiddenError("webhooks belong to enterprises and regulators")
+    refuse_labs(principal, "webhooks")
     if principal.role is Role.ADMIN:
         if (data.enterprise_id is None) == (data.region_code is None):
             raise InvalidInputError.for_field(
@@ -90,8 +89,7 @@ class WebhookController(Controller):
         responses=problem_responses(401, 403),
     )
     async def list_webhooks(self, db: Db, principal: PrincipalDep) -> list[Webhook]:
-        if principal.role is Role.LAB:
-            raise ForbiddenError("webhooks belong to enterprises and regulators")
+        refuse_labs(principal, "webhooks")
         return await select_webhooks(db, principal)
 
     @post(
@@ -112,8 +110,7 @@ class WebhookController(Controller):
         principal: PrincipalDep,
         webhook_id: FromPath[uuid.UUID],
     ) -> PingResult:
-        if principal.role is Role.LAB:
-            raise ForbiddenError("webhooks belong to enterprises and regulators")
+        refuse_labs(principal, "webhooks")
         target = await select_webhook_target(db, principal, webhook_id)
         if target is None:
             raise NotFoundError(f"webhook {webhook_id} not found")
@@ -149,7 +146,6 @@ class WebhookController(Controller):
     async def delete_webhook(
         self, db: Db, clock: ClockDep, principal: PrincipalDep, webhook_id: FromPath[uuid.UUID]
     ) -> None:
-        if principal.role is Role.LAB:
-            raise ForbiddenError("webhooks belong to enterprises and regulators")
+        refuse_labs(principal, "webhooks")
         if not await deactivate_webhook(db, principal, webhook_id, clock.now()):
             raise NotFoundError(f"webhook {webhook_id} not found")

@@ -41,8 +41,8 @@ from tests.conftest import (
     mint,
     problem,
     running,
+    worker_settings,
 )
-from tests.integration.test_delivery_flow import worker_settings
 from tests.receivers import Received, WebhookReceiver
 
 NOW_ISO = "2026-06-15T04:00:00Z"

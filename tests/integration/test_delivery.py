@@ -41,7 +41,6 @@ from jobs.dispatch import dispatch, job_id
 from jobs.plan import plan
 from jobs.runtime import Runtime, open_queue
 from jobs.worker import run_burst
-from service import migrate
 from service.catalog.rules import Regime
 from service.clock import FixedClock
 from service.db import init_connection
@@ -49,7 +48,16 @@ from service.instruments.rules import Lifecycle
 from service.notices.rules import Pacing, due_notices
 from service.settings import Settings
 from service.webhooks.signing import verify
-from tests.conftest import BASE_DSN, GAUGE, NOW, REDIS_URL, LabAccount, MakeTenant, Tenant, accepted_request
+from tests.conftest import (
+    GAUGE,
+    NOW,
+    LabAccount,
+    MakeTenant,
+    Tenant,
+    accepted_request,
+    fresh_database,
+    worker_settings,
+)
 from tests.receivers import Received, WebhookReceiver, smtp_server
 
 #: The default reminder settings of a new enterprise.
@@ -62,35 +70,14 @@ DAY = dt.timedelta(days=1)
 @pytest.fixture(scope="module")
 async def database_url() -> AsyncIterator[str]:
     """The module's own database (overrides the session's shared one for these tests)."""
-    name = f"metreg_delivery_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    dsn = f"{BASE_DSN.rsplit('/', 1)[0]}/{name}"
-    await migrate.create_database(dsn)
-    try:
-        await migrate.migrate(dsn, NOW)
+    async with fresh_database("metreg_delivery") as dsn:
         yield dsn
-    finally:
-        await migrate.drop_database(dsn)
 
 
 @pytest.fixture(scope="module")
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     async with asyncpg.create_pool(database_url, min_size=1, max_size=4, init=init_connection) as p:
         yield p
-
-
-def worker_settings(database_url: str, **extra: object) -> Settings:
-    """Worker settings with a queue of the test's own on the test Redis."""
-    base: dict[str, object] = {
-        "database_url": database_url,
-        "redis_url": REDIS_URL,
-        "queue_name": f"metreg-test:{uuid.uuid4().hex[:12]}",
-        "allow_private_webhooks": True,
-        "db_pool_min": 1,
-        "db_pool_max": 4,
-        "send_timeout_s": 2.0,
-        "log_level": "WARNING",
-    }
-    return Settings(**(base | extra))  # type: ignore[arg-type]
 
 
 def at(day: dt.date, hour: int = 4, minute: int = 0) -> dt.datetime:

@@ -11,26 +11,11 @@ import pytest
 from jobs.plan import plan
 from jobs.worker import run_burst
 from service.clock import FixedClock
-from service.settings import Settings
 from service.webhooks.signing import verify
-from tests.conftest import REDIS_URL, Tenant
+from tests.conftest import Tenant, worker_settings
 from tests.receivers import WebhookReceiver, smtp_server
 
 NOW = dt.datetime(2026, 6, 15, 4, 0, tzinfo=dt.UTC)
-
-
-def worker_settings(database_url: str, **extra: object) -> Settings:
-    base: dict[str, object] = {
-        "database_url": database_url,
-        "redis_url": REDIS_URL,
-        "queue_name": f"metreg-test:{uuid.uuid4().hex[:12]}",
-        "allow_private_webhooks": True,
-        "db_pool_min": 1,
-        "db_pool_max": 4,
-        "send_timeout_s": 2.0,
-        "log_level": "WARNING",
-    }
-    return Settings(**(base | extra))  # type: ignore[arg-type]
 
 
 async def add_webhook(pool: asyncpg.Pool, enterprise_id: str, url: str, events: list[str] | None = None) -> str:

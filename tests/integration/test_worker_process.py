@@ -30,7 +30,6 @@ import httpx
 import pytest
 
 from jobs.plan import plan
-from service import migrate
 from service.app import create_app
 from service.auth import Role
 from service.clock import SystemClock
@@ -39,7 +38,7 @@ from service.keys.queries import create_key
 from service.keys.schemas import ApiKeyCreate
 from service.settings import Settings
 from service.webhooks.signing import verify
-from tests.conftest import BASE_DSN, GAUGE, REDIS_URL, Api, new_credit_code, running
+from tests.conftest import GAUGE, REDIS_URL, Api, fresh_database, new_credit_code, running
 from tests.receivers import Received, WebhookReceiver
 
 METREG = Path(sys.executable).with_name("metreg")
@@ -58,14 +57,8 @@ def shanghai_today() -> dt.date:
 
 @pytest.fixture(scope="module")
 async def own_dsn() -> AsyncIterator[str]:
-    name = f"metreg_worker_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    dsn = f"{BASE_DSN.rsplit('/', 1)[0]}/{name}"
-    await migrate.create_database(dsn)
-    try:
-        await migrate.migrate(dsn, dt.datetime.now(dt.UTC))
+    async with fresh_database("metreg_worker", dt.datetime.now(dt.UTC)) as dsn:
         yield dsn
-    finally:
-        await migrate.drop_database(dsn)  # WITH (FORCE): a killed worker's sessions do not hold it
 
 
 @pytest.fixture(scope="module")

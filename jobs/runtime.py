@@ -68,7 +68,7 @@ class Runtime:
     async def open(cls, settings: Settings, clock: Clock, *, queue: ArqRedis | None = None) -> Runtime:
         """Open what the jobs share; ``queue``: an arq connection to borrow instead of opening one."""
         smtp = SmtpConfig.from_url(settings.smtp_url) if settings.smtp_url else None
-        pool = await create_db_pool(settings, application_name="metreg-worker")
+        pool = await create_db_pool(settings, application_name="metreg-worker", role="metreg_worker")
         return cls(
             settings=settings,
             clock=clock,

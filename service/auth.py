@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import hmac
 import secrets
 import uuid
 from typing import Any
@@ -22,17 +21,20 @@ from litestar import Request
 from litestar.di import NamedDependency
 from litestar.params import SkipValidation
 
+from service.clock import Clock
 from service.errors import ForbiddenError, UnauthorizedError
 
 __all__ = (
     "Principal",
     "Role",
+    "act_as_public",
     "hash_secret",
     "mint_key",
     "parse_key",
     "provide_admin",
     "provide_principal",
     "refuse_labs",
+    "request_context",
 )
 
 KEY_SCHEME = "mr"
@@ -93,36 +95,79 @@ def parse_key(key: str) -> tuple[str, str] | None:
     return prefix, secret
 
 
-_SELECT_KEY = """
-    SELECT id, secret_sha256, role, enterprise_id, lab_id, region_code
-    FROM api_keys
-    WHERE prefix = $1 AND revoked_at IS NULL
+# One round trip authenticates, records use (at most once a minute, skipping a row another request
+# is touching) and makes the key the transaction's principal for row-level security and the audit
+# trail (schema/0008_trust.sql). The hash is compared in SQL: it is the digest of 256 random bits,
+# so its comparison leaks nothing worth timing.
+_AUTHENTICATE = """
+    WITH key AS (
+        SELECT id, role, enterprise_id, lab_id, region_code FROM api_keys
+        WHERE prefix = $1 AND secret_sha256 = $2 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)
+    ), used AS (
+        UPDATE api_keys SET last_used_at = $3
+        WHERE id = (SELECT k.id FROM api_keys k JOIN key USING (id)
+                    WHERE k.last_used_at IS NULL OR k.last_used_at < $3 - interval '1 minute'
+                    FOR UPDATE OF k SKIP LOCKED)
+    )
+    SELECT id, role, enterprise_id, lab_id, region_code,
+           set_config('metreg.key_id', id::text, true),
+           set_config('metreg.role', role, true),
+           set_config('metreg.enterprise_id', coalesce(enterprise_id::text, ''), true),
+           set_config('metreg.lab_id', coalesce(lab_id::text, ''), true),
+           set_config('metreg.region_code', coalesce(region_code, ''), true),
+           set_config('metreg.request_id', $4, true),
+           set_config('metreg.action', $5, true),
+           set_config('metreg.now', $3::text, true)
+    FROM key
 """
 
 
+def request_context(request: Request[Any, Any, Any]) -> tuple[str, str]:
+    """The request id and the operation, as the audit trail names them."""
+    request_id = str(request.scope.get("state", {}).get("request_id", ""))
+    operation = request.route_handler.operation_id
+    return request_id, operation if isinstance(operation, str) else request.route_handler.handler_name
+
+
 async def provide_principal(
-    request: Request[Any, Any, Any], db: NamedDependency[SkipValidation[asyncpg.Connection]]
+    request: Request[Any, Any, Any],
+    db: NamedDependency[SkipValidation[asyncpg.Connection]],
+    clock: NamedDependency[SkipValidation[Clock]],
 ) -> Principal:
-    """Authenticate the request's bearer key, on the request's own connection.
+    """Authenticate the request's bearer key on the request's own connection and make it the
+    transaction's principal.
 
     Raises:
-        UnauthorizedError: no ``Authorization: Bearer`` header, or a key that is malformed, unknown or
-            revoked. The message never repeats the key.
+        UnauthorizedError: no ``Authorization: Bearer`` header, or a key that is malformed, unknown,
+            expired or revoked. The message never repeats the key.
     """
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise UnauthorizedError("send an API key as 'Authorization: Bearer mr_…'")
     parsed = parse_key(token.strip())
-    row = await db.fetchrow(_SELECT_KEY, parsed[0]) if parsed else None
-    if parsed is None or row is None or not hmac.compare_digest(row["secret_sha256"], hash_secret(parsed[1])):
-        raise UnauthorizedError("the API key is unknown or revoked")
+    if parsed is None:
+        raise UnauthorizedError("the API key is unknown, expired or revoked")
+    row = await db.fetchrow(_AUTHENTICATE, parsed[0], hash_secret(parsed[1]), clock.now(), *request_context(request))
+    if row is None:
+        raise UnauthorizedError("the API key is unknown, expired or revoked")
     return Principal(
         key_id=row["id"],
         role=Role(row["role"]),
         enterprise_id=row["enterprise_id"],
         lab_id=row["lab_id"],
         region_code=row["region_code"],
+    )
+
+
+async def act_as_public(db: asyncpg.Connection, lab_id: uuid.UUID, number: str) -> None:
+    """Make an anonymous certificate check the transaction's principal: row-level security then
+    shows it that one document, what supersedes it, its instrument and enterprise, and nothing else."""
+    await db.execute(
+        """SELECT set_config('metreg.role', 'public', true), set_config('metreg.lab_id', $1::text, true),
+                  set_config('metreg.number', $2, true)""",
+        str(lab_id),
+        number,
     )
 
 

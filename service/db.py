@@ -34,15 +34,22 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(settings: Settings, *, application_name: str = "metreg-api") -> asyncpg.Pool:
-    """Open the pool; every session runs in UTC so that no server-side ``now()`` depends on a zone."""
+async def create_pool(
+    settings: Settings, *, application_name: str = "metreg-api", role: str = "metreg_api"
+) -> asyncpg.Pool:
+    """Open the pool; every session runs in UTC so that no server-side ``now()`` depends on a zone.
+
+    Sessions run as ``role`` (``metreg_api`` or ``metreg_worker``, schema/0008_trust.sql), set at
+    connection start so that the pool's reset returns to it: the API's row-level security and both
+    processes' grants apply whatever login the DSN names (it must be a member of the role).
+    """
     pool = await asyncpg.create_pool(
         settings.database_url,
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         init=init_connection,
         command_timeout=30,
-        server_settings={"application_name": application_name, "timezone": "UTC"},
+        server_settings={"application_name": application_name, "timezone": "UTC", "role": role},
     )
     assert pool is not None
     return pool

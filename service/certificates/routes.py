@@ -12,7 +12,7 @@ from litestar import Controller, Response, get, post
 from litestar.params import FromPath, JSONBody
 
 from service import dates
-from service.auth import Principal, Role
+from service.auth import Principal, Role, act_as_public
 from service.catalog.rules import Regime
 from service.certificates.queries import (
     insert_certificate,
@@ -509,6 +509,7 @@ class PublicCertificateController(Controller):
         self, db: Db, clock: ClockDep, lab_id: FromPath[uuid.UUID], number: FromPath[PurePosixPath]
     ) -> PublicCertificate:
         # A path parameter, because numbers such as 沪计检/2026/001 hold slashes.
+        await act_as_public(db, lab_id, str(number).lstrip("/"))
         found = await select_public_certificate(db, lab_id, str(number).lstrip("/"), clock.now())
         if found is None:
             raise NotFoundError("no such certificate from this lab")

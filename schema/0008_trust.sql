@@ -41,7 +41,7 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE ON SEQUENCES TO metreg_api
 ALTER TABLE api_keys
     ADD COLUMN expires_at timestamptz,
     ADD COLUMN rotated_to uuid REFERENCES api_keys (id),
-    ADD CHECK (expires_at IS NULL OR expires_at > created_at);
+    ADD CHECK (expires_at IS NULL OR expires_at >= created_at);
 CREATE INDEX api_keys_listing ON api_keys (created_at DESC, id DESC);
 
 
@@ -185,7 +185,6 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_enterprise ON audit_log (enterprise_id, seq DESC);
 CREATE INDEX audit_log_entity ON audit_log (entity, entity_id, seq DESC);
-CREATE INDEX audit_log_region ON audit_log (region_code text_pattern_ops, seq DESC);
 
 -- The hashed text: every field length-prefixed (NULL as '-'), so that no two rows can be read
 -- into the same text. `service/audit/chain.py` computes the same in Python to verify.

@@ -23,6 +23,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Response
 from litestar.types import HTTPScope, LifeSpanReceive, LifeSpanScope, LifeSpanSend, Message, Receive, Scope, Send
 
+from service.audit.routes import AuditController
 from service.catalog.routes import CatalogController
 from service.certificates.routes import (
     CertificateController,
@@ -215,6 +216,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             NoticeController,
             WebhookController,
             DeliveryController,
+            AuditController,
         ],
         security=[{"bearer": []}],
     )

@@ -1,19 +1,33 @@
-"""``/v1/api-keys``: admins mint and revoke keys."""
+"""``/v1/api-keys``: admins mint, list and revoke keys; a key may read and rotate itself."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from litestar import Controller, delete, post
-from litestar.params import FromPath, JSONBody
+from litestar import Controller, delete, get, post
+from litestar.params import FromPath, JSONBody, QueryParameter
 
-from service.deps import AdminDep, ClockDep, Db
+from service.auth import Principal, Role
+from service.deps import AdminDep, ClockDep, Db, PrincipalDep
 from service.errors import NotFoundError
-from service.keys.queries import create_key, revoke_key
-from service.keys.schemas import ApiKeyCreate, CreatedApiKey
+from service.keys.queries import create_key, revoke_key, rotate_key, select_key, select_keys
+from service.keys.schemas import ApiKey, ApiKeyCreate, ApiKeyRotation, CreatedApiKey
+from service.pagination import Cursor, Limit, Page
+from service.policy import Actor, access
 from service.problems import problem_responses
 
 __all__ = ("ApiKeyController",)
+
+
+async def _own_or_any(db: Db, principal: Principal, key_id: uuid.UUID, *, for_update: bool = False) -> ApiKey:
+    """The key, if the caller is an admin or the key itself; any other key is told it does not exist."""
+    found = None
+    if principal.is_admin or principal.key_id == key_id:
+        found = await select_key(db, key_id, for_update=for_update)
+    if found is None:
+        raise NotFoundError(f"API key {key_id} not found")
+    return found
 
 
 class ApiKeyController(Controller):
@@ -24,8 +38,9 @@ class ApiKeyController(Controller):
         operation_id="CreateApiKey",
         summary="Create an API key",
         description="Admin only. The response's `key` is the secret: it is shown this once and only its "
-        "hash is stored.",
+        "hash is stored. `expires_at` (optional) ends it by itself.",
         responses=problem_responses(400, 401, 403, 413, 422),
+        opt=access(Actor.ADMIN),
     )
     async def create_api_key(
         self,
@@ -36,12 +51,78 @@ class ApiKeyController(Controller):
     ) -> CreatedApiKey:
         return await create_key(db, data, clock.now())
 
+    @get(
+        operation_id="ListApiKeys",
+        summary="List API keys",
+        description="Admin only. Newest first, with when each was last used (to the minute), when it "
+        "ends and what replaced it; never a secret. `active=true` keeps the keys that work now.",
+        responses=problem_responses(400, 401, 403),
+        opt=access(Actor.ADMIN),
+    )
+    async def list_api_keys(
+        self,
+        db: Db,
+        clock: ClockDep,
+        admin: AdminDep,
+        role: Annotated[Role | None, QueryParameter()] = None,
+        enterprise_id: Annotated[uuid.UUID | None, QueryParameter()] = None,
+        lab_id: Annotated[uuid.UUID | None, QueryParameter()] = None,
+        active: Annotated[bool, QueryParameter(description="Only keys that work now.")] = False,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> Page[ApiKey]:
+        items, next_cursor = await select_keys(
+            db,
+            role=role,
+            enterprise_id=enterprise_id,
+            lab_id=lab_id,
+            active_at=clock.now() if active else None,
+            limit=limit,
+            cursor=cursor,
+        )
+        return Page(items=items, next_cursor=next_cursor)
+
+    @get(
+        "/{key_id:str}",
+        operation_id="GetApiKey",
+        summary="An API key",
+        description="An admin, or the key itself (to see when it ends or was rotated).",
+        responses=problem_responses(400, 401, 404),
+        opt=access(Actor.ADMIN, Actor.OWNER),
+    )
+    async def get_api_key(self, db: Db, principal: PrincipalDep, key_id: FromPath[uuid.UUID]) -> ApiKey:
+        return await _own_or_any(db, principal, key_id)
+
+    @post(
+        "/{key_id:str}/rotate",
+        operation_id="RotateApiKey",
+        summary="Rotate an API key",
+        description="An admin, or the key itself. Answers a new key of the same role, scope and name "
+        "(its `key` shown this once); the old key keeps working for `grace_seconds` (default 86400, "
+        "at most 30 days, 0: ends now) and then stops, so that its users can switch without an outage. "
+        "A revoked, expired or already rotated key is a 409.",
+        responses=problem_responses(400, 401, 404, 409, 413, 422),
+        status_code=201,
+        opt=access(Actor.ADMIN, Actor.OWNER),
+    )
+    async def rotate_api_key(
+        self,
+        db: Db,
+        clock: ClockDep,
+        principal: PrincipalDep,
+        key_id: FromPath[uuid.UUID],
+        data: JSONBody[ApiKeyRotation | None] = None,
+    ) -> CreatedApiKey:
+        old = await _own_or_any(db, principal, key_id, for_update=True)
+        return await rotate_key(db, old, data or ApiKeyRotation(), clock.now())
+
     @delete(
         "/{key_id:str}",
         operation_id="RevokeApiKey",
         summary="Revoke an API key",
-        description="Admin only. The key stops working at once; revoking twice is harmless.",
+        description="Admin only. The key stops working at once, whatever its grace period; revoking twice is harmless.",
         responses=problem_responses(400, 401, 403, 404),
+        opt=access(Actor.ADMIN),
     )
     async def revoke_api_key(
         self,

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Annotated
 
 import msgspec
 
 from service.auth import Role
 from service.types import Name, RegionPrefix
 
-__all__ = ("ApiKey", "ApiKeyCreate", "CreatedApiKey")
+__all__ = ("ApiKey", "ApiKeyCreate", "ApiKeyRotation", "CreatedApiKey")
+
+# At most 30 days: a rotation is for switching over, not for keeping two keys alive.
+GraceSeconds = Annotated[int, msgspec.Meta(ge=0, le=30 * 86400)]
 
 
 class ApiKeyCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -22,6 +26,17 @@ class ApiKeyCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     enterprise_id: uuid.UUID | None = None
     lab_id: uuid.UUID | None = None
     region_code: RegionPrefix | None = None
+    expires_at: dt.datetime | None = None
+    """When the key stops working by itself (an instant with its offset, in the future); none by default."""
+
+
+class ApiKeyRotation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Rotate a key: the new one works at once, the old one for ``grace_seconds`` more (default one
+    day, at most 30 days; 0 ends it now), so that its users can switch over without an outage."""
+
+    grace_seconds: GraceSeconds = 86400
+    expires_at: dt.datetime | None = None
+    """The new key's own end, if it should have one."""
 
 
 class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,7 +48,13 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
     lab_id: uuid.UUID | None
     region_code: str | None
     created_at: dt.datetime
+    expires_at: dt.datetime | None
+    """It stops working at this instant (set at creation, or by a rotation's grace period)."""
     revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    """The last request it authenticated, to the minute."""
+    rotated_to: uuid.UUID | None
+    """The key a rotation replaced it with."""
 
 
 class CreatedApiKey(ApiKey, frozen=True, kw_only=True):

@@ -21,9 +21,20 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Response
-from litestar.types import HTTPScope, LifeSpanReceive, LifeSpanScope, LifeSpanSend, Message, Receive, Scope, Send
+from litestar.types import (
+    HTTPResponseStartEvent,
+    HTTPScope,
+    LifeSpanReceive,
+    LifeSpanScope,
+    LifeSpanSend,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 
 from service.audit.routes import AuditController
+from service.auth import parse_key
 from service.catalog.routes import CatalogController
 from service.certificates.routes import (
     CertificateController,
@@ -40,9 +51,10 @@ from service.instruments.routes import EnterpriseInstrumentController, Instrumen
 from service.keys.routes import ApiKeyController
 from service.labs.routes import LabController
 from service.lifecycle.routes import LifecycleController
+from service.limits import RateLimiter, receive_in_time
 from service.logs import configure_logging, request_id_var
 from service.notices.routes import NoticeController
-from service.problems import exception_handlers
+from service.problems import PROBLEM_MEDIA_TYPE, exception_handlers, problem_body
 from service.requests.routes import VerificationRequestController
 from service.settings import Settings
 from service.webhooks.routes import WebhookController
@@ -78,12 +90,29 @@ pending_verification, unverified, computed for the enterprise's local today (or 
 """
 
 
+# On every answer. The API serves JSON to programs: nothing may be framed, sniffed as another type,
+# cached by a shared cache, or leak the URL onwards. The docs page loads its viewer's scripts, so
+# it goes without the content policy that forbids them.
+_SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Strict-Transport-Security", "max-age=31536000; includeSubDomains"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+)
+_API_ONLY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("Cache-Control", "no-store"),
+)
+
+
 class MetregApp(Litestar):
-    """Litestar with a request id and an access line for every HTTP exchange.
+    """Litestar with what every HTTP exchange gets at the door: a request id, security headers,
+    rate limits, a bound on slow request bodies, and an access line.
 
     This lives at the ASGI entry point rather than in middleware because Litestar answers unknown
     routes (404) and wrong methods (405) before its middleware runs, and those answers need a
-    request id too.
+    request id too; and a refused request should cost no routing, no connection and no parsing.
     """
 
     async def __call__(
@@ -103,16 +132,28 @@ class MetregApp(Litestar):
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
+        extra_headers = _SECURITY_HEADERS
+        if not scope["path"].startswith("/docs"):
+            extra_headers += _API_ONLY_HEADERS
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableScopeHeaders.from_message(message)["X-Request-ID"] = request_id
+                headers = MutableScopeHeaders.from_message(message)
+                headers["X-Request-ID"] = request_id
+                for name, value in extra_headers:
+                    headers.setdefault(name, value)
             await http_send(message)
 
         try:
-            await super().__call__(scope, receive, send_with_id)
+            wait = await self._rate_limited(scope)
+            if wait is not None:
+                await _answer_429(send_with_id, request_id, wait)
+                return
+            settings: Settings = self.state.settings
+            bounded = receive_in_time(cast(Receive, receive), settings.client_timeout_s)
+            await super().__call__(scope, bounded, send_with_id)
         finally:
             log.info(
                 "%s %s %s",
@@ -122,6 +163,46 @@ class MetregApp(Litestar):
                 extra={"status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
             )
             request_id_var.reset(token)
+
+    async def _rate_limited(self, scope: HTTPScope) -> int | None:
+        """Seconds to wait when the request's key (or, for the public check, its address) has used
+        up its bucket; None otherwise. Requests without a well-formed key are not counted: they
+        are refused without a database round trip anyway."""
+        limiter: RateLimiter | None = getattr(self.state, "limiter", None)
+        if limiter is None:
+            return None
+        settings: Settings = self.state.settings
+        path = scope["path"]
+        if path.startswith("/v1/public/"):
+            if settings.public_rate_limit <= 0:
+                return None
+            client = scope.get("client")
+            address = client[0] if client else "unknown"
+            rate, burst = settings.public_rate_limit, settings.public_rate_burst
+            return await limiter.retry_after(f"address:{address}", rate, burst)
+        if not path.startswith("/v1/") or settings.rate_limit <= 0:
+            return None
+        header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), "")
+        scheme, _, token = header.partition(" ")
+        parsed = parse_key(token.strip()) if scheme.lower() == "bearer" else None
+        if parsed is None:
+            return None
+        return await limiter.retry_after(f"key:{parsed[0]}", settings.rate_limit, settings.rate_burst)
+
+
+async def _answer_429(send: Send, request_id: str, wait: int) -> None:
+    body = problem_body(429, f"too many requests: retry in {wait} s", request_id)
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": 429,
+        "headers": [
+            (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(wait).encode()),
+        ],
+    }
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):
@@ -193,6 +274,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.redis = aioredis.from_url(  # type: ignore[no-untyped-call]  # untyped in redis-py 5
             settings.redis_url, socket_timeout=2, socket_connect_timeout=2
         )
+        app.state.limiter = RateLimiter(app.state.redis, clock, f"{settings.queue_name}:rate")
         try:
             yield
         finally:

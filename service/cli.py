@@ -123,7 +123,11 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
         http="httptools",
         log_config=None,
         access_log=False,
-        proxy_headers=False,
+        timeout_keep_alive=max(1, round(settings.keep_alive_s)),
+        # Only a trusted proxy may say who the client is (the public check is limited per address).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        server_header=False,
     )
 
 

@@ -22,7 +22,7 @@ from litestar.types import ExceptionHandlersMap
 
 from service.errors import FieldError, MetregError, TransitionError
 
-__all__ = ("PROBLEM_MEDIA_TYPE", "Problem", "exception_handlers", "problem_responses")
+__all__ = ("PROBLEM_MEDIA_TYPE", "Problem", "exception_handlers", "problem_body", "problem_responses")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("metreg.errors")
@@ -33,6 +33,7 @@ _PHRASES = {
     403: ("forbidden", "Forbidden"),
     404: ("not-found", "Not Found"),
     405: ("method-not-allowed", "Method Not Allowed"),
+    408: ("request-timeout", "Request Timeout"),
     409: ("conflict", "Conflict"),
     413: ("payload-too-large", "Payload Too Large"),
     415: ("unsupported-media-type", "Unsupported Media Type"),
@@ -54,6 +55,14 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     errors: list[FieldError] = msgspec.field(default_factory=list)
     allowed: list[str] | None = None
     """For a refused state change (409): the actions the current state allows."""
+
+
+def problem_body(status: int, detail: str, request_id: str | None) -> bytes:
+    """A problem document for answers given before a request reaches a handler (rate limits)."""
+    slug, title = _PHRASES.get(status, ("error", "Error"))
+    return msgspec.json.encode(
+        Problem(type=f"urn:metreg:problem:{slug}", title=title, status=status, detail=detail, request_id=request_id)
+    )
 
 
 def _problem(
@@ -174,18 +183,24 @@ def exception_handlers() -> ExceptionHandlersMap:
 
 _DESCRIPTIONS = {
     400: "Malformed input: the `errors` list names each offending field.",
-    401: "No API key, or a key that is unknown or revoked.",
+    401: "No API key, or a key that is unknown, expired or revoked.",
     403: "The key's role may not take this action.",
     404: "Not found, or outside the key's scope.",
     409: "Conflicts with the current state: a duplicate, a stale `version`, or a state change the current "
     "state does not allow (`allowed` then lists the actions it does).",
+    408: "The request body arrived too slowly (`METREG_CLIENT_TIMEOUT`).",
     413: "The request body is too large.",
     422: "Well-formed input that breaks a legal or domain rule; `errors` names the field.",
+    429: "Too many requests from this key (from this address, for the public check): wait the `Retry-After` seconds.",
 }
 
 
 def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """OpenAPI response entries for the error statuses an operation can return."""
+    """OpenAPI response entries for the error statuses an operation can return.
+
+    Every operation may answer 429 (rate limits), and one that takes a body 408 (a slow client).
+    """
+    statuses = (*statuses, *((408,) if 413 in statuses else ()), 429)
     return {
         status: ResponseSpec(
             data_container=Problem,

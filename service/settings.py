@@ -25,6 +25,13 @@ ENVIRONMENT: dict[str, str] = {
     "log_level": "METREG_LOG_LEVEL",
     "log_format": "METREG_LOG_FORMAT",
     "max_body_bytes": "METREG_MAX_BODY_BYTES",
+    "rate_limit": "METREG_RATE_LIMIT",
+    "rate_burst": "METREG_RATE_BURST",
+    "public_rate_limit": "METREG_PUBLIC_RATE_LIMIT",
+    "public_rate_burst": "METREG_PUBLIC_RATE_BURST",
+    "client_timeout_s": "METREG_CLIENT_TIMEOUT",
+    "keep_alive_s": "METREG_KEEP_ALIVE",
+    "forwarded_allow_ips": "METREG_FORWARDED_ALLOW_IPS",
     "allow_private_webhooks": "METREG_ALLOW_PRIVATE_WEBHOOKS",
     "smtp_url": "METREG_SMTP_URL",
     "mail_from": "METREG_MAIL_FROM",
@@ -56,6 +63,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """``json``: one object a line, for machines; ``text``: for a terminal."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=100 * 1024 * 1024)] = 1024 * 1024
     """Largest JSON request body accepted (larger: 413)."""
+    rate_limit: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 100.0
+    """Requests a second each API key may make on average (0: no limit); beyond it, 429."""
+    rate_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 200
+    """Requests a key may make at once before ``rate_limit`` applies (the bucket's size)."""
+    public_rate_limit: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 5.0
+    """Public certificate checks a second from one client address (0: no limit)."""
+    public_rate_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 30
+    """Public certificate checks one client address may make at once."""
+    client_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    """Longest wait for the next part of a request body; a client slower than that gets 408."""
+    keep_alive_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    """How long an idle keep-alive connection stays open."""
+    forwarded_allow_ips: str = ""
+    """Proxies trusted to say who the client is (``X-Forwarded-For``), comma-separated, for the
+    per-address limit behind a reverse proxy; empty: trust no header, use the peer address."""
     allow_private_webhooks: bool = False
     """Accept webhook URLs on loopback, link-local and private addresses, and plain http (tests and
     local use only: otherwise a webhook could make metreg probe the network it runs in)."""

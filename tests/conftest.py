@@ -95,8 +95,16 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 async def app_client(database_url: str, clock: FixedClock) -> AsyncIterator[httpx.AsyncClient]:
+    # Rate limits are off: the clock stands still, so buckets would never refill. Their own tests
+    # turn them on.
     settings = Settings(
-        database_url=database_url, redis_url=REDIS_URL, db_pool_min=1, db_pool_max=4, log_level="WARNING"
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        db_pool_min=1,
+        db_pool_max=4,
+        log_level="WARNING",
+        rate_limit=0,
+        public_rate_limit=0,
     )
     app = create_app(settings, clock=clock)
     async with running(app):

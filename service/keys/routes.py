@@ -11,6 +11,7 @@ from service.deps import AdminDep, ClockDep, Db
 from service.errors import NotFoundError
 from service.keys.queries import create_key, revoke_key
 from service.keys.schemas import ApiKeyCreate, CreatedApiKey
+from service.policy import Actor, access
 from service.problems import problem_responses
 
 __all__ = ("ApiKeyController",)
@@ -22,6 +23,7 @@ class ApiKeyController(Controller):
 
     @post(
         operation_id="CreateApiKey",
+        opt=access(Actor.ADMIN),
         summary="Create an API key",
         description="Admin only. The response's `key` is the secret: it is shown this once and only its "
         "hash is stored.",
@@ -39,6 +41,7 @@ class ApiKeyController(Controller):
     @delete(
         "/{key_id:str}",
         operation_id="RevokeApiKey",
+        opt=access(Actor.ADMIN),
         summary="Revoke an API key",
         description="Admin only. The key stops working at once; revoking twice is harmless.",
         responses=problem_responses(400, 401, 403, 404),

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import cast
 
@@ -21,6 +21,7 @@ from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Response
+from litestar.routes import HTTPRoute
 from litestar.types import (
     HTTPResponseStartEvent,
     HTTPScope,
@@ -54,12 +55,13 @@ from service.lifecycle.routes import LifecycleController
 from service.limits import RateLimiter, receive_in_time
 from service.logs import configure_logging, request_id_var
 from service.notices.routes import NoticeController
+from service.policy import Access
 from service.problems import PROBLEM_MEDIA_TYPE, exception_handlers, problem_body
 from service.requests.routes import VerificationRequestController
 from service.settings import Settings
 from service.webhooks.routes import WebhookController
 
-__all__ = ("MetregApp", "create_app")
+__all__ = ("MetregApp", "create_app", "guarded_handlers")
 
 log = logging.getLogger("metreg.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -241,23 +243,36 @@ async def readyz(state: State) -> Response[Health]:
     return Response(Health(status="ok" if ready else "unavailable", checks=checks), status_code=200 if ready else 503)
 
 
+def guarded_handlers(app: Litestar) -> Iterator[tuple[HTTPRoute, HTTPRouteHandler]]:
+    """Every HTTP handler that must authenticate and declare its callers, with its route: all but
+    the OpenAPI document and its viewer, the public ones, and Litestar's automatic OPTIONS answers
+    (no data)."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or route.path.startswith("/docs"):
+            continue
+        for handler in route.route_handlers:
+            if handler.opt.get("public") or handler.http_methods == {"OPTIONS"}:
+                continue
+            yield route, handler
+
+
 def _require_authentication(app: Litestar) -> None:
-    """Refuse to start when a route neither authenticates nor declares itself public.
+    """Refuse to start when a route neither authenticates nor declares itself public, or does not
+    declare who may call it.
 
     Authentication is a dependency (it shares the request's connection and transaction), so a
     handler that forgets to ask for ``principal`` would be open to anyone; this makes that a
-    start-up error instead.
+    start-up error instead. Every authenticated handler also declares its callers
+    (``opt=access(...)``, ``service.policy``), which the isolation matrix test holds it to.
     """
-    for route in app.routes:
-        if route.path.startswith("/docs"):  # the OpenAPI document and its viewer are public
-            continue
-        for handler in getattr(route, "route_handlers", ()):
-            if not isinstance(handler, HTTPRouteHandler) or handler.opt.get("public"):
-                continue
-            if handler.http_methods == {"OPTIONS"}:  # Litestar's automatic preflight answer: no data
-                continue
-            if not set(handler.parsed_fn_signature.parameters) & _AUTHENTICATED:
-                raise RuntimeError(f"{handler.handler_name} at {route.path} neither authenticates nor is public")
+    for route, handler in guarded_handlers(app):
+        if not set(handler.parsed_fn_signature.parameters) & _AUTHENTICATED:
+            raise RuntimeError(f"{handler.handler_name} at {route.path} neither authenticates nor is public")
+        if not isinstance(handler.opt.get("access"), Access):
+            raise RuntimeError(
+                f"{handler.handler_name} at {route.path} declares no access policy: "
+                "add opt=access(Actor.…) (service.policy) to its decorator, or opt={'public': True}"
+            )
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Litestar:

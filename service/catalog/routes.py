@@ -7,6 +7,7 @@ from litestar import Controller, get
 from service.catalog.queries import select_catalog
 from service.catalog.schemas import CatalogItem
 from service.deps import Db, PrincipalDep
+from service.policy import Actor, access
 from service.problems import problem_responses
 
 __all__ = ("CatalogController",)
@@ -18,6 +19,7 @@ class CatalogController(Controller):
 
     @get(
         operation_id="ListCatalogItems",
+        opt=access(*Actor),
         summary="List the catalogue",
         description="Instrument types of the legal catalogue with their regime, compulsory uses, "
         "legal maximum and default cycle, and the regulation that sets them.",

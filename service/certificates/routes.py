@@ -60,6 +60,7 @@ from service.labs.queries import select_lab
 from service.notices.queries import cancel_stale, insert_event_notice
 from service.notices.rules import NoticeKind
 from service.pagination import Cursor, Limit, Page
+from service.policy import Actor, access
 from service.problems import problem_responses
 from service.requests.queries import attach_result, claim_item
 from service.types import validate_date
@@ -220,6 +221,7 @@ class InstrumentCertificateController(Controller):
 
     @post(
         operation_id="RecordResult",
+        opt=access(Actor.ADMIN, Actor.REGULATOR, Actor.LAB),
         summary="Record a verification or calibration result",
         description="A lab holding an accepted request for the instrument, an admin on a lab's behalf "
         "(`lab_id`), or for `inspection_record` a regulator of the enterprise's region. The "
@@ -364,6 +366,7 @@ class InstrumentCertificateController(Controller):
 
     @get(
         operation_id="ListInstrumentCertificates",
+        opt=access(Actor.ADMIN, Actor.OWNER, Actor.REGULATOR, Actor.LAB),
         summary="List an instrument's result documents",
         description="Newest verification date first, with each document's effect and whether it still "
         "stands. Whoever may read the instrument.",
@@ -406,6 +409,7 @@ class CertificateController(Controller):
     @get(
         "/{certificate_id:str}",
         operation_id="GetCertificate",
+        opt=access(Actor.ADMIN, Actor.OWNER, Actor.REGULATOR, Actor.LAB),
         summary="Read a result document",
         description="Whoever may read its instrument.",
         responses=problem_responses(400, 401, 404),
@@ -419,6 +423,7 @@ class CertificateController(Controller):
     @post(
         "/{certificate_id:str}/revoke",
         operation_id="RevokeCertificate",
+        opt=access(Actor.ADMIN, Actor.REGULATOR, Actor.LAB),
         summary="Revoke a certificate",
         description="The issuing lab, a regulator of the enterprise's region, or an admin. Only a passing "
         "document that still stands; `effective_on` (default today) may not be in the future or before "

@@ -13,6 +13,7 @@ from service.deps import ClockDep, Db, PrincipalDep
 from service.errors import ConflictError, NotFoundError
 from service.notices.queries import select_delivery
 from service.notices.schemas import Delivery
+from service.policy import Actor, access
 from service.problems import problem_responses
 
 __all__ = ("DeliveryController",)
@@ -25,6 +26,7 @@ class DeliveryController(Controller):
     @post(
         "/{delivery_id:str}/retry",
         operation_id="RetryDelivery",
+        opt=access(Actor.ADMIN, Actor.OWNER),
         summary="Try a delivery again",
         description="For a `failed` delivery (or a `pending` one, to try it now rather than at its next "
         "scheduled time): the worker tries it again within seconds with a fresh series of tries, and its "

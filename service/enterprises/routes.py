@@ -16,6 +16,7 @@ from service.enterprises.rules import credit_code_problem, is_valid_timezone, re
 from service.enterprises.schemas import Enterprise, EnterpriseCreate, EnterpriseUpdate
 from service.errors import FieldError, ForbiddenError, InvalidInputError, StaleVersionError
 from service.instruments.queries import recompute_validity
+from service.policy import Actor, access
 from service.problems import problem_responses
 
 __all__ = ("EnterpriseController",)
@@ -52,6 +53,7 @@ class EnterpriseController(Controller):
 
     @post(
         operation_id="CreateEnterprise",
+        opt=access(Actor.ADMIN),
         summary="Create an enterprise",
         description="Admin only. The credit code must carry a valid GB 32100-2015 check character and be unique.",
         responses=problem_responses(400, 401, 403, 409, 413),
@@ -81,6 +83,7 @@ class EnterpriseController(Controller):
     @get(
         "/{enterprise_id:str}",
         operation_id="GetEnterprise",
+        opt=access(Actor.ADMIN, Actor.OWNER, Actor.REGULATOR),
         summary="Read an enterprise",
         description="Admins, the enterprise's own keys and regulators of its region.",
         responses=problem_responses(400, 401, 404),
@@ -96,6 +99,7 @@ class EnterpriseController(Controller):
     @patch(
         "/{enterprise_id:str}",
         operation_id="UpdateEnterprise",
+        opt=access(Actor.ADMIN, Actor.OWNER),
         summary="Change an enterprise's settings",
         description="The enterprise itself or an admin; `region_code` is admin only. Changing "
         "`period_rule` recomputes every valid-until date that metreg computed (printed and certificate "

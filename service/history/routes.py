@@ -12,6 +12,7 @@ from service.history.queries import select_events
 from service.history.schemas import Event
 from service.instruments.access import visible_instrument
 from service.pagination import Cursor, Limit, Page
+from service.policy import Actor, access
 from service.problems import problem_responses
 
 __all__ = ("HistoryController",)
@@ -23,6 +24,7 @@ class HistoryController(Controller):
 
     @get(
         operation_id="GetInstrumentHistory",
+        opt=access(Actor.ADMIN, Actor.OWNER, Actor.REGULATOR, Actor.LAB),
         summary="An instrument's history",
         description="Every registration, change, result, revocation and lifecycle step, with the key "
         "and role that made it and when, newest first. Whoever may read the instrument.",

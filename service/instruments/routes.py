@@ -32,6 +32,7 @@ from service.instruments.rules import Status, ValiditySource, derive, resolve_cy
 from service.instruments.schemas import Instrument, InstrumentCreate, InstrumentUpdate
 from service.notices.queries import cancel_stale
 from service.pagination import Cursor, Limit, Page
+from service.policy import Actor, access
 from service.problems import problem_responses
 from service.types import NO_NUL, validate_date
 
@@ -53,6 +54,7 @@ class EnterpriseInstrumentController(Controller):
 
     @post(
         operation_id="RegisterInstrument",
+        opt=access(Actor.ADMIN, Actor.OWNER),
         summary="Register an instrument",
         description="The enterprise or an admin. Compulsory determination, cycle limits and the "
         "valid-until date follow the catalogue and the enterprise's period rule; the response carries "
@@ -75,6 +77,7 @@ class EnterpriseInstrumentController(Controller):
 
     @get(
         operation_id="ListInstruments",
+        opt=access(Actor.ADMIN, Actor.OWNER, Actor.REGULATOR),
         summary="List an enterprise's register",
         description="In due order (what lapses first comes first), keyset-paged. Filters combine: "
         "`status` as computed for `as_of` (default: the enterprise's local today); `due_before` keeps "
@@ -121,6 +124,7 @@ class InstrumentController(Controller):
     @get(
         "/{instrument_id:str}",
         operation_id="GetInstrument",
+        opt=access(Actor.ADMIN, Actor.OWNER, Actor.REGULATOR, Actor.LAB),
         summary="Read an instrument and its legal status",
         description="Its enterprise, an admin, a regulator of the enterprise's region, or a lab that "
         "has or had a verification request for it. `as_of` computes the status for another local date.",
@@ -142,6 +146,7 @@ class InstrumentController(Controller):
     @patch(
         "/{instrument_id:str}",
         operation_id="UpdateInstrument",
+        opt=access(Actor.ADMIN, Actor.OWNER),
         summary="Change an instrument's record",
         description="The enterprise or an admin. Send the `version` you read (or `If-Match`); a stale "
         "one is a 409. Changing the catalogue item, use, cycle or verification data re-applies the "

@@ -125,21 +125,34 @@ async def select_keys(
     )
 
 
-async def rotate_key(db: asyncpg.Connection, old: ApiKey, data: ApiKeyRotation, now: dt.datetime) -> CreatedApiKey:
-    """A new key of the same role, scope and name; the old one ends after the grace period.
+async def rotate_key(
+    db: asyncpg.Connection, old: ApiKey, data: ApiKeyRotation, now: dt.datetime, *, extend: bool
+) -> CreatedApiKey:
+    """A new key of the same role, scope, name and end; the old one ends after the grace period.
+
+    ``data.expires_at`` sets another end for the new key: an earlier one, or with ``extend`` (an
+    admin's rotation) a later one too, so that a key cannot renew itself beyond what it was given.
 
     ``old`` must have been read ``for_update`` in this transaction, so that two rotations of one key
     cannot both succeed.
 
     Raises:
         ConflictError: the old key is revoked, expired, or already rotated.
-        RuleViolationError: the new key's ``expires_at`` is not in the future.
+        RuleViolationError: the new key's ``expires_at`` is not in the future, or (without
+            ``extend``) later than the old key's end.
     """
     if old.revoked_at is not None or (old.expires_at is not None and old.expires_at <= now):
         raise ConflictError(f"API key {old.id} no longer works: mint a new key instead of rotating it")
     if old.rotated_to is not None:
         raise ConflictError(f"API key {old.id} was already rotated to {old.rotated_to}: rotate that one")
     errors = _expiry_errors(data.expires_at, now)
+    if data.expires_at is None:
+        expires_at = old.expires_at
+    elif old.expires_at is not None and data.expires_at > old.expires_at and not extend:
+        errors.append(FieldError(field="expires_at", message="may not be later than the old key's end"))
+        expires_at = None
+    else:
+        expires_at = data.expires_at
     if errors:
         raise RuleViolationError.for_fields(errors)
     successor = ApiKeyCreate(
@@ -148,7 +161,7 @@ async def rotate_key(db: asyncpg.Connection, old: ApiKey, data: ApiKeyRotation, 
         enterprise_id=old.enterprise_id,
         lab_id=old.lab_id,
         region_code=old.region_code,
-        expires_at=data.expires_at,
+        expires_at=expires_at,
     )
     created = await _insert(db, successor, now)
     grace_end = now + dt.timedelta(seconds=data.grace_seconds)

@@ -1,4 +1,5 @@
-"""``/v1/api-keys``: admins mint, list and revoke keys; a key may read and rotate itself."""
+"""``/v1/api-keys``: admins mint, list and revoke keys; a key may read and rotate the keys of its
+own scope (self-service rotation: the new key has no more power or life than the old one)."""
 
 from __future__ import annotations
 
@@ -20,14 +21,17 @@ from service.problems import problem_responses
 __all__ = ("ApiKeyController",)
 
 
-async def _own_or_any(db: Db, principal: Principal, key_id: uuid.UUID, *, for_update: bool = False) -> ApiKey:
-    """The key, if the caller is an admin or the key itself; any other key is told it does not exist."""
-    found = None
-    if principal.is_admin or principal.key_id == key_id:
-        found = await select_key(db, key_id, for_update=for_update)
-    if found is None:
+async def _same_scope(db: Db, principal: Principal, key_id: uuid.UUID, *, for_update: bool = False) -> ApiKey:
+    """The key, if the caller is an admin or a key of the same role and scope (the same enterprise,
+    lab or region); any other caller is told it does not exist."""
+    found = await select_key(db, key_id, for_update=for_update)
+    if found is None or not (principal.is_admin or _scope(principal) == _scope(found)):
         raise NotFoundError(f"API key {key_id} not found")
     return found
+
+
+def _scope(key: Principal | ApiKey) -> tuple[object, ...]:
+    return key.role, key.enterprise_id, key.lab_id, key.region_code
 
 
 class ApiKeyController(Controller):
@@ -86,21 +90,23 @@ class ApiKeyController(Controller):
         "/{key_id:str}",
         operation_id="GetApiKey",
         summary="An API key",
-        description="An admin, or the key itself (to see when it ends or was rotated).",
+        description="An admin, or a key of the same role and scope (the same enterprise, lab or "
+        "region): to see when it was last used, when it ends and what replaced it.",
         responses=problem_responses(400, 401, 404),
         opt=access(Actor.ADMIN, Actor.OWNER),
     )
     async def get_api_key(self, db: Db, principal: PrincipalDep, key_id: FromPath[uuid.UUID]) -> ApiKey:
-        return await _own_or_any(db, principal, key_id)
+        return await _same_scope(db, principal, key_id)
 
     @post(
         "/{key_id:str}/rotate",
         operation_id="RotateApiKey",
         summary="Rotate an API key",
-        description="An admin, or the key itself. Answers a new key of the same role, scope and name "
-        "(its `key` shown this once); the old key keeps working for `grace_seconds` (default 86400, "
-        "at most 30 days, 0: ends now) and then stops, so that its users can switch without an outage. "
-        "A revoked, expired or already rotated key is a 409.",
+        description="An admin, or a key of the same role and scope. Answers a new key of the same role, "
+        "scope and name (its `key` shown this once); the old key keeps working for `grace_seconds` "
+        "(default 86400, at most 30 days, 0: ends now) and then stops, so that its users can switch "
+        "without an outage. The new key ends when the old one would have (or at `expires_at`, which "
+        "only an admin may set later than that). A revoked, expired or already rotated key is a 409.",
         responses=problem_responses(400, 401, 404, 409, 413, 422),
         status_code=201,
         opt=access(Actor.ADMIN, Actor.OWNER),
@@ -113,8 +119,8 @@ class ApiKeyController(Controller):
         key_id: FromPath[uuid.UUID],
         data: JSONBody[ApiKeyRotation | None] = None,
     ) -> CreatedApiKey:
-        old = await _own_or_any(db, principal, key_id, for_update=True)
-        return await rotate_key(db, old, data or ApiKeyRotation(), clock.now())
+        old = await _same_scope(db, principal, key_id, for_update=True)
+        return await rotate_key(db, old, data or ApiKeyRotation(), clock.now(), extend=principal.is_admin)
 
     @delete(
         "/{key_id:str}",

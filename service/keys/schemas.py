@@ -36,7 +36,8 @@ class ApiKeyRotation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     grace_seconds: GraceSeconds = 86400
     expires_at: dt.datetime | None = None
-    """The new key's own end, if it should have one."""
+    """Another end for the new key (default: the old key's end, if it had one). Only an admin may
+    set it later than the old key's end."""
 
 
 class ApiKey(msgspec.Struct, frozen=True, kw_only=True):

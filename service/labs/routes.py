@@ -13,6 +13,7 @@ from service.deps import AdminDep, ClockDep, Db, PrincipalDep
 from service.errors import FieldError, InvalidInputError, NotFoundError, RuleViolationError
 from service.labs.queries import insert_lab, select_lab
 from service.labs.schemas import Lab, LabCreate
+from service.policy import Actor, access
 from service.problems import problem_responses
 
 __all__ = ("LabController",)
@@ -24,6 +25,7 @@ class LabController(Controller):
 
     @post(
         operation_id="CreateLab",
+        opt=access(Actor.ADMIN),
         summary="Register a lab",
         description="Admin only. Every `scope` entry must be a catalogue code; `sla_working_days` is the "
         "time limit of an accepted verification request (default 10 working days).",
@@ -57,6 +59,7 @@ class LabController(Controller):
     @get(
         "/{lab_id:str}",
         operation_id="GetLab",
+        opt=access(Actor.ADMIN, Actor.LAB),
         summary="Read a lab",
         description="Admins, and the lab's own keys.",
         responses=problem_responses(400, 401, 404),

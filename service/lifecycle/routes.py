@@ -26,6 +26,7 @@ from service.instruments.schemas import Instrument
 from service.lifecycle.rules import Action, transition
 from service.lifecycle.schemas import LifecycleChange, Replaced, Replacement
 from service.notices.queries import cancel_stale
+from service.policy import Actor, access
 from service.problems import problem_responses
 from service.requests.queries import withdraw_items
 from service.types import validate_date
@@ -100,6 +101,7 @@ def _route(action: Action, summary: str, description: str, *, status_code: int =
     return post(
         f"/{{instrument_id:str}}/{action}",
         operation_id=f"{action.value.capitalize()}Instrument",
+        opt=access(Actor.ADMIN, Actor.OWNER),
         summary=summary,
         description=description
         + " The enterprise or an admin; `effective_on` defaults to today and may not be in the future. "

@@ -134,7 +134,12 @@ def notice_scope(principal: Principal, bind: Params) -> str:
     if principal.role is Role.ENTERPRISE:
         return f"n.enterprise_id = {bind(principal.enterprise_id)}"
     if principal.role is Role.REGULATOR:
-        return f"n.region_code LIKE {bind(f'{principal.region_code}%')}"
+        # The enterprise's region now, not the one stored on the notice: a regulator loses sight of
+        # an enterprise that moves away and gains its history when one moves in.
+        return (
+            f"EXISTS (SELECT 1 FROM enterprises e WHERE e.id = n.enterprise_id "
+            f"AND e.region_code LIKE {bind(f'{principal.region_code}%')})"
+        )
     return "TRUE"
 
 
@@ -149,10 +154,10 @@ def delivery_scope(principal: Principal, bind: Params) -> str:
             f"(SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.enterprise_id = {owner}))"
         )
     if principal.role is Role.REGULATOR:
-        region = bind(f"{principal.region_code}%")
+        # Webhooks of exactly its region: those it owns (lists, pings, deletes).
         return (
-            f"n.region_code LIKE {region} AND EXISTS "
-            f"(SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.region_code LIKE {region})"
+            f"{notice_scope(principal, bind)} AND EXISTS "
+            f"(SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.region_code = {bind(principal.region_code)})"
         )
     return "TRUE"
 

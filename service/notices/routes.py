@@ -16,6 +16,7 @@ from service.notices.queries import NoticeFilters, select_notice, select_notices
 from service.notices.rules import NoticeKind, NoticeStatus
 from service.notices.schemas import Notice
 from service.pagination import Cursor, Limit, Page
+from service.policy import Actor, access
 from service.problems import problem_responses
 from service.types import validate_date
 
@@ -28,6 +29,7 @@ class NoticeController(Controller):
 
     @get(
         operation_id="ListNotices",
+        opt=access(Actor.ADMIN, Actor.OWNER, Actor.REGULATOR),
         summary="List notices",
         description="Newest first. An enterprise sees its own, a regulator those of its region (escalations "
         "are addressed to it), an admin all. Filters: `instrument_id`, `kind`, `status`, and `due_from` / "
@@ -56,6 +58,7 @@ class NoticeController(Controller):
     @get(
         "/{notice_id:str}",
         operation_id="GetNotice",
+        opt=access(Actor.ADMIN, Actor.OWNER, Actor.REGULATOR),
         summary="Read a notice and its deliveries",
         description="Each delivery (a webhook, an e-mail address) with every attempt: when, how long, the "
         "status code or error, and whether it was delivered, will be retried, or failed for good. Only "

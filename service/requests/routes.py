@@ -26,6 +26,7 @@ from service.errors import (
 from service.labs.queries import select_lab
 from service.labs.schemas import Lab
 from service.pagination import Cursor, Limit, Page
+from service.policy import Actor, access
 from service.problems import problem_responses
 from service.requests import rules
 from service.requests.queries import (
@@ -129,6 +130,7 @@ class VerificationRequestController(Controller):
 
     @post(
         operation_id="CreateVerificationRequest",
+        opt=access(Actor.ADMIN, Actor.OWNER),
         summary="Ask a lab to verify instruments",
         description="An enterprise key (or an admin with `enterprise_id`). Every instrument must belong "
         "to the enterprise, be in use (in service, failed or pending verification), be in no other "
@@ -165,6 +167,7 @@ class VerificationRequestController(Controller):
 
     @get(
         operation_id="ListVerificationRequests",
+        opt=access(Actor.ADMIN, Actor.OWNER, Actor.REGULATOR, Actor.LAB),
         summary="List verification requests",
         description="Newest first. An enterprise sees its own, a lab those addressed to it, a regulator "
         "those of its region, an admin all. `overdue=true` keeps accepted requests past `due_by`.",
@@ -189,6 +192,7 @@ class VerificationRequestController(Controller):
     @get(
         "/{request_id:str}",
         operation_id="GetVerificationRequest",
+        opt=access(Actor.ADMIN, Actor.OWNER, Actor.REGULATOR, Actor.LAB),
         summary="Read a verification request and its items",
         description="Its enterprise, its lab, a regulator of the enterprise's region, or an admin. Each "
         "item shows its result once the lab has recorded one.",
@@ -205,6 +209,7 @@ class VerificationRequestController(Controller):
     @post(
         "/{request_id:str}/accept",
         operation_id="AcceptVerificationRequest",
+        opt=access(Actor.ADMIN, Actor.LAB),
         summary="Accept a request (the lab)",
         description="Sets `accepted_on` to the enterprise's local today and `due_by` to that date plus the "
         "lab's `sla_working_days` in working days (weekends skipped). Only a submitted request.",
@@ -228,6 +233,7 @@ class VerificationRequestController(Controller):
     @post(
         "/{request_id:str}/reject",
         operation_id="RejectVerificationRequest",
+        opt=access(Actor.ADMIN, Actor.LAB),
         summary="Reject a request (the lab)",
         description="Only a submitted request; the `reason` is shown to the enterprise.",
         responses=problem_responses(400, 401, 403, 404, 409, 413),
@@ -254,6 +260,7 @@ class VerificationRequestController(Controller):
     @post(
         "/{request_id:str}/cancel",
         operation_id="CancelVerificationRequest",
+        opt=access(Actor.ADMIN, Actor.OWNER),
         summary="Cancel a request (the enterprise)",
         description="The enterprise or an admin, while no result is recorded. The body (`reason`) is optional.",
         responses=problem_responses(400, 401, 403, 404, 409, 413),

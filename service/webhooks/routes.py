@@ -17,6 +17,7 @@ from service.deliveries.webhook import WebhookCall, new_http_client, post_webhoo
 from service.deps import ClockDep, Db, PrincipalDep, SettingsDep
 from service.enterprises.access import writable_enterprise
 from service.errors import InvalidInputError, NotFoundError, RuleViolationError
+from service.policy import Actor, access
 from service.problems import problem_responses
 from service.webhooks.queries import deactivate_webhook, insert_webhook, select_webhook_target, select_webhooks
 from service.webhooks.rules import url_problem
@@ -49,6 +50,7 @@ class WebhookController(Controller):
 
     @post(
         operation_id="CreateWebhook",
+        opt=access(Actor.ADMIN, Actor.OWNER, Actor.OTHER_ENTERPRISE, Actor.REGULATOR, Actor.OTHER_REGULATOR),
         summary="Register a webhook",
         description="For the caller's enterprise (enterprise key) or region (regulator key); admins name "
         "`enterprise_id` or `region_code`. https only, and no loopback, link-local or private address "
@@ -83,6 +85,7 @@ class WebhookController(Controller):
 
     @get(
         operation_id="ListWebhooks",
+        opt=access(Actor.ADMIN, Actor.OWNER),
         summary="List webhooks",
         description="The caller's active webhooks (its enterprise's or its region's; admins: all). Secrets "
         "are never shown again.",
@@ -95,6 +98,7 @@ class WebhookController(Controller):
     @post(
         "/{webhook_id:str}/ping",
         operation_id="PingWebhook",
+        opt=access(Actor.ADMIN, Actor.OWNER),
         summary="Send a test call to a webhook",
         description='Sends `{"kind": "ping", "webhook_id", "sent_at"}` signed like every notice '
         "(`Metreg-Event: ping`) and answers how it went: `delivered` (a 2xx), the status code or error, and "
@@ -139,6 +143,7 @@ class WebhookController(Controller):
     @delete(
         "/{webhook_id:str}",
         operation_id="DeleteWebhook",
+        opt=access(Actor.ADMIN, Actor.OWNER),
         summary="Delete a webhook",
         description="It is called no more; deliveries already made stay visible on their notices.",
         responses=problem_responses(400, 401, 403, 404),

@@ -87,6 +87,7 @@ async def explain(dsn: str, now: dt.datetime) -> bool:
         transaction = conn.transaction()
         await transaction.start()
         try:
+            await conn.execute("SET LOCAL ROLE metreg_worker")  # as the worker runs it
             cancelled = await cancel_stale(conn, now)
             print(f"  cancel_stale: {cancelled:,} cancelled")
             for run in ("first run of the day", "second run"):

@@ -258,7 +258,8 @@ def list_query(
         where.append(f"i.due_key < {bind(filters.due_before)}::date")
     if filters.q:
         pattern = bind(_like_pattern(filters.q))
-        where.append(f"(i.name || ' ' || i.serial_no || ' ' || coalesce(i.management_no, '')) ILIKE {pattern}")
+        # Through the trigram index, which row-level security would keep ILIKE from (0009_search.sql).
+        where.append(f"i.id IN (SELECT instrument_search($1, {pattern}))")
     if cursor is not None:
         key = decode_cursor(cursor, _PageKey)
         # date.max is how asyncpg spells PostgreSQL's 'infinity' date, the due_key of rows that never lapse.

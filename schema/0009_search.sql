@@ -1,0 +1,11 @@
+-- Search under row-level security. ILIKE is not leakproof, so PostgreSQL will not evaluate it in an
+-- index scan ahead of a policy: the trigram index went unused and a search read every instrument
+-- of the enterprise. The search runs here as the owner, with the policy's own test applied first,
+-- and the list joins the ids it finds.
+CREATE FUNCTION instrument_search(enterprise uuid, pattern text) RETURNS SETOF uuid
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public ROWS 100 AS $$
+    SELECT i.id FROM instruments i
+    WHERE principal_sees(enterprise)
+      AND i.enterprise_id = enterprise
+      AND (i.name || ' ' || i.serial_no || ' ' || coalesce(i.management_no, '')) ILIKE pattern
+$$;

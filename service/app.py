@@ -77,15 +77,18 @@ key). Roles: `admin` (everything; the only role that creates enterprises, labs a
 `lab` (its lab record, the requests addressed to it and their instruments; records results),
 `regulator` (reads every enterprise whose region code starts with its prefix; records in-service
 inspections and revokes certificates). A resource outside the key's scope answers 404, an action
-its role may not take 403.
+its role may not take 403. Keys may end by themselves (`expires_at`) and may be rotated
+(`POST /v1/api-keys/{id}/rotate`: the old key keeps working for a grace period). Every change is
+recorded in a hash-chained audit trail (`GET /v1/audit`).
 
 Errors are RFC 9457 `application/problem+json` with a `request_id` and, for input errors, an
-`errors` list naming each field: 400 malformed, 409 conflict (duplicate, stale `version`, or a state
-change the current state does not allow, with `allowed` listing those it does), 413 too large, 422 a
-legal or domain rule broken. Send `X-Request-ID` to choose the id; every response
-carries it. Lists are keyset-paged: `limit` (1–500, default 50), and `cursor` = the previous page's
-`next_cursor` (null on the last page). Dates are `YYYY-MM-DD` local dates of the enterprise;
-instants are RFC 3339 UTC.
+`errors` list naming each field: 400 malformed, 408 a body that arrived too slowly, 409 conflict
+(duplicate, stale `version`, or a state change the current state does not allow, with `allowed`
+listing those it does), 413 too large, 422 a legal or domain rule broken, 429 too many requests for
+the key (or, for the public check, the address): wait `Retry-After` seconds. Send `X-Request-ID` to
+choose the id; every response carries it. Lists are keyset-paged: `limit` (1–500, default 50), and
+`cursor` = the previous page's `next_cursor` (null on the last page). Dates are `YYYY-MM-DD` local
+dates of the enterprise; instants are RFC 3339 UTC.
 
 An instrument's `status` is one of valid, due_soon, overdue, failed, sealed, scrapped, replaced,
 pending_verification, unverified, computed for the enterprise's local today (or `as_of`).

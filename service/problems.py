@@ -131,7 +131,8 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> R
     elif status == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
     elif status == 413:
-        detail = "the request body is larger than this endpoint accepts"
+        limit = request.route_handler.resolve_request_max_body_size()
+        detail = f"the request body is larger than the {limit} bytes this endpoint accepts"
     elif isinstance(exc.__cause__, SerializationException):
         detail = f"the request body is not valid JSON ({detail.removeprefix('JSON is malformed: ')})"
     headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}

@@ -146,15 +146,11 @@ async def rotate_key(
     if old.rotated_to is not None:
         raise ConflictError(f"API key {old.id} was already rotated to {old.rotated_to}: rotate that one")
     errors = _expiry_errors(data.expires_at, now)
-    if data.expires_at is None:
-        expires_at = old.expires_at
-    elif old.expires_at is not None and data.expires_at > old.expires_at and not extend:
-        errors.append(FieldError(field="expires_at", message="may not be later than the old key's end"))
-        expires_at = None
-    else:
-        expires_at = data.expires_at
-    if errors:
+    if errors:  # naive or past: not comparable with the old key's end
         raise RuleViolationError.for_fields(errors)
+    expires_at = old.expires_at if data.expires_at is None else data.expires_at
+    if old.expires_at is not None and expires_at is not None and expires_at > old.expires_at and not extend:
+        raise RuleViolationError.for_field("expires_at", "may not be later than the old key's end")
     successor = ApiKeyCreate(
         role=old.role,
         name=old.name,

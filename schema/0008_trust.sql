@@ -114,7 +114,7 @@ CREATE POLICY principal ON certificates TO metreg_api USING (
 
 ALTER TABLE verification_requests ENABLE ROW LEVEL SECURITY;
 CREATE POLICY principal ON verification_requests TO metreg_api USING (
-    principal_sees(enterprise_id) OR lab_id = principal_lab()
+    principal_sees(enterprise_id) OR (principal_role() = 'lab' AND lab_id = principal_lab())
 );
 
 -- The rows below a visible parent: the parent's own policy decides.
@@ -122,9 +122,11 @@ ALTER TABLE request_items ENABLE ROW LEVEL SECURITY;
 CREATE POLICY principal ON request_items TO metreg_api
     USING (EXISTS (SELECT 1 FROM verification_requests r WHERE r.id = request_id));
 
+-- The public check sees the instrument of its certificate, not what happened to it.
 ALTER TABLE instrument_events ENABLE ROW LEVEL SECURITY;
-CREATE POLICY principal ON instrument_events TO metreg_api
-    USING (EXISTS (SELECT 1 FROM instruments i WHERE i.id = instrument_id));
+CREATE POLICY principal ON instrument_events TO metreg_api USING (
+    principal_role() IS DISTINCT FROM 'public' AND EXISTS (SELECT 1 FROM instruments i WHERE i.id = instrument_id)
+);
 
 -- A lab's result writes the enterprise's result notice (and cancels stale reminders) itself.
 ALTER TABLE notices ENABLE ROW LEVEL SECURITY;

@@ -1,0 +1,677 @@
+"""Row-level security and the roles' grants, held by PostgreSQL itself (schema/0008_trust.sql).
+
+Every query here runs on a connection opened the way the processes open theirs
+(``service.db.create_pool``: role ``metreg_api`` or ``metreg_worker``), and makes its principal the
+way the app does: the app's own authentication statement (``service.auth._AUTHENTICATE``) with a
+real key, or ``act_as_public`` for the public certificate check. The reads are deliberately
+unfiltered (``SELECT … FROM <table>``): whatever comes back is what the policies let through.
+
+One world per module, built through the API: enterprise A (region 530102) and B (620102), each
+with instruments, a request accepted by a lab of its own (L for A, M for B), the certificate that
+lab recorded and the notice it wrote, a webhook, and a delivery with an attempt (inserted as the
+worker would have). What a principal should see of a table is computed as superuser from each
+row's owner (enterprise, instrument, lab, region), over the whole database: other tests' rows
+included, so that "only its rows" means exactly that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import httpx
+import pytest
+
+from service.app import create_app
+from service.auth import _AUTHENTICATE, Role, act_as_public, hash_secret, parse_key
+from service.clock import FixedClock
+from service.db import create_pool
+from service.settings import Settings
+from tests.conftest import (
+    ALL_CODES,
+    GAUGE,
+    NOW,
+    REDIS_URL,
+    Api,
+    LabAccount,
+    MakeLab,
+    MakeTenant,
+    Tenant,
+    accepted_request,
+    mint,
+    new_credit_code,
+    running,
+)
+
+REGION_A = "530102"  # Kunming: no other test's enterprise lives there
+REGION_B = "620102"  # Lanzhou
+REGULATOR_OF_A = "53"
+REGULATOR_OF_B = "62"
+VERIFIED = "2026-06-01"
+HOOK_URL = "https://hooks.example.com/metreg-rls"
+
+
+if TYPE_CHECKING:
+    # What a pool hands out (annotations only: the class is not subscriptable at run time).
+    Conn = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+
+
+class Who(enum.StrEnum):
+    ENTERPRISE_A = "enterprise_a"
+    ENTERPRISE_B = "enterprise_b"
+    REGULATOR_OF_A = "regulator_of_a"
+    LAB_OF_A = "lab_of_a"  # lab L: a request for one of A's instruments, nothing of B
+    ADMIN = "admin"
+    NOBODY = "nobody"  # a transaction without a principal
+    PUBLIC = "public"  # the public check of A's certificate
+
+
+# ---------------------------------------------------------------------------------------------
+# The world
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    keys: Mapping[Who, str]
+    a: uuid.UUID
+    b: uuid.UUID
+    a_requested: uuid.UUID  # A's instrument in lab L's request
+    a_other: uuid.UUID  # A's instrument no lab has seen
+    b_instrument: uuid.UUID
+    lab_l: uuid.UUID
+    lab_m: uuid.UUID
+    a_certificate: uuid.UUID
+    a_certificate_number: str
+    b_request: uuid.UUID
+    b_certificate: uuid.UUID
+    a_notice: uuid.UUID
+    b_notice: uuid.UUID
+    b_webhook: uuid.UUID
+    b_delivery: uuid.UUID
+    b_attempt: int
+
+
+def _id(body: dict[str, Any]) -> uuid.UUID:
+    return uuid.UUID(body["id"])
+
+
+async def _created(api: Api, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = await api.post(url, json=body)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def _result_of(tenant: Tenant, lab: LabAccount, instrument_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A request of ``tenant`` to ``lab`` for the instrument, accepted, and the lab's certificate."""
+    request = await _created(
+        tenant.api, "/v1/verification-requests", {"lab_id": lab.id, "instrument_ids": [instrument_id]}
+    )
+    await lab.accept(request["id"])
+    recorded = await lab.record(instrument_id)
+    assert recorded.status_code == 201, recorded.text
+    return request, recorded.json()["certificate"]
+
+
+async def _delivery(conn: Conn, notice: uuid.UUID, webhook: dict[str, Any]) -> tuple[uuid.UUID, int]:
+    """A failed delivery of ``notice`` to ``webhook`` with its one attempt, as the worker leaves them."""
+    delivery: uuid.UUID = await conn.fetchval(
+        """INSERT INTO deliveries (notice_id, channel, webhook_id, target, status, attempts, next_attempt_at,
+                                  last_error, created_at, updated_at)
+           VALUES ($1, 'webhook', $2, $3, 'failed', 1, $4, 'connection refused', $4, $4) RETURNING id""",
+        notice,
+        _id(webhook),
+        webhook["url"],
+        NOW,
+    )
+    attempt: int = await conn.fetchval(
+        """INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, error, outcome)
+           VALUES ($1, 1, $2, 12, 'connection refused', 'failed') RETURNING id""",
+        delivery,
+        NOW,
+    )
+    return delivery, attempt
+
+
+async def build_world(client: httpx.AsyncClient, pool: asyncpg.Pool) -> World:
+    admin = Api(client, await mint(pool, Role.ADMIN))
+
+    async def enterprise(region_code: str) -> uuid.UUID:
+        body = {"name": f"企业{region_code}", "credit_code": new_credit_code(), "region_code": region_code}
+        return _id(await _created(admin, "/v1/enterprises", body))
+
+    async def lab(name: str) -> uuid.UUID:
+        body = {
+            "name": name,
+            "accreditation_no": f"{name}-{uuid.uuid4().hex[:6]}",
+            "region_code": REGION_A,
+            "scope": ALL_CODES,
+        }
+        return _id(await _created(admin, "/v1/labs", body))
+
+    a, b = await enterprise(REGION_A), await enterprise(REGION_B)
+    lab_l, lab_m = await lab("实验室L"), await lab("实验室M")
+    keys = {
+        Who.ADMIN: admin.key or "",
+        Who.ENTERPRISE_A: await mint(pool, Role.ENTERPRISE, enterprise_id=a),
+        Who.ENTERPRISE_B: await mint(pool, Role.ENTERPRISE, enterprise_id=b),
+        Who.REGULATOR_OF_A: await mint(pool, Role.REGULATOR, region_code=REGULATOR_OF_A),
+        Who.LAB_OF_A: await mint(pool, Role.LAB, lab_id=lab_l),
+    }
+    tenant_a = Tenant({"id": str(a)}, Api(client, keys[Who.ENTERPRISE_A]))
+    tenant_b = Tenant({"id": str(b)}, Api(client, keys[Who.ENTERPRISE_B]))
+    account_l = LabAccount({"id": str(lab_l)}, Api(client, keys[Who.LAB_OF_A]))
+    account_m = LabAccount({"id": str(lab_m)}, Api(client, await mint(pool, Role.LAB, lab_id=lab_m)))
+    regulator_of_b = Api(client, await mint(pool, Role.REGULATOR, region_code=REGULATOR_OF_B))
+
+    a_requested = await tenant_a.register(**GAUGE, last_verified_on=VERIFIED)
+    a_other = await tenant_a.register(**GAUGE, last_verified_on=VERIFIED)
+    b_instrument = await tenant_b.register(**GAUGE, last_verified_on=VERIFIED)
+    _, a_certificate = await _result_of(tenant_a, account_l, a_requested["id"])
+    b_request, b_certificate = await _result_of(tenant_b, account_m, b_instrument["id"])
+
+    a_webhook = (await _created(tenant_a.api, "/v1/webhooks", {"url": HOOK_URL}))["webhook"]
+    b_webhook = (await _created(tenant_b.api, "/v1/webhooks", {"url": HOOK_URL}))["webhook"]
+    # Regulators' own webhooks, one per region.
+    await _created(Api(client, keys[Who.REGULATOR_OF_A]), "/v1/webhooks", {"url": HOOK_URL})
+    await _created(regulator_of_b, "/v1/webhooks", {"url": HOOK_URL})
+
+    async with pool.acquire() as conn:
+        notices = {
+            row["enterprise_id"]: row["id"]
+            for row in await conn.fetch(
+                "SELECT id, enterprise_id FROM notices WHERE certificate_id = ANY($1::uuid[])",
+                [_id(a_certificate), _id(b_certificate)],
+            )
+        }
+        assert set(notices) == {a, b}, "recording a result writes the enterprise's notice"
+        await _delivery(conn, notices[a], a_webhook)
+        b_delivery, b_attempt = await _delivery(conn, notices[b], b_webhook)
+    return World(
+        keys=keys,
+        a=a,
+        b=b,
+        a_requested=_id(a_requested),
+        a_other=_id(a_other),
+        b_instrument=_id(b_instrument),
+        lab_l=lab_l,
+        lab_m=lab_m,
+        a_certificate=_id(a_certificate),
+        a_certificate_number=a_certificate["number"],
+        b_request=_id(b_request),
+        b_certificate=_id(b_certificate),
+        a_notice=notices[a],
+        b_notice=notices[b],
+        b_webhook=_id(b_webhook),
+        b_delivery=b_delivery,
+        b_attempt=b_attempt,
+    )
+
+
+def _settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, redis_url=REDIS_URL, db_pool_min=1, db_pool_max=2, log_level="WARNING")
+
+
+@pytest.fixture(scope="module")
+async def world(database_url: str, pool: asyncpg.Pool) -> World:
+    app = create_app(_settings(database_url), clock=FixedClock(NOW))
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://metreg.test") as client,
+    ):
+        return await build_world(client, pool)
+
+
+@pytest.fixture(scope="module")
+async def api_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """Connections exactly as the API opens them: role metreg_api."""
+    db = await create_pool(_settings(database_url))
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+@pytest.fixture(scope="module")
+async def worker_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """Connections exactly as the worker opens them: role metreg_worker."""
+    db = await create_pool(_settings(database_url), application_name="metreg-worker", role="metreg_worker")
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Principals
+
+
+async def become(conn: Conn, world: World, who: Who) -> None:
+    """Make ``who`` the principal of the current transaction, as the app does."""
+    if who is Who.NOBODY:
+        return
+    if who is Who.PUBLIC:
+        await act_as_public(conn, world.lab_l, world.a_certificate_number)  # type: ignore[arg-type]
+        return
+    parsed = parse_key(world.keys[who])
+    assert parsed is not None
+    row = await conn.fetchrow(_AUTHENTICATE, parsed[0], hash_secret(parsed[1]), NOW, f"rls-{who}", "RlsTest")
+    assert row is not None, f"the key of {who} does not authenticate"
+
+
+@contextlib.asynccontextmanager
+async def acting(db: asyncpg.Pool, world: World, who: Who) -> AsyncIterator[Conn]:
+    """A transaction of ``who`` on a connection of ``db``, rolled back at the end."""
+    async with db.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await become(conn, world, who)
+            yield conn
+        finally:
+            await transaction.rollback()
+
+
+# ---------------------------------------------------------------------------------------------
+# Who owns each row (read as superuser)
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    key: str
+    enterprise: uuid.UUID | None
+    instrument: uuid.UUID | None  # the instrument the row is about, if any
+    lab: uuid.UUID | None  # the lab of the request the row belongs to, if any
+    region: str | None  # for webhooks and audit rows their own region_code, else the enterprise's
+
+
+# Per table: the key that names a row (as the principal selects it, unfiltered) and the superuser's
+# query of every row's owner.
+_OWNERS: dict[str, tuple[str, str]] = {
+    "enterprises": ("id::text", "SELECT id::text, id, NULL::uuid, NULL::uuid, region_code FROM enterprises"),
+    "instruments": (
+        "id::text",
+        """SELECT i.id::text, i.enterprise_id, i.id, NULL::uuid, e.region_code
+           FROM instruments i JOIN enterprises e ON e.id = i.enterprise_id""",
+    ),
+    "certificates": (
+        "id::text",
+        """SELECT c.id::text, c.enterprise_id, c.instrument_id, NULL::uuid, e.region_code
+           FROM certificates c JOIN enterprises e ON e.id = c.enterprise_id""",
+    ),
+    "verification_requests": (
+        "id::text",
+        """SELECT r.id::text, r.enterprise_id, NULL::uuid, r.lab_id, e.region_code
+           FROM verification_requests r JOIN enterprises e ON e.id = r.enterprise_id""",
+    ),
+    "request_items": (
+        "request_id::text || '/' || instrument_id::text",
+        """SELECT ri.request_id::text || '/' || ri.instrument_id::text, r.enterprise_id, ri.instrument_id,
+                  r.lab_id, e.region_code
+           FROM request_items ri JOIN verification_requests r ON r.id = ri.request_id
+           JOIN enterprises e ON e.id = r.enterprise_id""",
+    ),
+    "instrument_events": (
+        "seq::text",
+        """SELECT ev.seq::text, i.enterprise_id, ev.instrument_id, NULL::uuid, e.region_code
+           FROM instrument_events ev JOIN instruments i ON i.id = ev.instrument_id
+           JOIN enterprises e ON e.id = i.enterprise_id""",
+    ),
+    "notices": (
+        "id::text",
+        """SELECT n.id::text, n.enterprise_id, n.instrument_id, NULL::uuid, e.region_code
+           FROM notices n JOIN enterprises e ON e.id = n.enterprise_id""",
+    ),
+    "deliveries": (
+        "id::text",
+        """SELECT d.id::text, n.enterprise_id, n.instrument_id, NULL::uuid, e.region_code
+           FROM deliveries d JOIN notices n ON n.id = d.notice_id JOIN enterprises e ON e.id = n.enterprise_id""",
+    ),
+    "delivery_attempts": (
+        "id::text",
+        """SELECT da.id::text, n.enterprise_id, n.instrument_id, NULL::uuid, e.region_code
+           FROM delivery_attempts da JOIN deliveries d ON d.id = da.delivery_id
+           JOIN notices n ON n.id = d.notice_id JOIN enterprises e ON e.id = n.enterprise_id""",
+    ),
+    "webhooks": ("id::text", "SELECT id::text, enterprise_id, NULL::uuid, NULL::uuid, region_code FROM webhooks"),
+    "audit_log": (
+        "seq::text",
+        "SELECT seq::text, enterprise_id, NULL::uuid, NULL::uuid, region_code FROM audit_log",
+    ),
+}
+TABLES = list(_OWNERS)
+WORKER_TABLES = [t for t in TABLES if t != "audit_log"]  # the worker's policies: every row of these
+
+
+async def owners(pool: asyncpg.Pool, table: str) -> list[Owner]:
+    async with pool.acquire() as conn:
+        return [Owner(*row) for row in await conn.fetch(_OWNERS[table][1])]
+
+
+async def unfiltered(conn: Conn, table: str) -> set[str]:
+    """The keys of every row of ``table`` the connection sees, asked for without any filter."""
+    return {row[0] for row in await conn.fetch(f"SELECT {_OWNERS[table][0]} FROM {table}")}
+
+
+def _sees(world: World, who: Who, table: str) -> Callable[[Owner], bool]:
+    """Which rows of ``table`` ``who`` should see (design.md §5)."""
+    match who:
+        case Who.ADMIN:
+            return lambda row: True
+        case Who.NOBODY:
+            return lambda row: False
+        case Who.ENTERPRISE_A | Who.ENTERPRISE_B:
+            mine = world.a if who is Who.ENTERPRISE_A else world.b
+            return lambda row: row.enterprise == mine
+        case Who.REGULATOR_OF_A if table == "webhooks":
+            return lambda row: row.region == REGULATOR_OF_A  # a regulator's own webhooks only
+        case Who.REGULATOR_OF_A:
+            return lambda row: row.region is not None and row.region.startswith(REGULATOR_OF_A)
+        case Who.LAB_OF_A:
+            if table == "enterprises":
+                return lambda row: row.enterprise == world.a
+            if table in ("verification_requests", "request_items"):
+                return lambda row: row.lab == world.lab_l
+            if table in ("webhooks", "audit_log"):
+                return lambda row: False
+            return lambda row: row.instrument == world.a_requested
+        case Who.PUBLIC:
+            expected = {
+                "enterprises": str(world.a),
+                "instruments": str(world.a_requested),
+                "certificates": str(world.a_certificate),
+            }
+            return lambda row: row.key == expected.get(table)
+    raise AssertionError(who)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reads
+
+
+async def test_the_world_has_rows_of_both_tenants_in_every_table(world: World, pool: asyncpg.Pool) -> None:
+    for table in TABLES:
+        rows = await owners(pool, table)
+        assert {world.a, world.b} <= {row.enterprise for row in rows}, table
+
+
+async def test_the_app_pool_runs_as_metreg_api_and_the_worker_pool_as_metreg_worker(
+    api_pool: asyncpg.Pool, worker_pool: asyncpg.Pool
+) -> None:
+    assert await api_pool.fetchval("SELECT current_user") == "metreg_api"
+    assert await worker_pool.fetchval("SELECT current_user") == "metreg_worker"
+    for db in (api_pool, worker_pool):
+        assert not await db.fetchval("SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user")
+
+
+@pytest.mark.parametrize("table", TABLES)
+@pytest.mark.parametrize("who", list(Who), ids=str)
+async def test_an_unfiltered_select_returns_only_the_principals_rows(
+    who: Who, table: str, world: World, api_pool: asyncpg.Pool, pool: asyncpg.Pool
+) -> None:
+    sees = _sees(world, who, table)
+    expected = {row.key for row in await owners(pool, table) if sees(row)}
+    async with acting(api_pool, world, who) as conn:
+        visible = await unfiltered(conn, table)
+    unexpected, missing = sorted(visible - expected), sorted(expected - visible)
+    assert not unexpected, f"{who} sees rows of {table} it should not: {unexpected[:5]}"
+    assert not missing, f"{who} does not see rows of {table} it should: {missing[:5]}"
+
+
+async def test_each_tenant_sees_its_world_and_nothing_of_the_other(world: World, api_pool: asyncpg.Pool) -> None:
+    """The same, told by the world's own ids."""
+    async with acting(api_pool, world, Who.ENTERPRISE_A) as conn:
+        assert await unfiltered(conn, "enterprises") == {str(world.a)}
+        instruments = await unfiltered(conn, "instruments")
+        assert {str(world.a_requested), str(world.a_other)} <= instruments
+        assert str(world.b_instrument) not in instruments
+        assert str(world.a_certificate) in await unfiltered(conn, "certificates")
+        assert str(world.b_certificate) not in await unfiltered(conn, "certificates")
+        assert str(world.b_delivery) not in await unfiltered(conn, "deliveries")
+        assert str(world.b_attempt) not in await unfiltered(conn, "delivery_attempts")
+    async with acting(api_pool, world, Who.LAB_OF_A) as conn:
+        assert await unfiltered(conn, "instruments") == {str(world.a_requested)}
+        assert await unfiltered(conn, "enterprises") == {str(world.a)}
+    async with acting(api_pool, world, Who.ADMIN) as conn:
+        assert {str(world.a), str(world.b)} <= await unfiltered(conn, "enterprises")
+
+
+async def test_the_public_check_sees_its_certificate_its_instrument_and_its_enterprise(
+    world: World, api_pool: asyncpg.Pool
+) -> None:
+    async with acting(api_pool, world, Who.PUBLIC) as conn:
+        assert await unfiltered(conn, "certificates") == {str(world.a_certificate)}
+        assert await unfiltered(conn, "instruments") == {str(world.a_requested)}
+        assert await unfiltered(conn, "enterprises") == {str(world.a)}
+    # Another number of the same lab is another principal: it sees nothing of this one.
+    async with api_pool.acquire() as conn, conn.transaction():
+        await act_as_public(conn, world.lab_l, "no-such-number")  # type: ignore[arg-type]
+        for table in ("certificates", "instruments", "enterprises"):
+            assert await unfiltered(conn, table) == set(), table
+
+
+async def test_the_public_check_sees_no_request_of_the_labs_other_clients(
+    make_tenant: MakeTenant, make_lab: MakeLab, api_pool: asyncpg.Pool
+) -> None:
+    """Anyone may check a certificate: that principal must not read the issuing lab's work orders
+    for other enterprises."""
+    lab = await make_lab()
+    holder, other_client = await make_tenant(), await make_tenant()
+    checked = await holder.register(**GAUGE, last_verified_on=VERIFIED)
+    await accepted_request(holder, lab, checked["id"])
+    recorded = await lab.record(checked["id"])
+    assert recorded.status_code == 201, recorded.text
+    pending = await other_client.register(**GAUGE, last_verified_on=VERIFIED)
+    their_request = await _created(
+        other_client.api, "/v1/verification-requests", {"lab_id": lab.id, "instrument_ids": [pending["id"]]}
+    )
+    async with api_pool.acquire() as conn, conn.transaction():
+        await act_as_public(conn, uuid.UUID(lab.id), recorded.json()["certificate"]["number"])  # type: ignore[arg-type]
+        requests = await unfiltered(conn, "verification_requests")
+        items = await unfiltered(conn, "request_items")
+    assert their_request["id"] not in requests, "an anonymous certificate check reads another client's request"
+    assert f"{their_request['id']}/{pending['id']}" not in items
+
+
+# ---------------------------------------------------------------------------------------------
+# Writes
+
+
+async def test_updates_under_a_touch_only_as_rows(world: World, api_pool: asyncpg.Pool, pool: asyncpg.Pool) -> None:
+    async with acting(api_pool, world, Who.ENTERPRISE_A) as conn:
+        for sql, target in [
+            ("UPDATE enterprises SET name = 'hijacked' WHERE id = $1", world.b),
+            ("UPDATE instruments SET location = 'hijacked' WHERE id = $1", world.b_instrument),
+            ("UPDATE verification_requests SET note = 'hijacked' WHERE id = $1", world.b_request),
+            ("UPDATE notices SET last_error = 'hijacked' WHERE id = $1", world.b_notice),
+            ("UPDATE deliveries SET last_error = 'hijacked' WHERE id = $1", world.b_delivery),
+            ("UPDATE webhooks SET active = false WHERE id = $1", world.b_webhook),
+            ("UPDATE request_items SET withdrawn_on = '2026-06-15' WHERE request_id = $1", world.b_request),
+        ]:
+            assert await conn.execute(sql, target) == "UPDATE 0", sql
+        # Unfiltered, an update changes A's rows and only those.
+        changed = await conn.fetch("UPDATE instruments SET location = 'everywhere' RETURNING id, enterprise_id")
+        assert {row["enterprise_id"] for row in changed} == {world.a}
+        assert {row["id"] for row in changed} == {world.a_requested, world.a_other}
+    assert await pool.fetchval("SELECT location FROM instruments WHERE id = $1", world.b_instrument) is None
+
+
+_REFUSED_UNDER_A: dict[str, tuple[str, Callable[[World], tuple[Any, ...]]]] = {
+    "insert an instrument of B": (
+        "INSERT INTO instruments (enterprise_id, name, serial_no, regime) VALUES ($1, '伪造', 'X-1', 'not_controlled')",
+        lambda w: (w.b,),
+    ),
+    "move A's instrument to B": ("UPDATE instruments SET enterprise_id = $1 WHERE id = $2", lambda w: (w.b, w.a_other)),
+    "insert a request of B": (
+        """INSERT INTO verification_requests (enterprise_id, lab_id, created_at, updated_at)
+           VALUES ($1, $2, $3, $3)""",
+        lambda w: (w.b, w.lab_m, NOW),
+    ),
+    "insert a notice of B": (
+        """INSERT INTO notices (enterprise_id, instrument_id, kind, audience, region_code, cycle, step, due_on,
+                               next_attempt_at, created_at, updated_at)
+           VALUES ($1, $2, 'due_soon', 'enterprise', '620102', '2026-11-30', 30, '2026-10-31', $3, $3, $3)""",
+        lambda w: (w.b, w.b_instrument, NOW),
+    ),
+    "insert a webhook of B": (
+        "INSERT INTO webhooks (enterprise_id, url, secret, created_at) VALUES ($1, $2, repeat('s', 32), $3)",
+        lambda w: (w.b, HOOK_URL, NOW),
+    ),
+}
+
+
+@pytest.mark.parametrize("write", list(_REFUSED_UNDER_A))
+async def test_writes_under_a_into_bs_register_are_refused(write: str, world: World, api_pool: asyncpg.Pool) -> None:
+    sql, args = _REFUSED_UNDER_A[write]
+    async with acting(api_pool, world, Who.ENTERPRISE_A) as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="new row violates row-level security policy"):
+            await conn.execute(sql, *args(world))
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing outlives its transaction
+
+
+async def test_the_principal_does_not_outlive_its_transaction_on_a_pooled_connection(
+    world: World, database_url: str
+) -> None:
+    single = await create_pool(Settings(database_url=database_url, db_pool_min=1, db_pool_max=1, log_level="WARNING"))
+    try:
+        async with single.acquire() as conn:
+            pid = conn.get_server_pid()
+            for end in ("commit", "rollback"):
+                transaction = conn.transaction()
+                await transaction.start()
+                await become(conn, world, Who.ENTERPRISE_A)
+                assert await unfiltered(conn, "enterprises") == {str(world.a)}
+                await (transaction.commit() if end == "commit" else transaction.rollback())
+                # The same connection, after the transaction: no principal, no rows.
+                assert await conn.fetchval("SELECT coalesce(current_setting('metreg.role', true), '')") == "", end
+                assert await conn.fetchval("SELECT coalesce(current_setting('metreg.key_id', true), '')") == "", end
+                assert await unfiltered(conn, "instruments") == set(), end
+                async with conn.transaction():
+                    assert await unfiltered(conn, "enterprises") == set(), end
+        # Back in the pool and out again: the very same session, still nobody.
+        async with single.acquire() as conn:
+            assert conn.get_server_pid() == pid
+            for table in TABLES:
+                assert await unfiltered(conn, table) == set(), table
+        # A principal set outside a transaction lasts only its own statement.
+        async with single.acquire() as conn:
+            await become(conn, world, Who.ADMIN)
+            assert await unfiltered(conn, "enterprises") == set()
+    finally:
+        await single.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker's role
+
+
+@pytest.mark.parametrize("table", WORKER_TABLES)
+async def test_the_worker_sees_every_tenants_rows(
+    table: str, world: World, worker_pool: asyncpg.Pool, pool: asyncpg.Pool
+) -> None:
+    expected = {row.key for row in await owners(pool, table)}
+    async with worker_pool.acquire() as conn:
+        visible = await unfiltered(conn, table)
+    assert visible == expected
+    assert {world.a, world.b} <= {row.enterprise for row in await owners(pool, table) if row.key in visible}
+
+
+async def test_the_worker_writes_notices_deliveries_and_attempts_of_any_tenant(
+    world: World, worker_pool: asyncpg.Pool
+) -> None:
+    async with worker_pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            notice = await conn.fetchval(
+                """INSERT INTO notices (enterprise_id, instrument_id, kind, audience, region_code, cycle, step,
+                                       due_on, next_attempt_at, created_at, updated_at)
+                   VALUES ($1, $2, 'due_soon', 'enterprise', $3, '2026-11-30', 30, '2026-10-31', $4, $4, $4)
+                   RETURNING id""",
+                world.a,
+                world.a_other,
+                REGION_A,
+                NOW,
+            )
+            assert (
+                await conn.execute(
+                    "UPDATE notices SET status = 'dispatched', dispatched_at = $2 WHERE id = $1", world.b_notice, NOW
+                )
+                == "UPDATE 1"
+            )
+            delivery = await conn.fetchval(
+                """INSERT INTO deliveries (notice_id, channel, target, next_attempt_at, created_at, updated_at)
+                   VALUES ($1, 'email', 'ops@example.com', $2, $2, $2) RETURNING id""",
+                notice,
+                NOW,
+            )
+            assert (
+                await conn.execute(
+                    "UPDATE deliveries SET attempts = 2, last_error = 'timeout' WHERE id = $1", world.b_delivery
+                )
+                == "UPDATE 1"
+            )
+            await conn.execute(
+                """INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, outcome)
+                   VALUES ($1, 1, $2, 5, 'delivered')""",
+                delivery,
+                NOW,
+            )
+            assert (
+                await conn.execute("UPDATE delivery_attempts SET error = 'reset' WHERE id = $1", world.b_attempt)
+                == "UPDATE 1"
+            )
+        finally:
+            await transaction.rollback()
+
+
+_FORGED_AUDIT_ROW = """
+    INSERT INTO audit_log (seq, at, actor_role, action, entity, entity_id, operation, prev_hash, hash)
+    VALUES (999999999, $1, 'admin', 'Forged', 'instruments', 'x', 'insert', decode(repeat('00', 32), 'hex'),
+            decode(repeat('00', 32), 'hex'))"""
+
+_AUDIT_WRITES: dict[str, tuple[str, Callable[[World], tuple[Any, ...]]]] = {
+    "insert audit_log": (_FORGED_AUDIT_ROW, lambda w: (NOW,)),
+    "update audit_log": ("UPDATE audit_log SET action = 'Forged'", lambda w: ()),
+    "delete audit_log": ("DELETE FROM audit_log", lambda w: ()),
+    "truncate audit_log": ("TRUNCATE audit_log", lambda w: ()),
+}
+
+_WORKER_REFUSED: dict[str, tuple[str, Callable[[World], tuple[Any, ...]]]] = {
+    "rename an instrument": ("UPDATE instruments SET name = 'x' WHERE id = $1", lambda w: (w.a_requested,)),
+    "insert an instrument": (
+        "INSERT INTO instruments (enterprise_id, name, serial_no, regime) VALUES ($1, 'x', 'X-2', 'not_controlled')",
+        lambda w: (w.a,),
+    ),
+    "update a certificate": ("UPDATE certificates SET conclusion = 'x' WHERE id = $1", lambda w: (w.a_certificate,)),
+    "update an enterprise": ("UPDATE enterprises SET name = 'x' WHERE id = $1", lambda w: (w.a,)),
+    "update an api key": ("UPDATE api_keys SET name = 'x'", lambda w: ()),
+    "update a webhook": ("UPDATE webhooks SET active = false WHERE id = $1", lambda w: (w.b_webhook,)),
+} | _AUDIT_WRITES
+
+_API_REFUSED: dict[str, tuple[str, Callable[[World], tuple[Any, ...]]]] = {
+    "delete an instrument": ("DELETE FROM instruments WHERE id = $1", lambda w: (w.a_other,)),
+} | _AUDIT_WRITES
+
+
+@pytest.mark.parametrize("write", list(_WORKER_REFUSED))
+async def test_the_worker_is_refused(write: str, world: World, worker_pool: asyncpg.Pool) -> None:
+    sql, args = _WORKER_REFUSED[write]
+    async with worker_pool.acquire() as conn, conn.transaction():
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await conn.execute(sql, *args(world))
+
+
+@pytest.mark.parametrize("write", list(_API_REFUSED))
+async def test_the_api_is_refused_even_as_admin(write: str, world: World, api_pool: asyncpg.Pool) -> None:
+    sql, args = _API_REFUSED[write]
+    async with acting(api_pool, world, Who.ADMIN) as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await conn.execute(sql, *args(world))

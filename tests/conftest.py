@@ -93,20 +93,24 @@ def clock() -> FixedClock:
     return FixedClock(NOW)
 
 
+def app_settings(database_url: str, **extra: object) -> Settings:
+    """Settings of an app on the test database: a small pool, quiet logs, and rate limits off (the
+    clock stands still, so buckets would never refill; their own tests turn them on)."""
+    base: dict[str, object] = {
+        "database_url": database_url,
+        "redis_url": REDIS_URL,
+        "db_pool_min": 1,
+        "db_pool_max": 4,
+        "log_level": "WARNING",
+        "rate_limit": 0,
+        "public_rate_limit": 0,
+    }
+    return Settings(**(base | extra))  # type: ignore[arg-type]
+
+
 @pytest.fixture
 async def app_client(database_url: str, clock: FixedClock) -> AsyncIterator[httpx.AsyncClient]:
-    # Rate limits are off: the clock stands still, so buckets would never refill. Their own tests
-    # turn them on.
-    settings = Settings(
-        database_url=database_url,
-        redis_url=REDIS_URL,
-        db_pool_min=1,
-        db_pool_max=4,
-        log_level="WARNING",
-        rate_limit=0,
-        public_rate_limit=0,
-    )
-    app = create_app(settings, clock=clock)
+    app = create_app(app_settings(database_url), clock=clock)
     async with running(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://metreg.test") as client:

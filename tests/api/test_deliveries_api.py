@@ -27,16 +27,15 @@ from jobs.worker import run_burst
 from service.app import create_app
 from service.auth import Role
 from service.clock import FixedClock
-from service.settings import Settings
 from service.webhooks.signing import verify
 from tests.conftest import (
     GAUGE,
     NOW,
-    REDIS_URL,
     Api,
     LabAccount,
     MakeTenant,
     Tenant,
+    app_settings,
     fields_of,
     mint,
     problem,
@@ -55,15 +54,7 @@ LONG_OVERDUE = "2025-10-01"
 @pytest.fixture
 async def private(database_url: str, clock: FixedClock) -> AsyncIterator[httpx.AsyncClient]:
     """The app on the test database, accepting webhooks on loopback and plain http."""
-    settings = Settings(
-        database_url=database_url,
-        redis_url=REDIS_URL,
-        allow_private_webhooks=True,
-        send_timeout_s=1.0,
-        db_pool_min=1,
-        db_pool_max=4,
-        log_level="WARNING",
-    )
+    settings = app_settings(database_url, allow_private_webhooks=True, send_timeout_s=1.0)
     app = create_app(settings, clock=clock)
     async with running(app):
         transport = httpx.ASGITransport(app=app)

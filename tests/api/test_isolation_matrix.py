@@ -52,10 +52,10 @@ from tests.conftest import (
     ALL_CODES,
     GAUGE,
     NOW,
-    REDIS_URL,
     Api,
     LabAccount,
     Tenant,
+    app_settings,
     mint,
     new_credit_code,
     running,
@@ -474,15 +474,8 @@ def _judged(
 
 
 def _settings(database_url: str) -> Settings:
-    return Settings(
-        database_url=database_url,
-        redis_url=REDIS_URL,
-        allow_private_webhooks=True,  # the world's webhooks refuse connections on loopback: pings are quick
-        send_timeout_s=1.0,
-        db_pool_min=1,
-        db_pool_max=4,
-        log_level="WARNING",
-    )
+    # The world's webhooks refuse connections on loopback: pings are quick.
+    return app_settings(database_url, allow_private_webhooks=True, send_timeout_s=1.0)
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,13 @@ from service.app import create_app
 from service.auth import Role
 from service.clock import FixedClock
 from service.logs import JsonFormatter
-from service.settings import Settings
 from tests.conftest import (
     NOW,
-    REDIS_URL,
     Api,
     LabAccount,
     MakeTenant,
     Tenant,
+    app_settings,
     fields_of,
     mint,
     problem,
@@ -526,16 +525,7 @@ async def logged(database_url: str) -> AsyncIterator[Logged]:
     """An app logging everything at DEBUG, as JSON, into a buffer of the test's own (and to caplog)."""
     root = logging.getLogger()
     level = root.level
-    settings = Settings(
-        database_url=database_url,
-        redis_url=REDIS_URL,
-        db_pool_min=1,
-        db_pool_max=2,
-        log_level="DEBUG",
-        log_format="json",
-        rate_limit=0,
-        public_rate_limit=0,
-    )
+    settings = app_settings(database_url, db_pool_max=2, log_level="DEBUG", log_format="json")
     clock = FixedClock(NOW)
     app = create_app(settings, clock=clock)  # replaces the root handlers: add ours after it
     output = io.StringIO()

@@ -31,16 +31,15 @@ from service.audit.chain import verify
 from service.auth import Role, hash_secret, parse_key
 from service.clock import FixedClock
 from service.db import init_connection
-from service.settings import Settings
 from tests.conftest import (
     GAUGE,
     NOW,
-    REDIS_URL,
     Api,
     LabAccount,
     MakeTenant,
     Tenant,
     accepted_request,
+    app_settings,
     fields_of,
     fresh_database,
     mint,
@@ -304,9 +303,7 @@ async def test_the_chain_of_the_test_database_verifies(tenant: Tenant, pool: asy
 
 
 async def test_concurrent_writes_make_one_gap_free_chain(database_url: str, pool: asyncpg.Pool) -> None:
-    settings = Settings(
-        database_url=database_url, redis_url=REDIS_URL, db_pool_min=1, db_pool_max=10, log_level="WARNING", rate_limit=0
-    )
+    settings = app_settings(database_url, db_pool_max=10)
     app = create_app(settings, clock=FixedClock(NOW))
     async with (
         running(app),
@@ -357,7 +354,7 @@ async def own_pool(own_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(scope="module")
 async def audited(own_dsn: str, own_pool: asyncpg.Pool) -> int:
     """Some API writes on the own database; the number of audit rows they left."""
-    settings = Settings(database_url=own_dsn, redis_url=REDIS_URL, db_pool_min=1, db_pool_max=2, log_level="WARNING")
+    settings = app_settings(own_dsn, db_pool_max=2)
     app = create_app(settings, clock=FixedClock(NOW))
     async with (
         running(app),

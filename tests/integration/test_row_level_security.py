@@ -36,13 +36,13 @@ from tests.conftest import (
     ALL_CODES,
     GAUGE,
     NOW,
-    REDIS_URL,
     Api,
     LabAccount,
     MakeLab,
     MakeTenant,
     Tenant,
     accepted_request,
+    app_settings,
     mint,
     new_credit_code,
     running,
@@ -213,7 +213,7 @@ async def build_world(client: httpx.AsyncClient, pool: asyncpg.Pool) -> World:
 
 
 def _settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, redis_url=REDIS_URL, db_pool_min=1, db_pool_max=2, log_level="WARNING")
+    return app_settings(database_url, db_pool_max=2)
 
 
 @pytest.fixture(scope="module")

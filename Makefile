@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/metreg
 export REDIS_URL    ?= redis://127.0.0.1:6379/0
 
-.PHONY: help install run serve worker migrate demo test lint format typecheck check openapi bench clean
+.PHONY: help install run serve worker migrate demo test fuzz lint format typecheck check openapi bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +42,11 @@ serve: install ## Serve the API only (METREG_HOST, METREG_PORT)
 
 test: install ## Run every test against real PostgreSQL and Redis (own database, dropped after)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+FUZZ_EXAMPLES ?= 1000
+
+fuzz: install ## Fuzz every API operation from the OpenAPI document, deeper than `make test` (FUZZ_EXAMPLES)
+	METREG_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/fuzz $(PYTEST_ARGS)
 
 lint: install ## ruff: lint and formatting
 	$(BIN)/ruff check .

@@ -32,9 +32,11 @@ class Received:
 
 @dataclass
 class WebhookReceiver:
-    """Answers each POST with ``respond(request_number, request)`` (default 200) and keeps them all."""
+    """Answers each POST with ``respond(request_number, request)`` (default 200) and keeps them all.
 
-    respond: Callable[[int, Received], int] = lambda n, r: 200
+    ``respond`` gives the status, or the status and headers to answer with."""
+
+    respond: Callable[[int, Received], int | tuple[int, dict[str, str]]] = lambda n, r: 200
     requests: list[Received] = field(default_factory=list)
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -59,10 +61,13 @@ class WebhookReceiver:
                 with receiver._lock:
                     number = len(receiver.requests)
                     receiver.requests.append(got)
-                status = receiver.respond(number, got)
+                answer = receiver.respond(number, got)
+                status, headers = answer if isinstance(answer, tuple) else (answer, {})
                 with receiver._lock:
                     receiver.answers[number] = status
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

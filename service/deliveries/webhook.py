@@ -59,8 +59,16 @@ async def _resolve(host: str, port: int) -> list[str]:
 
 
 def _retry_after(response: httpx.Response) -> dt.timedelta | None:
+    """The receiver's ``Retry-After`` in seconds; None when it is not ASCII digits (an HTTP date, ``²``).
+
+    Any number will do: more than nine digits (decades) reads as 10⁹ seconds, which neither int()
+    nor timedelta refuses; the delivery rules cap the wait at hours anyway.
+    """
     value = response.headers.get("retry-after", "")
-    return dt.timedelta(seconds=int(value)) if value.isdigit() else None
+    if not (value.isascii() and value.isdigit()):
+        return None
+    digits = value.lstrip("0") or "0"
+    return dt.timedelta(seconds=int(digits) if len(digits) <= 9 else 10**9)
 
 
 class WebhookCall(msgspec.Struct, frozen=True, kw_only=True):

@@ -190,7 +190,7 @@ def _expected_version(body_version: int | msgspec.UnsetType, if_match: str | Non
         return body_version
     if if_match is not None:
         tag = if_match.strip().removeprefix("W/").strip('"')
-        if tag.isdigit():
+        if tag.isascii() and tag.isdigit():  # str.isdigit() alone takes '²', which int() refuses
             return int(tag)
         raise InvalidInputError.for_field("If-Match", 'must be the instrument\'s ETag, e.g. "3"')
     raise InvalidInputError.for_field(

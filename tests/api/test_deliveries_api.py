@@ -367,6 +367,23 @@ async def test_a_ping_says_how_a_failing_receiver_answered(tenant: Tenant, priva
         assert len(receiver.requests) == 1
 
 
+@pytest.mark.parametrize(
+    "retry_after", ["²", "99999999999999999999", "9" * 5000, "-1", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT"]
+)
+async def test_a_ping_survives_whatever_retry_after_the_receiver_sends(
+    tenant: Tenant, private: httpx.AsyncClient, retry_after: str
+) -> None:
+    """Found by fuzzing: a ``Retry-After`` of a non-ASCII digit (``²``), or of more seconds than a
+    timedelta holds, made the send raise, so the ping answered 500 (and a delivery's send failed the
+    same way). It is ignored, or taken as the longest wait, instead."""
+    api = on(private, tenant.api)
+    with WebhookReceiver(respond=lambda n, r: (503, {"Retry-After": retry_after})).running() as receiver:
+        webhook_id, _ = await create_webhook(api, receiver.url)
+        response = await api.post(f"/v1/webhooks/{webhook_id}/ping")
+    assert response.status_code == 200, response.text
+    assert (response.json()["delivered"], response.json()["status_code"]) == (False, 503)
+
+
 async def test_a_ping_to_an_unreachable_or_slow_url_reports_the_error(
     tenant: Tenant, private: httpx.AsyncClient
 ) -> None:

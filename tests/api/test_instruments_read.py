@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import asyncpg
+import pytest
 
 from service.auth import Role
 from service.clock import FixedClock
@@ -111,6 +112,16 @@ async def test_update_with_version_and_if_match(tenant: Tenant) -> None:
     assert fields_of(problem(await tenant.api.patch(url, json={"name": "x"}, headers={"If-Match": "abc"}), 400)) == [
         "If-Match"
     ]
+
+
+@pytest.mark.parametrize("tag", ['"²"', "¹²³", 'W/"³"'])
+async def test_an_if_match_of_superscript_digits_is_a_400(tenant: Tenant, tag: str) -> None:
+    """Found by fuzzing: ``²`` passes ``str.isdigit()`` but not ``int()``, and the PATCH answered 500."""
+    gauge = await tenant.register(**GAUGE)
+    response = await tenant.api.patch(
+        f"/v1/instruments/{gauge['id']}", json={"name": "x"}, headers={"If-Match": tag.encode("latin-1")}
+    )
+    assert fields_of(problem(response, 400)) == ["If-Match"]
 
 
 async def test_update_reapplies_the_rules_and_writes_nothing_on_failure(tenant: Tenant) -> None:

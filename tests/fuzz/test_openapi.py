@@ -60,6 +60,7 @@ from tests.conftest import (
     running,
     worker_settings,
 )
+from tests.conftest import app_settings as base_settings
 from tests.receivers import Received, WebhookReceiver
 
 # Read at import: the conftest clears METREG_* variables around every test.
@@ -101,15 +102,8 @@ class World:
 
 
 def app_settings(database_url: str) -> Settings:
-    return Settings(
-        database_url=database_url,
-        redis_url=REDIS_URL,
-        allow_private_webhooks=True,
-        send_timeout_s=1.0,
-        db_pool_min=1,
-        db_pool_max=4,
-        log_level="ERROR",
-    )
+    # Rate limits off (the conftest default): the clock stands still, so buckets would not refill.
+    return base_settings(database_url, allow_private_webhooks=True, send_timeout_s=1.0, log_level="ERROR")
 
 
 # Retry-After values a careless parser chokes on (a superscript digit, more seconds than a

@@ -57,27 +57,28 @@ CREATE FUNCTION principal_region() RETURNS text LANGUAGE sql STABLE PARALLEL SAF
 
 -- The checks that read other tables run as their owner: policies that queried tables with
 -- policies of their own would recurse, and these lookups must see rows the principal cannot.
+-- pg_temp comes last in their search path, so that no session's temporary table can stand in.
 CREATE FUNCTION region_covers(enterprise uuid) RETURNS boolean
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM enterprises e
                    WHERE e.id = enterprise AND starts_with(e.region_code, principal_region()))
 $$;
 -- A lab sees an instrument it holds or held a request for, or issued a document for.
 CREATE FUNCTION lab_sees_instrument(instrument uuid) RETURNS boolean
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM request_items ri JOIN verification_requests r ON r.id = ri.request_id
                    WHERE ri.instrument_id = instrument AND r.lab_id = principal_lab())
         OR EXISTS (SELECT 1 FROM certificates c WHERE c.instrument_id = instrument AND c.lab_id = principal_lab())
 $$;
 CREATE FUNCTION lab_sees_enterprise(enterprise uuid) RETURNS boolean
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM verification_requests r WHERE r.enterprise_id = enterprise AND r.lab_id = principal_lab())
         OR EXISTS (SELECT 1 FROM certificates c WHERE c.enterprise_id = enterprise AND c.lab_id = principal_lab())
 $$;
 -- The public certificate check sees the one document it was asked for (metreg.lab_id and
 -- metreg.number), what supersedes it, its instrument and that instrument's enterprise.
 CREATE FUNCTION public_certificate() RETURNS certificates
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
     SELECT * FROM certificates
     WHERE principal_role() = 'public' AND lab_id = principal_lab()
       AND number = nullif(current_setting('metreg.number', true), '')
@@ -134,13 +135,26 @@ CREATE POLICY principal ON notices TO metreg_api USING (
     principal_sees(enterprise_id) OR (principal_role() = 'lab' AND lab_sees_instrument(instrument_id))
 );
 
+-- Where notices went is for their owners: a lab writes result notices but never reads deliveries.
 ALTER TABLE deliveries ENABLE ROW LEVEL SECURITY;
-CREATE POLICY principal ON deliveries TO metreg_api
-    USING (EXISTS (SELECT 1 FROM notices n WHERE n.id = notice_id));
+CREATE POLICY principal ON deliveries TO metreg_api USING (
+    principal_role() IS DISTINCT FROM 'lab' AND EXISTS (SELECT 1 FROM notices n WHERE n.id = notice_id)
+);
 
 ALTER TABLE delivery_attempts ENABLE ROW LEVEL SECURITY;
 CREATE POLICY principal ON delivery_attempts TO metreg_api
     USING (EXISTS (SELECT 1 FROM deliveries d WHERE d.id = delivery_id));
+
+-- Keys: an admin sees all, any other key those of its own role and scope. Before a request has
+-- authenticated (no principal yet) the one statement that runs is the key check itself, which
+-- must find the key by its prefix; it then sets the principal.
+ALTER TABLE api_keys ENABLE ROW LEVEL SECURITY;
+CREATE POLICY principal ON api_keys TO metreg_api USING (
+    principal_role() IS NULL OR principal_role() = 'admin'
+    OR (role = principal_role() AND enterprise_id IS NOT DISTINCT FROM principal_enterprise()
+        AND lab_id IS NOT DISTINCT FROM principal_lab() AND region_code IS NOT DISTINCT FROM principal_region())
+);
+CREATE POLICY worker ON api_keys TO metreg_worker USING (true);
 
 ALTER TABLE webhooks ENABLE ROW LEVEL SECURITY;
 CREATE POLICY principal ON webhooks TO metreg_api USING (
@@ -213,7 +227,7 @@ $$;
 -- write it themselves. Columns named in the trigger's arguments are left out: secrets, and
 -- bookkeeping (last_used_at) that would otherwise write a row per request.
 CREATE FUNCTION audit_record() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     hidden text[] := coalesce(TG_ARGV, '{}');  -- NULL when the trigger has no arguments
     old_row jsonb;
@@ -287,8 +301,11 @@ CREATE TRIGGER no_truncate BEFORE TRUNCATE ON audit_log FOR EACH STATEMENT EXECU
 
 -- Admins see the whole trail; an enterprise its own rows; a regulator those of its region.
 ALTER TABLE audit_log ENABLE ROW LEVEL SECURITY;
+-- A regulator reads the register's changes in its region, not where enterprises send their
+-- webhooks or what keys they hold (the API shows it neither).
 CREATE POLICY principal ON audit_log FOR SELECT TO metreg_api USING (
     principal_role() = 'admin' OR enterprise_id = principal_enterprise()
-    OR (principal_role() = 'regulator' AND starts_with(region_code, principal_region()))
+    OR (principal_role() = 'regulator' AND starts_with(region_code, principal_region())
+        AND (entity NOT IN ('webhooks', 'api_keys') OR enterprise_id IS NULL AND region_code = principal_region()))
 );
 REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON audit_log FROM metreg_api, metreg_worker;

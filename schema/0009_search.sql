@@ -3,7 +3,7 @@
 -- of the enterprise. The search runs here as the owner, with the policy's own test applied first,
 -- and the list joins the ids it finds.
 CREATE FUNCTION instrument_search(enterprise uuid, pattern text) RETURNS SETOF uuid
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public ROWS 100 AS $$
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp ROWS 100 AS $$
     SELECT i.id FROM instruments i
     WHERE principal_sees(enterprise)
       AND i.enterprise_id = enterprise

@@ -66,6 +66,7 @@ __all__ = ("MetregApp", "create_app", "guarded_handlers")
 log = logging.getLogger("metreg.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _AUTHENTICATED = frozenset({"principal", "admin"})
+_SLASHES = re.compile(r"/{2,}")
 
 API_DESCRIPTION = """\
 The legal register of measuring instruments: what each instrument is, whether it may be used today
@@ -172,12 +173,12 @@ class MetregApp(Litestar):
     async def _rate_limited(self, scope: HTTPScope) -> int | None:
         """Seconds to wait when the request's key (or, for the public check, its address) has used
         up its bucket; None otherwise. Requests without a well-formed key are not counted: they
-        are refused without a database round trip anyway."""
+        are refused before any query runs."""
         limiter: RateLimiter | None = getattr(self.state, "limiter", None)
         if limiter is None:
             return None
         settings: Settings = self.state.settings
-        path = scope["path"]
+        path = _SLASHES.sub("/", scope["path"])  # routing treats // as /, so must the limits
         if path.startswith("/v1/public/"):
             if settings.public_rate_limit <= 0:
                 return None

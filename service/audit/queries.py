@@ -38,7 +38,12 @@ async def select_entries(
     if principal.role is Role.ENTERPRISE:
         clauses.append(f"enterprise_id = {params(principal.enterprise_id)}")
     elif principal.role is Role.REGULATOR:
-        clauses.append(f"starts_with(region_code, {params(principal.region_code)})")
+        # Its region's register, and its own keys and webhooks, not its enterprises' (0008_trust.sql).
+        region = params(principal.region_code)
+        clauses.append(
+            f"starts_with(region_code, {region}) AND (entity NOT IN ('webhooks', 'api_keys') "
+            f"OR enterprise_id IS NULL AND region_code = {region})"
+        )
     for column in ("entity", "entity_id", "action", "actor_key_id", "enterprise_id"):
         value = getattr(where, column)
         if value is not None:

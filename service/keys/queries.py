@@ -173,10 +173,17 @@ async def rotate_key(
 
 
 async def revoke_key(db: asyncpg.Connection, key_id: uuid.UUID, now: dt.datetime) -> ApiKey | None:
-    """Revoke a key (idempotent: revoking twice keeps the first time); None when there is no such key."""
-    row = await db.fetchrow(
-        f"UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1 RETURNING {_COLUMNS}",
+    """Revoke a key and the keys it was rotated to (idempotent: revoking twice keeps the first
+    time); None when there is no such key. Whoever held a leaked key may have rotated it."""
+    rows = await db.fetch(
+        f"""WITH RECURSIVE chain AS (
+                SELECT id, rotated_to FROM api_keys WHERE id = $1
+                UNION SELECT k.id, k.rotated_to FROM api_keys k JOIN chain c ON k.id = c.rotated_to
+            )
+            UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2)
+            WHERE id IN (SELECT id FROM chain) RETURNING {_COLUMNS}""",
         key_id,
         now,
     )
-    return msgspec.convert(dict(row), ApiKey) if row else None
+    found = [r for r in rows if r["id"] == key_id]
+    return msgspec.convert(dict(found[0]), ApiKey) if found else None

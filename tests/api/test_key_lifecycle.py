@@ -204,7 +204,7 @@ async def test_grace_seconds_out_of_range_is_400(admin: Api, tenant: Tenant, gra
     assert (await admin.get(f"/v1/api-keys/{old['id']}")).json()["rotated_to"] is None
 
 
-async def test_a_key_rotates_itself_and_its_siblings(
+async def test_a_key_rotates_itself_but_not_its_siblings(
     admin: Api, tenant: Tenant, pool: asyncpg.Pool, clock: FixedClock
 ) -> None:
     own_id = await id_of(pool, tenant.api.key or "")
@@ -216,17 +216,16 @@ async def test_a_key_rotates_itself_and_its_siblings(
     assert successor["name"] == "test enterprise"
     renewed = Api(admin.client, successor["key"])
     assert await works(renewed, tenant.instruments_url)
-    # During the grace the old key still reads its scope, the successor included.
+    # During the grace the old key still reads its scope, the successor included...
     assert (await tenant.api.get(f"/v1/api-keys/{successor['id']}")).status_code == 200
-
-    # A sibling (another key of the same enterprise) rotates the successor.
+    # ...but neither it nor a sibling may rotate the successor: a leaked key must not take it over.
     sibling = Api(admin.client, await mint(pool, Role.ENTERPRISE, enterprise_id=uuid.UUID(tenant.id)))
-    response = await rotate(sibling, successor["id"], {"grace_seconds": 0})
-    assert response.status_code == 201, response.text
-    assert response.json()["enterprise_id"] == tenant.id
-    assert not await works(renewed)
+    for other in (tenant.api, sibling):
+        problem(await rotate(other, successor["id"], {"grace_seconds": 0}), 404)
+    assert await works(renewed)
     clock.set(NOW + dt.timedelta(seconds=60))
     assert not await works(tenant.api)
+    assert await works(renewed)
 
 
 async def test_keys_outside_the_scope_are_told_the_key_does_not_exist(
@@ -347,15 +346,22 @@ async def test_revocation_ends_a_key_at_once_even_in_its_grace(admin: Api, tenan
     new = (await rotate(admin, old["id"], {"grace_seconds": 3600})).json()
     before, after = Api(admin.client, old["key"]), Api(admin.client, new["key"])
     assert await works(before)
+    # Revoking the successor ends it alone.
+    assert (await admin.delete(f"/v1/api-keys/{new['id']}")).status_code == 204
+    assert not await works(after)
+    assert await works(before)
+    # Revoking a key ends it and what it was rotated to: whoever leaked it may have rotated it.
+    newer = (await rotate(admin, (await enterprise_key(admin, tenant))["id"], {"grace_seconds": 3600})).json()
     assert (await admin.delete(f"/v1/api-keys/{old['id']}")).status_code == 204
     assert not await works(before)
-    assert await works(after)
     shown = (await admin.get(f"/v1/api-keys/{old['id']}")).json()
     assert instant(shown["revoked_at"]) == NOW
     assert shown["rotated_to"] == new["id"]
-    # Revoking the successor ends it too.
-    assert (await admin.delete(f"/v1/api-keys/{new['id']}")).status_code == 204
-    assert not await works(after)
+    assert await works(Api(admin.client, newer["key"]))  # another chain is untouched
+    chained = Api(admin.client, (await rotate(admin, newer["id"], {})).json()["key"])
+    assert await works(chained)
+    assert (await admin.delete(f"/v1/api-keys/{newer['id']}")).status_code == 204
+    assert not await works(chained)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,7 +498,8 @@ async def test_the_audit_trail_shows_rotation_and_revocation_without_key_materia
     assert all(e["enterprise_id"] == tenant.id for e in entries)
 
     successor = await admin.get("/v1/audit", params={"entity": "api_keys", "entity_id": new["id"]})
-    (inserted,) = successor.json()["items"]
+    revoked_too, inserted = successor.json()["items"]  # revoking the old key revoked its successor
+    assert (revoked_too["operation"], revoked_too["action"]) == ("update", "RevokeApiKey")
     assert (inserted["operation"], inserted["action"]) == ("insert", "RotateApiKey")
     assert inserted["after"]["prefix"] == new["prefix"]
 

@@ -247,6 +247,9 @@ async def test_the_public_check_is_limited_per_client_address(
         # Per address, not per URL or per connection.
         problem(await first.get(f"/v1/public/certificates/{uuid.uuid4()}/other"), 429)
         problem(await same_host.get(url), 429)
+        # Routing reads // as /: so do the limits.
+        for doubled in ("/v1//public/", "/v1/public//"):
+            problem(await first.get(url.replace("/v1/public/", doubled)), 429)
         # Headers a client writes itself do not name another address (proxies are uvicorn's to trust).
         spoofed = {"X-Forwarded-For": "9.9.9.9", "X-Real-IP": "9.9.9.9", "Forwarded": "for=9.9.9.9"}
         problem(await first.get(url, headers=spoofed), 429)

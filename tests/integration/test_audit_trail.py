@@ -409,7 +409,9 @@ async def test_metreg_audit_verify_names_the_first_broken_row(
 ) -> None:
     code, out, err = await metreg_audit_verify(own_dsn)
     assert (code, err) == (0, ""), err
-    assert out.strip() == f"audit trail intact: {audited} rows"
+    intact, head = out.strip().splitlines()
+    assert intact == f"audit trail intact: {audited} rows"
+    assert head.startswith(f"head: row {audited}, hash ")
 
     middle = audited // 2
     async with own_pool.acquire() as conn:
@@ -543,7 +545,13 @@ async def test_a_regulator_sees_its_region_only(
     a, b = two_tenants
     regulator = Api(app_client, await mint(pool, Role.REGULATOR, region_code="54"))
     seen = await listed(regulator)
-    assert seqs(seen) == await db_seqs(pool, "starts_with(region_code, '54')")
+    # Its region's register, but not its enterprises' keys and webhooks.
+    assert seqs(seen) == await db_seqs(
+        pool,
+        "starts_with(region_code, '54') AND (entity NOT IN ('webhooks', 'api_keys') "
+        "OR enterprise_id IS NULL AND region_code = '54')",
+    )
+    assert not {item["entity"] for item in seen if item["enterprise_id"]} & {"webhooks", "api_keys"}
     enterprises = {item["enterprise_id"] for item in seen}
     assert a.id in enterprises
     assert b.id not in enterprises

@@ -338,7 +338,7 @@ async def test_a_ping_reaches_the_receiver_signed_and_is_not_recorded(
         result = response.json()
         assert set(result) == {"delivered", "status_code", "error", "duration_ms"}
         assert (result["delivered"], result["status_code"], result["error"]) == (True, 200, None)
-        assert isinstance(result["duration_ms"], int)
+        assert isinstance(result["duration_ms"], int)  # its documented type; how long it took is never asserted
 
         (got,) = receiver.requests
         assert got.path == "/hooks/metreg"

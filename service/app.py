@@ -35,7 +35,7 @@ from litestar.types import (
 )
 
 from service.audit.routes import AuditController
-from service.auth import parse_key
+from service.auth import bearer_token, parse_key
 from service.catalog.routes import CatalogController
 from service.certificates.routes import (
     CertificateController,
@@ -189,8 +189,8 @@ class MetregApp(Litestar):
         if not path.startswith("/v1/") or settings.rate_limit <= 0:
             return None
         header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), "")
-        scheme, _, token = header.partition(" ")
-        parsed = parse_key(token.strip()) if scheme.lower() == "bearer" else None
+        token = bearer_token(header)
+        parsed = parse_key(token) if token else None
         if parsed is None:
             return None
         return await limiter.retry_after(f"key:{parsed[0]}", settings.rate_limit, settings.rate_burst)

@@ -28,6 +28,7 @@ __all__ = (
     "Principal",
     "Role",
     "act_as_public",
+    "bearer_token",
     "hash_secret",
     "mint_key",
     "parse_key",
@@ -86,6 +87,12 @@ def hash_secret(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value; None for any other."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 def parse_key(key: str) -> tuple[str, str] | None:
     """Split ``mr_<prefix>_<secret>`` into prefix and secret; None when it is not of that shape."""
     scheme, _, rest = key.partition("_")
@@ -141,11 +148,10 @@ async def provide_principal(
         UnauthorizedError: no ``Authorization: Bearer`` header, or a key that is malformed, unknown,
             expired or revoked. The message never repeats the key.
     """
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request.headers.get("authorization", ""))
+    if token is None:
         raise UnauthorizedError("send an API key as 'Authorization: Bearer mr_…'")
-    parsed = parse_key(token.strip())
+    parsed = parse_key(token)
     if parsed is None:
         raise UnauthorizedError("the API key is unknown, expired or revoked")
     row = await db.fetchrow(_AUTHENTICATE, parsed[0], hash_secret(parsed[1]), clock.now(), *request_context(request))

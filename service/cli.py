@@ -292,14 +292,17 @@ def audit_verify() -> None:
 
     Example: metreg audit verify
     """
-    from service.audit.chain import verify
+    from service.audit.chain import Break, verify
+
+    async def check(db: asyncpg.Connection) -> tuple[int, Break | None, asyncpg.Record | None]:
+        checked, broken = await verify(db)
+        return checked, broken, await db.fetchrow(_HEAD)
 
     settings = _settings()
-    checked, broken = _run(_connected(settings.database_url, verify))
+    checked, broken, head = _run(_connected(settings.database_url, check))
     if broken is not None:
         click.echo(f"audit trail broken at row {broken.seq}: {broken.reason} ({checked} rows before it hold)", err=True)
         sys.exit(1)
-    head = _run(_connected(settings.database_url, lambda db: db.fetchrow(_HEAD)))
     click.echo(f"audit trail intact: {checked} rows")
     if head is not None:
         # Kept somewhere else (a ticket, a signed mail), the head shows later that nothing was cut

@@ -57,12 +57,30 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     """For a refused state change (409): the actions the current state allows."""
 
 
+def _document(
+    status: int,
+    detail: str,
+    request_id: str | None,
+    *,
+    slug: str | None = None,
+    errors: list[FieldError] | None = None,
+    allowed: list[str] | None = None,
+) -> Problem:
+    default_slug, title = _PHRASES.get(status, ("error", "Error"))
+    return Problem(
+        type=f"urn:metreg:problem:{slug or default_slug}",
+        title=title,
+        status=status,
+        detail=detail,
+        request_id=request_id,
+        errors=errors or [],
+        allowed=allowed,
+    )
+
+
 def problem_body(status: int, detail: str, request_id: str | None) -> bytes:
     """A problem document for answers given before a request reaches a handler (rate limits)."""
-    slug, title = _PHRASES.get(status, ("error", "Error"))
-    return msgspec.json.encode(
-        Problem(type=f"urn:metreg:problem:{slug}", title=title, status=status, detail=detail, request_id=request_id)
-    )
+    return msgspec.json.encode(_document(status, detail, request_id))
 
 
 def _problem(
@@ -75,16 +93,8 @@ def _problem(
     headers: dict[str, str] | None = None,
     allowed: list[str] | None = None,
 ) -> Response[Problem]:
-    default_slug, title = _PHRASES.get(status, ("error", "Error"))
-    body = Problem(
-        type=f"urn:metreg:problem:{slug or default_slug}",
-        title=title,
-        status=status,
-        detail=detail,
-        request_id=request.scope.get("state", {}).get("request_id"),
-        errors=errors or [],
-        allowed=allowed,
-    )
+    request_id = request.scope.get("state", {}).get("request_id")
+    body = _document(status, detail, request_id, slug=slug, errors=errors, allowed=allowed)
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 

@@ -21,10 +21,10 @@ from service.problems import problem_responses
 __all__ = ("ApiKeyController",)
 
 
-async def _same_scope(db: Db, principal: Principal, key_id: uuid.UUID, *, for_update: bool = False) -> ApiKey:
+async def _same_scope(db: Db, principal: Principal, key_id: uuid.UUID) -> ApiKey:
     """The key, if the caller is an admin or a key of the same role and scope (the same enterprise,
     lab or region); any other caller is told it does not exist."""
-    found = await select_key(db, key_id, for_update=for_update)
+    found = await select_key(db, key_id)
     if found is None or not (principal.is_admin or _scope(principal) == _scope(found)):
         raise NotFoundError(f"API key {key_id} not found")
     return found
@@ -120,10 +120,12 @@ class ApiKeyController(Controller):
         key_id: FromPath[uuid.UUID],
         data: JSONBody[ApiKeyRotation | None] = None,
     ) -> CreatedApiKey:
-        if not (principal.is_admin or principal.key_id == key_id):
-            # Not even a sibling: a leaked key must not be able to take its successor over.
+        # Not even a sibling: a leaked key must not be able to take its successor over.
+        old = (
+            await select_key(db, key_id, for_update=True) if principal.is_admin or principal.key_id == key_id else None
+        )
+        if old is None:
             raise NotFoundError(f"API key {key_id} not found")
-        old = await _same_scope(db, principal, key_id, for_update=True)
         return await rotate_key(db, old, data or ApiKeyRotation(), clock.now(), extend=principal.is_admin)
 
     @delete(

@@ -51,6 +51,7 @@ from service.history.routes import HistoryController
 from service.instruments.routes import EnterpriseInstrumentController, InstrumentController
 from service.keys.routes import ApiKeyController
 from service.labs.routes import LabController
+from service.ledger.routes import ImportController, LedgerImportController
 from service.lifecycle.routes import LifecycleController
 from service.limits import RateLimiter, receive_in_time
 from service.logs import configure_logging, request_id_var
@@ -318,6 +319,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             WebhookController,
             DeliveryController,
             AuditController,
+            LedgerImportController,
+            ImportController,
         ],
         security=[{"bearer": []}],
     )

@@ -13,7 +13,9 @@ responses, so no handler builds an error response by hand. The hierarchy::
     │   ├── StaleVersionError        optimistic concurrency: the client's version is old
     │   └── TransitionError          a state change the current state does not allow; lists those it does
     ├── PayloadTooLargeError  413
+    ├── UnsupportedMediaError 415    a file that is not of a type the endpoint reads
     ├── RuleViolationError    422    well-formed input that breaks a legal or domain rule
+    │   └── RowsRejectedError        a table (an imported ledger) with rows that break them; lists each
     └── UnavailableError      503    a dependency (PostgreSQL, Redis) does not answer
 """
 
@@ -33,11 +35,14 @@ __all__ = (
     "MetregError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "RowProblem",
+    "RowsRejectedError",
     "RuleViolationError",
     "StaleVersionError",
     "TransitionError",
     "UnauthorizedError",
     "UnavailableError",
+    "UnsupportedMediaError",
 )
 
 
@@ -46,6 +51,20 @@ class FieldError(msgspec.Struct, frozen=True, kw_only=True):
 
     field: str
     message: str
+
+
+class RowProblem(msgspec.Struct, frozen=True, kw_only=True):
+    """One problem in a table a client sent: where it is (row and column as the file shows them), why, and the value."""
+
+    row: int | None
+    """The row number as a spreadsheet shows it (the header is usually row 1); null for the whole file."""
+    column: str | None
+    """The column's header as written in the file; null for the whole row or file."""
+    field: str | None
+    """The instrument field the column was read as."""
+    message: str
+    value: str | None = None
+    """The offending cell as read."""
 
 
 class MetregError(Exception):
@@ -119,8 +138,22 @@ class PayloadTooLargeError(MetregError):
     status, slug, title = 413, "payload-too-large", "Payload Too Large"
 
 
+class UnsupportedMediaError(MetregError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported Media Type"
+
+
 class RuleViolationError(MetregError):
     status, slug, title = 422, "rule-violation", "Unprocessable Content"
+
+
+class RowsRejectedError(RuleViolationError):
+    """Rows of a table that break the rules; nothing of the table was written."""
+
+    slug = "rows-rejected"
+
+    def __init__(self, detail: str, *, rows: Sequence[RowProblem]) -> None:
+        super().__init__(detail)
+        self.rows = tuple(rows)
 
 
 class UnavailableError(MetregError):

@@ -20,7 +20,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Response
 from litestar.types import ExceptionHandlersMap
 
-from service.errors import FieldError, MetregError, TransitionError
+from service.errors import FieldError, MetregError, RowProblem, RowsRejectedError, TransitionError
 
 __all__ = ("PROBLEM_MEDIA_TYPE", "Problem", "exception_handlers", "problem_body", "problem_responses")
 
@@ -55,6 +55,8 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     errors: list[FieldError] = msgspec.field(default_factory=list)
     allowed: list[str] | None = None
     """For a refused state change (409): the actions the current state allows."""
+    rows: list[RowProblem] | None = None
+    """For a rejected table (an import): every problem, by row and column."""
 
 
 def _document(
@@ -65,6 +67,7 @@ def _document(
     slug: str | None = None,
     errors: list[FieldError] | None = None,
     allowed: list[str] | None = None,
+    rows: list[RowProblem] | None = None,
 ) -> Problem:
     default_slug, title = _PHRASES.get(status, ("error", "Error"))
     return Problem(
@@ -75,6 +78,7 @@ def _document(
         request_id=request_id,
         errors=errors or [],
         allowed=allowed,
+        rows=rows,
     )
 
 
@@ -92,15 +96,17 @@ def _problem(
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
     allowed: list[str] | None = None,
+    rows: list[RowProblem] | None = None,
 ) -> Response[Problem]:
     request_id = request.scope.get("state", {}).get("request_id")
-    body = _document(status, detail, request_id, slug=slug, errors=errors, allowed=allowed)
+    body = _document(status, detail, request_id, slug=slug, errors=errors, allowed=allowed, rows=rows)
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
 def _on_domain_error(request: Request[Any, Any, Any], exc: MetregError) -> Response[Problem]:
     allowed = list(exc.allowed) if isinstance(exc, TransitionError) else None
-    return _problem(request, exc.status, exc.detail, slug=exc.slug, errors=list(exc.errors), allowed=allowed)
+    rows = list(exc.rows) if isinstance(exc, RowsRejectedError) else None
+    return _problem(request, exc.status, exc.detail, slug=exc.slug, errors=list(exc.errors), allowed=allowed, rows=rows)
 
 
 _NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
@@ -200,8 +206,10 @@ _DESCRIPTIONS = {
     409: "Conflicts with the current state: a duplicate, a stale `version`, or a state change the current "
     "state does not allow (`allowed` then lists the actions it does).",
     408: "The request body arrived too slowly (`METREG_CLIENT_TIMEOUT`).",
-    413: "The request body is too large.",
-    422: "Well-formed input that breaks a legal or domain rule; `errors` names the field.",
+    413: "The request body is too large (or, for an import, has too many rows); `detail` names the limit.",
+    415: "The body is not of a type this operation reads; `detail` says which it reads.",
+    422: "Well-formed input that breaks a legal or domain rule; `errors` names the field (for an import, "
+    "`rows` lists every problem by row and column).",
     429: "Too many requests from this key (from this address, for the public check): wait the `Retry-After` seconds.",
 }
 

@@ -25,6 +25,8 @@ ENVIRONMENT: dict[str, str] = {
     "log_level": "METREG_LOG_LEVEL",
     "log_format": "METREG_LOG_FORMAT",
     "max_body_bytes": "METREG_MAX_BODY_BYTES",
+    "max_import_bytes": "METREG_MAX_IMPORT_BYTES",
+    "max_import_rows": "METREG_MAX_IMPORT_ROWS",
     "rate_limit": "METREG_RATE_LIMIT",
     "rate_burst": "METREG_RATE_BURST",
     "public_rate_limit": "METREG_PUBLIC_RATE_LIMIT",
@@ -63,6 +65,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """``json``: one object a line, for machines; ``text``: for a terminal."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=100 * 1024 * 1024)] = 1024 * 1024
     """Largest JSON request body accepted (larger: 413)."""
+    max_import_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1024 * 1024 * 1024)] = 20 * 1024 * 1024
+    """Largest ledger file an import accepts (larger: 413); an XLSX may unpack to at most 10 times this."""
+    max_import_rows: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 200_000
+    """Most data rows an import accepts (more: 413)."""
     rate_limit: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 100.0
     """Requests a second each API key may make on average (0: no limit); beyond it, 429."""
     rate_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 200

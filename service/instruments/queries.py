@@ -37,6 +37,7 @@ __all__ = (
     "insert_instrument",
     "list_query",
     "recompute_validity",
+    "select_by_keys",
     "select_enterprise_id",
     "select_instrument",
     "select_instruments",
@@ -394,3 +395,28 @@ async def recompute_validity(
             now,
         )
     return len(ids)
+
+
+async def select_by_keys(
+    db: asyncpg.Connection,
+    enterprise_id: uuid.UUID,
+    management_nos: list[str],
+    identities: list[tuple[str, str, str]],
+) -> list[InstrumentRow]:
+    """The enterprise's instruments with one of ``management_nos`` or ``identities`` (manufacturer,
+    model, serial), locked for update; one index probe per key, so the cost follows the keys."""
+    makers, models, serials = (list(column) for column in zip(*identities, strict=True)) if identities else ([], [], [])
+    records = await db.fetch(
+        f"""{_SELECT}
+            WHERE i.enterprise_id = $1
+              AND (i.management_no = ANY($2::text[])
+                   OR (i.manufacturer, i.model, i.serial_no) IN (
+                       SELECT * FROM unnest($3::text[], $4::text[], $5::text[])))
+            FOR UPDATE OF i""",
+        enterprise_id,
+        management_nos,
+        makers,
+        models,
+        serials,
+    )
+    return [_row(r) for r in records]

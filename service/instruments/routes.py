@@ -4,31 +4,35 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from litestar import Controller, Response, get, patch, post
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from service import dates
-from service.catalog.rules import LegalUse, Regime, effective_regime
-from service.db import Connection
+from service.catalog.rules import LegalUse
 from service.deps import ClockDep, Db, PrincipalDep
 from service.enterprises.access import readable_enterprise, writable_enterprise
-from service.enterprises.schemas import Enterprise
-from service.errors import InvalidInputError, RuleViolationError, StaleVersionError
+from service.errors import InvalidInputError, StaleVersionError
 from service.history.queries import record_event
 from service.history.schemas import EventKind
 from service.instruments.access import visible_instrument, writable_instrument
 from service.instruments.queries import (
     InstrumentFilters,
-    InstrumentRow,
     select_instruments,
     to_instrument,
     update_instrument,
 )
-from service.instruments.registration import catalog_rule, clean, register
-from service.instruments.rules import Status, ValiditySource, derive, resolve_cycle
+from service.instruments.registration import (
+    RULE_INPUTS,
+    catalog_rule,
+    clean,
+    rederive,
+    refuse_certificate_facts,
+    register,
+)
+from service.instruments.rules import Status
 from service.instruments.schemas import Instrument, InstrumentCreate, InstrumentUpdate
 from service.notices.queries import cancel_stale
 from service.pagination import Cursor, Limit, Page
@@ -170,11 +174,14 @@ class InstrumentController(Controller):
             )
         changes = clean({k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET})
         changes.pop("version", None)
-        _refuse_certificate_facts(current, changes)
+        refuse_certificate_facts(current, changes)
         now = clock.now()
         today = dates.local_today(now, enterprise.timezone)
         changed = sorted(k for k, v in changes.items() if v != getattr(current, k))
-        changes.update(await _rederive(db, current, changes, enterprise, today))
+        item = None
+        if any(k in changes for k in RULE_INPUTS):
+            item = await catalog_rule(db, changes.get("catalog_code", current.catalog_code))
+        changes.update(await rederive(db, current, changes, item, enterprise, today))
         row = await update_instrument(db, instrument_id, changes, now)
         if row.valid_until != current.valid_until:  # the only notice fact a PATCH can change
             await cancel_stale(db, now, instrument_id=row.id)
@@ -196,67 +203,3 @@ def _expected_version(body_version: int | msgspec.UnsetType, if_match: str | Non
     raise InvalidInputError.for_field(
         "version", "is required: send the version you read (or an If-Match header) so no change is lost"
     )
-
-
-def _refuse_certificate_facts(current: InstrumentRow, changes: dict[str, Any]) -> None:
-    """Dates set by a recorded result are evidence: they change by a new result or a correction."""
-    if current.validity_source is not ValiditySource.CERTIFICATE:
-        return
-    for name in ("last_verified_on", "valid_until"):
-        if name in changes and changes[name] != getattr(current, name):
-            raise RuleViolationError.for_field(
-                name,
-                f"is set by certificate {current.current_certificate_number}: record a new result or a "
-                "correction (POST /v1/instruments/{id}/certificates) instead",
-            )
-
-
-_RULE_INPUTS = ("catalog_code", "legal_use", "cycle_months", "last_verified_on", "valid_until")
-
-
-async def _rederive(
-    db: Connection, current: InstrumentRow, changes: dict[str, Any], enterprise: Enterprise, today: dt.date
-) -> dict[str, Any]:
-    """Re-apply the registration rules when a fact they read changes; {} when none did."""
-    if not any(k in changes for k in _RULE_INPUTS):
-        return {}
-    merged = {k: changes.get(k, getattr(current, k)) for k in _RULE_INPUTS}
-    item = await catalog_rule(db, merged["catalog_code"])
-    if current.validity_source is ValiditySource.CERTIFICATE:
-        # The governing certificate's dates stand; only the regime and the cycle are re-checked,
-        # unless the instrument becomes compulsory on a calibration, which does not satisfy
-        # compulsory verification ([S-360TABLE]): then it has no validity until it is verified.
-        regime = effective_regime(item, merged["legal_use"])
-        resolve_cycle(item, regime, merged["cycle_months"])
-        governing = "SELECT kind FROM certificates WHERE id = $1"
-        if (
-            regime is not Regime.NOT_CONTROLLED
-            and await db.fetchval(governing, current.current_certificate_id) == "calibration_certificate"
-        ):
-            return {
-                "regime": regime,
-                "last_verified_on": None,
-                "valid_until": None,
-                "validity_source": ValiditySource.COMPUTED,
-                "current_certificate_id": None,
-            }
-        return {"regime": regime}
-    if "valid_until" in changes:
-        printed = changes["valid_until"]
-    elif "last_verified_on" in changes or current.validity_source is ValiditySource.COMPUTED:
-        # A printed date belongs to the certificate of the old verification date.
-        printed = None
-    elif effective_regime(item, merged["legal_use"]) is Regime.INITIAL_ONLY_SCRAP_ON_FAILURE:
-        printed = None  # the instrument no longer expires: the old date does not apply
-    else:
-        printed = current.valid_until
-    derived = derive(
-        item=item,
-        legal_use=merged["legal_use"],
-        cycle_months=merged["cycle_months"],
-        last_verified_on=merged["last_verified_on"],
-        printed_valid_until=printed,
-        rule=enterprise.period_rule,
-        today=today,
-    )
-    return msgspec.structs.asdict(derived)

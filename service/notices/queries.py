@@ -57,10 +57,13 @@ async def cancel_stale(
     *,
     today: dt.date | None = None,
     instrument_id: uuid.UUID | None = None,
+    instrument_ids: list[uuid.UUID] | None = None,
 ) -> int:
-    """Cancel pending planned notices that no longer apply: all of them, or one instrument's (in
-    the transaction that changed it). Returns how many were cancelled."""
-    if instrument_id is None:
+    """Cancel pending planned notices that no longer apply: all of them, or one instrument's or
+    some instruments' (in the transaction that changed them). Returns how many were cancelled."""
+    if instrument_ids is not None:
+        count = await db.fetchval(_CANCEL.format(scope="n.instrument_id = ANY($3::uuid[])"), now, today, instrument_ids)
+    elif instrument_id is None:
         count = await db.fetchval(_CANCEL.format(scope="TRUE"), now, today)
     else:
         # Its own statement, so the plan walks the instrument's notices, not every pending one.

@@ -1,0 +1,399 @@
+"""Importing a ledger: cells to instrument facts, the registration rules, and what the import would do.
+
+An import is planned in Python and written in SQL. :func:`plan_import` reads every row, applies the
+rules of single registration (:func:`service.instruments.rules.derive`) and of a change
+(:func:`service.instruments.registration.rederive`) to rows that match an instrument already in
+the register, and says per row whether it creates, updates or leaves an instrument as it is. It
+writes nothing; :func:`service.ledger.queries.write_import` writes a plan that has no problems, all
+of it in the caller's transaction.
+
+Matching: a row with a management number (管理编号) is that instrument; without one, or with one
+the register does not know yet, the row is the instrument of the same manufacturer, model and
+serial number. Columns the file does not have leave an existing instrument's values as they are;
+an empty cell in a column the file has clears the value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import unicodedata
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from service.catalog.rules import CatalogRule, LegalUse
+from service.catalog.schemas import CatalogItem
+from service.dates import PeriodRule
+from service.db import Connection
+from service.enterprises.schemas import Enterprise
+from service.errors import MetregError, RowProblem, RuleViolationError
+from service.instruments.queries import InstrumentRow
+from service.instruments.registration import rederive, refuse_certificate_facts
+from service.instruments.rules import Derived, Lifecycle, derive
+from service.ledger.columns import header_key, match_header
+from service.ledger.reading import Table
+from service.ledger.values import (
+    CellError,
+    cell_text,
+    parse_cycle_months,
+    parse_date,
+    parse_legal_use,
+    parse_lifecycle,
+)
+
+__all__ = ("Catalog", "ImportColumn", "ImportPlan", "PlannedRow", "map_columns", "parse_rows", "plan_rows")
+
+#: Longest text each column holds (the limits of single registration, service/instruments/schemas.py).
+_TEXT_LIMITS: Final = {
+    "name": 200,
+    "model": 100,
+    "serial_no": 100,
+    "manufacturer": 200,
+    "management_no": 100,
+    "measuring_range": 500,
+    "accuracy_class": 100,
+    "mpe": 500,
+    "location": 500,
+    "department": 500,
+}
+_REQUIRED: Final = ("name", "serial_no")
+#: Identifiers are compared, so full-width and half-width forms of one number must be one number.
+_IDENTIFIERS: Final = frozenset({"serial_no", "management_no"})
+#: Empty text that is stored as '' rather than null (part of the identity).
+_EMPTY_AS_BLANK: Final = frozenset({"model", "manufacturer"})
+
+
+class ImportColumn(msgspec.Struct, frozen=True, kw_only=True):
+    """How one header of the file was read."""
+
+    column: str
+    """The header as written in the file."""
+    field: str | None
+    """The instrument field it fills; null when the column is not imported."""
+    note: str | None = None
+    """Why a column is not imported, when it is not obvious (序号 and computed columns say nothing)."""
+
+
+class Catalog:
+    """The catalogue, found by code or by its Chinese or English name as a ledger writes it."""
+
+    def __init__(self, items: Sequence[CatalogItem]) -> None:
+        self._rules: dict[str, CatalogRule] = {}
+        self._by_label: dict[str, str] = {}
+        for item in items:
+            self._rules[item.code] = msgspec.convert(msgspec.structs.asdict(item), CatalogRule, from_attributes=True)
+            for label in (item.code, item.name_zh, item.name_en):
+                self._by_label.setdefault(header_key(label), item.code)
+
+    def code(self, label: str) -> str:
+        """The code a cell names.
+
+        Raises:
+            CellError: no catalogue item has that code or name.
+        """
+        code = self._by_label.get(header_key(label))
+        if code is None:
+            raise CellError("is not in the catalogue: give its code or name as GET /v1/catalog lists it")
+        return code
+
+    def rule(self, code: str | None) -> CatalogRule | None:
+        return None if code is None else self._rules[code]
+
+
+class PlannedRow(msgspec.Struct, kw_only=True):
+    """One data row: where it is, the facts it gives, and what the import does with it."""
+
+    row: int
+    given: dict[str, Any]
+    """The fields the file gives, as read."""
+    target: InstrumentRow | None = None
+    """The instrument it matches, when there is one."""
+    values: dict[str, Any] = msgspec.field(default_factory=dict)
+    """What is stored: every writable field of a new instrument; the changed ones of a matched one."""
+    outcome: str = "created"
+    """``created``, ``updated``, ``unchanged``, or ``rejected`` for a row with problems."""
+
+
+class ImportPlan(msgspec.Struct, kw_only=True):
+    """What an import would do, and what stands in its way."""
+
+    columns: list[ImportColumn]
+    rows: list[PlannedRow]
+    problems: list[RowProblem]
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for r in self.rows if r.outcome == outcome)
+
+
+Converter = Callable[[object], Any]
+
+
+def map_columns(table: Table) -> tuple[list[ImportColumn], dict[int, str], list[RowProblem]]:
+    """Each header's reading, the fields by column index, and problems with the header row itself."""
+    columns: list[ImportColumn] = []
+    fields: dict[int, str] = {}
+    problems: list[RowProblem] = []
+    first: dict[str, str] = {}
+    for index, header in enumerate(table.headers):
+        if not header.strip():
+            continue
+        field, note = match_header(header)
+        if field is not None and field in first:
+            problems.append(
+                RowProblem(
+                    row=table.header_row,
+                    column=header,
+                    field=field,
+                    message=f"two columns hold {field}: {first[field]!r} and this one; keep one",
+                    value=header,
+                )
+            )
+            continue
+        if field is not None:
+            first[field] = header
+            fields[index] = field
+        columns.append(ImportColumn(column=header.strip(), field=field, note=note))
+    for field in _REQUIRED:
+        if field not in first:
+            problems.append(
+                RowProblem(
+                    row=table.header_row,
+                    column=None,
+                    field=field,
+                    message=f"the file has no {field} column (such as {_LABEL[field]}); every instrument needs one",
+                )
+            )
+    return columns, fields, problems
+
+
+_LABEL: Final = {"name": "计量器具名称", "serial_no": "出厂编号"}
+
+
+def _text(field: str) -> Converter:
+    limit = _TEXT_LIMITS[field]
+    fold = field in _IDENTIFIERS
+    blank: str | None = "" if field in _EMPTY_AS_BLANK else None
+
+    def convert(value: object) -> str | None:
+        text = cell_text(value)
+        if fold:
+            text = unicodedata.normalize("NFKC", text).strip()
+        if not text:
+            if field in _REQUIRED:
+                raise CellError("must not be blank")
+            return blank
+        if len(text) > limit:
+            raise CellError(f"is longer than {limit} characters")
+        if "\x00" in text:
+            raise CellError("holds a NUL character")
+        return text
+
+    return convert
+
+
+def _optional(parse: Callable[[object], Any]) -> Converter:
+    def convert(value: object) -> Any:
+        return None if not cell_text(value) else parse(value)
+
+    return convert
+
+
+def _converters(catalog: Catalog) -> dict[str, Converter]:
+    converters: dict[str, Converter] = {field: _text(field) for field in _TEXT_LIMITS}
+    converters.update(
+        catalog_code=_optional(lambda v: catalog.code(cell_text(v))),
+        legal_use=parse_legal_use,
+        lifecycle=parse_lifecycle,
+        cycle_months=_optional(parse_cycle_months),
+        last_verified_on=_optional(parse_date),
+        valid_until=_optional(parse_date),
+    )
+    return converters
+
+
+def parse_rows(table: Table, fields: dict[int, str], catalog: Catalog) -> tuple[list[PlannedRow], list[RowProblem]]:
+    """Each data row's cells read as the fields their columns hold; a problem for each cell that fails."""
+    converters = _converters(catalog)
+    plan = [(index, field, table.headers[index].strip(), converters[field]) for index, field in fields.items()]
+    rows: list[PlannedRow] = []
+    problems: list[RowProblem] = []
+    for number, cells in table.rows:
+        given: dict[str, Any] = {}
+        width = len(cells)
+        for index, field, header, convert in plan:
+            cell = cells[index] if index < width else None
+            try:
+                given[field] = convert(cell)
+            except CellError as exc:
+                problems.append(
+                    RowProblem(row=number, column=header, field=field, message=str(exc), value=cell_text(cell)[:200])
+                )
+        rows.append(PlannedRow(row=number, given=given))
+    return rows, problems
+
+
+def _identity(values: dict[str, Any]) -> tuple[str, str, str]:
+    return values.get("manufacturer") or "", values.get("model") or "", values.get("serial_no") or ""
+
+
+class _RefusedRowError(Exception):
+    def __init__(self, field: str, message: str, value: object) -> None:
+        super().__init__(message)
+        self.field, self.message, self.value = field, message, value
+
+
+class _Matcher:
+    """Finds the instrument each row is, and refuses rows that repeat another or would merge two."""
+
+    def __init__(self, existing: Sequence[InstrumentRow]) -> None:
+        self.by_number = {i.management_no: i for i in existing if i.management_no is not None}
+        self.by_identity = {(i.manufacturer, i.model, i.serial_no): i for i in existing}
+        self.numbers: dict[str, int] = {}
+        self.identities: dict[tuple[str, str, str], int] = {}
+        self.claimed: dict[uuid.UUID, int] = {}
+
+    def match(self, row: PlannedRow) -> InstrumentRow | None:
+        number = row.given.get("management_no")
+        identity = _identity(row.given)
+        serial = identity[2]
+        if number is not None and (earlier := self.numbers.setdefault(number, row.row)) != row.row:
+            raise _RefusedRowError("management_no", f"row {earlier} has the same management number", number)
+        if (earlier := self.identities.setdefault(identity, row.row)) != row.row:
+            raise _RefusedRowError(
+                "serial_no", f"row {earlier} has the same manufacturer, model and serial number", serial
+            )
+        target = self.by_number.get(number) if number is not None else None
+        same = self.by_identity.get(identity)
+        if target is None and same is not None:
+            if number is not None and same.management_no not in (None, number):
+                raise _RefusedRowError(
+                    "management_no",
+                    "this manufacturer, model and serial number are registered under management number "
+                    f"{same.management_no!r}",
+                    number,
+                )
+            target = same
+        elif target is not None and same is not None and same.id != target.id:
+            raise _RefusedRowError(
+                "serial_no", "another instrument of the register has this manufacturer, model and serial number", serial
+            )
+        if target is not None and (earlier := self.claimed.setdefault(target.id, row.row)) != row.row:
+            raise _RefusedRowError("serial_no", f"row {earlier} is the same instrument", serial)
+        return target
+
+
+async def plan_rows(
+    db: Connection,
+    rows: list[PlannedRow],
+    existing: Sequence[InstrumentRow],
+    *,
+    catalog: Catalog,
+    enterprise: Enterprise,
+    today: dt.date,
+    headers: dict[str, str],
+    skip: frozenset[int] = frozenset(),
+) -> list[RowProblem]:
+    """Match each row to the register and apply the rules; fills each row's outcome and values.
+
+    ``existing`` holds every instrument of the enterprise that shares a management number or an
+    identity with a row; ``headers`` gives each field's header in the file, for the report; rows
+    numbered in ``skip`` (cells that could not be read) are not planned. The database is read only
+    for a matched instrument whose governing certificate decides the change.
+    """
+    matcher = _Matcher(existing)
+    problems: list[RowProblem] = []
+
+    def problem(row: PlannedRow, field: str | None, message: str, value: object = None) -> None:
+        column = headers.get(field) if field else None
+        shown = None if value is None else str(value)
+        problems.append(RowProblem(row=row.row, column=column, field=field, message=message, value=shown))
+
+    for row in rows:
+        if row.row in skip:
+            continue
+        try:
+            row.target = matcher.match(row)
+            if row.target is None:
+                row.values = _new(row.given, catalog, enterprise.period_rule, today)
+            else:
+                row.values, row.outcome = await _change(db, row.given, row.target, catalog, enterprise, today)
+        except _RefusedRowError as refused:
+            problem(row, refused.field, refused.message, refused.value)
+        except MetregError as exc:
+            for error in exc.errors:
+                problem(row, error.field, error.message, row.given.get(error.field))
+            if not exc.errors:
+                problem(row, None, exc.detail)
+    return problems
+
+
+_DEFAULTS: Final = {"model": "", "manufacturer": "", "legal_use": LegalUse.NONE, "lifecycle": Lifecycle.IN_SERVICE}
+
+
+def _new(given: dict[str, Any], catalog: Catalog, rule: PeriodRule, today: dt.date) -> dict[str, Any]:
+    values = {**_DEFAULTS, **given}
+    if values["lifecycle"] is Lifecycle.REPLACED:
+        raise RuleViolationError.for_field(
+            "lifecycle", "an instrument becomes replaced by the replace operation, not by an import"
+        )
+    derived = _derive(
+        catalog.rule(values.get("catalog_code")),
+        values["legal_use"],
+        values.get("cycle_months"),
+        values.get("last_verified_on"),
+        values.get("valid_until"),
+        rule,
+        today,
+    )
+    values.update(msgspec.structs.asdict(derived))
+    return values
+
+
+@functools.lru_cache(maxsize=4096)
+def _derive(
+    item: CatalogRule | None,
+    legal_use: LegalUse,
+    cycle_months: int | None,
+    last_verified_on: dt.date | None,
+    printed_valid_until: dt.date | None,
+    rule: PeriodRule,
+    today: dt.date,
+) -> Derived:
+    # A ledger repeats the same few items, uses, cycles and dates; the rules are pure, so each
+    # combination is worked out once. Errors are not cached (lru_cache stores results only).
+    return derive(
+        item=item,
+        legal_use=legal_use,
+        cycle_months=cycle_months,
+        last_verified_on=last_verified_on,
+        printed_valid_until=printed_valid_until,
+        rule=rule,
+        today=today,
+    )
+
+
+async def _change(
+    db: Connection,
+    given: dict[str, Any],
+    target: InstrumentRow,
+    catalog: Catalog,
+    enterprise: Enterprise,
+    today: dt.date,
+) -> tuple[dict[str, Any], str]:
+    """The fields of ``target`` the row changes, re-derived exactly as a PATCH would, and the outcome."""
+    changes = {k: v for k, v in given.items() if v != getattr(target, k)}
+    if not changes:
+        return {}, "unchanged"
+    if "lifecycle" in changes:
+        raise RuleViolationError.for_field(
+            "lifecycle",
+            f"is {target.lifecycle} in the register: the state changes by its own operations "
+            "(seal, unseal, scrap, replace, a recorded result), not by an import",
+        )
+    refuse_certificate_facts(target, changes)
+    item = catalog.rule(changes.get("catalog_code", target.catalog_code))
+    changes.update(await rederive(db, target, changes, item, enterprise, today))
+    return changes, "updated"

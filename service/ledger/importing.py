@@ -32,7 +32,7 @@ from service.enterprises.schemas import Enterprise
 from service.errors import MetregError, RowProblem, RuleViolationError
 from service.instruments.queries import InstrumentRow
 from service.instruments.registration import rederive, refuse_certificate_facts
-from service.instruments.rules import Derived, Lifecycle, derive
+from service.instruments.rules import Derived, Lifecycle, ValiditySource, derive
 from service.ledger.columns import header_key, match_header
 from service.ledger.reading import Table
 from service.ledger.values import (
@@ -214,13 +214,23 @@ def _converters(catalog: Catalog) -> dict[str, Converter]:
     return converters
 
 
-def parse_rows(table: Table, fields: dict[int, str], catalog: Catalog) -> tuple[list[PlannedRow], list[RowProblem]]:
-    """Each data row's cells read as the fields their columns hold; a problem for each cell that fails."""
+def parse_rows(
+    table: Table,
+    fields: dict[int, str],
+    catalog: Catalog,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[PlannedRow], list[RowProblem]]:
+    """Each data row's cells read as the fields their columns hold; a problem for each cell that fails.
+
+    ``progress`` is told the number of rows read, every 10,000 rows.
+    """
     converters = _converters(catalog)
     plan = [(index, field, table.headers[index].strip(), converters[field]) for index, field in fields.items()]
     rows: list[PlannedRow] = []
     problems: list[RowProblem] = []
-    for number, cells in table.rows:
+    for count, (number, cells) in enumerate(table.rows, start=1):
+        if progress is not None and count % 10_000 == 0:
+            progress(count)
         given: dict[str, Any] = {}
         width = len(cells)
         for index, field, header, convert in plan:
@@ -385,6 +395,8 @@ async def _change(
 ) -> tuple[dict[str, Any], str]:
     """The fields of ``target`` the row changes, re-derived exactly as a PATCH would, and the outcome."""
     changes = {k: v for k, v in given.items() if v != getattr(target, k)}
+    if target.validity_source is ValiditySource.CERTIFICATE and changes.get("valid_until", 0) is None:
+        del changes["valid_until"]  # an empty cell leaves the certificate's date; a different one is refused
     if not changes:
         return {}, "unchanged"
     if "lifecycle" in changes:
@@ -396,4 +408,6 @@ async def _change(
     refuse_certificate_facts(target, changes)
     item = catalog.rule(changes.get("catalog_code", target.catalog_code))
     changes.update(await rederive(db, target, changes, item, enterprise, today))
-    return changes, "updated"
+    # An empty valid-until cell asks for the computed date, which may be the one stored.
+    changes = {k: v for k, v in changes.items() if v != getattr(target, k)}
+    return changes, "updated" if changes else "unchanged"

@@ -23,7 +23,7 @@ from service.ledger.schemas import ImportReport
 
 __all__ = ("Progress", "import_ledger", "read_ledger")
 
-#: Told each stage as it starts: ("reading" | "checking" | "writing", rows so far, rows in all).
+#: Told how far the import is: ("checking" | "writing" | "done", rows so far, rows in all).
 Progress = Callable[[str, int, int], None]
 
 
@@ -60,7 +60,9 @@ async def import_ledger(
     columns, fields, problems = map_columns(table)
     plan = ImportPlan(columns=columns, rows=[], problems=problems)
     if not problems:
-        plan.rows, cell_problems = parse_rows(table, fields, catalog)
+        plan.rows, cell_problems = parse_rows(
+            table, fields, catalog, lambda done: tell("checking", done, len(table.rows))
+        )
         numbers = sorted({r.given["management_no"] for r in plan.rows if r.given.get("management_no")})
         identities = sorted(
             {

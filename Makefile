@@ -64,9 +64,10 @@ check: lint typecheck test ## Lint, types and tests
 openapi: install ## Write the OpenAPI document to openapi.json
 	$(BIN)/metreg openapi > openapi.json
 
-bench: install ## EXPLAIN the list filters and the planner on 1,000,000 instruments (own database)
+bench: install ## EXPLAIN the list filters and the planner on 1,000,000 instruments; bulk import rows/s (own databases)
 	$(BIN)/python -m bench.explain_filters $(BENCH_ARGS)
 	$(BIN)/python -m bench.explain_planner $(BENCH_ARGS)
+	$(BIN)/python -m bench.import_throughput
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -66,7 +66,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=100 * 1024 * 1024)] = 1024 * 1024
     """Largest JSON request body accepted (larger: 413)."""
     max_import_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1024 * 1024 * 1024)] = 20 * 1024 * 1024
-    """Largest ledger file an import accepts (larger: 413); an XLSX may unpack to at most 10 times this."""
+    """Largest ledger file an import accepts (larger: 413); an XLSX may unpack to at most 25 times this."""
     max_import_rows: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 200_000
     """Most data rows an import accepts (more: 413)."""
     rate_limit: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 100.0

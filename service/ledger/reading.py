@@ -25,8 +25,8 @@ __all__ = ("HEADER_SEARCH_ROWS", "Table", "read_table")
 
 HEADER_SEARCH_ROWS: Final = 10
 #: How far an XLSX may unpack, as a multiple of the largest accepted file: real workbooks compress
-#: their XML about 5–15 times; a zip bomb, thousands of times.
-UNPACK_FACTOR: Final = 10
+#: their XML about 5–20 times; a zip bomb, thousands of times.
+UNPACK_FACTOR: Final = 25
 
 _XLSX_MAGIC = b"PK\x03\x04"
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # legacy .xls (and other Office 97 files)

@@ -262,6 +262,13 @@ async def build_world(client: httpx.AsyncClient, pool: asyncpg.Pool) -> World:
     assert recorded.status_code == 201, recorded.text
     certificate = recorded.json()["certificate"]
     webhook = await created(owner.api, "/v1/webhooks", {"url": f"{HOOK_URL}/{marker}"})
+    imported = await owner.api.post(
+        f"/v1/enterprises/{b}/instruments/import",
+        content=f"计量器具名称,出厂编号,检定周期\n{marker}-imported,{marker}-imported-serial,12\n".encode(),
+        params={"file_name": f"{marker}-ledger.csv"},
+        headers={"content-type": "text/csv"},
+    )
+    assert imported.status_code == 201, imported.text
     async with pool.acquire() as conn:
         notice_id = await conn.fetchval(
             "SELECT id FROM notices WHERE certificate_id = $1", uuid.UUID(certificate["id"])
@@ -287,6 +294,7 @@ async def build_world(client: httpx.AsyncClient, pool: asyncpg.Pool) -> World:
         "webhook_id": webhook["webhook"]["id"],
         "delivery_id": str(delivery_id),
         "key_id": api_key["id"],
+        "import_id": imported.json()["import_id"],
     }
     return World(client=client, marker=marker, keys=keys, ids=ids)
 
@@ -389,6 +397,11 @@ SAMPLES: dict[str, Sample] = {
     "PingWebhook": Sample(),
     "DeleteWebhook": Sample(fresh=World.fresh_webhook),
     "RetryDelivery": Sample(),  # a failed or pending delivery may be retried again and again
+    # The matrix sends JSON, which is no ledger: an allowed caller gets a 400, a stranger never
+    # gets as far as the body.
+    "ImportInstruments": Sample(body=_fixed({"计量器具名称": "x"})),
+    "ListImports": Sample(reveals=True),
+    "GetImport": Sample(reveals=True),
 }
 
 

@@ -104,12 +104,13 @@ def _decode(data: bytes) -> tuple[str, str]:
 
 
 def _csv_rows(text: str) -> Iterator[tuple[int, Sequence[object]]]:
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    delimiter = max(",\t;", key=first.count)
+    # Judged over the first lines, not the first: a title line above the header has no delimiters.
+    sample = "\n".join([line for line in text[:65536].splitlines() if line.strip()][:HEADER_SEARCH_ROWS])
+    delimiter = max(",\t;", key=sample.count)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
-        for cells in reader:
-            yield reader.line_num, cells
+        # Records, not lines: a quoted cell with a line break is one row of the spreadsheet.
+        yield from enumerate(reader, start=1)
     except csv.Error as exc:
         raise InvalidInputError.for_field("file", f"line {reader.line_num} is not valid CSV: {exc}") from None
 
@@ -119,11 +120,10 @@ def _xlsx_rows(data: bytes, max_unpacked: int) -> tuple[str, Iterator[tuple[int,
     try:
         workbook = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
         sheet = workbook.get_sheet_by_index(0)
-        offset = sheet.start[0] if sheet.start else 0  # the used range may start below row 1
-        grid = sheet.to_python(skip_empty_area=False)
+        grid = sheet.to_python(skip_empty_area=False)  # from row 1, so that row numbers are Excel's
     except (python_calamine.CalamineError, python_calamine.ZipError, python_calamine.XmlError, ValueError) as exc:
         raise UnsupportedMediaError(f"this XLSX file cannot be read: {exc}") from None
-    return sheet.name, ((offset + i, cells) for i, cells in enumerate(grid, start=1))
+    return sheet.name, enumerate(grid, start=1)
 
 
 def _refuse_bomb(data: bytes, max_unpacked: int) -> None:

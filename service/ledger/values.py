@@ -93,9 +93,10 @@ def _parse_date_text(text: str) -> dt.date:
     if match := _YMD.fullmatch(folded):
         year, month, day = (int(g) for g in match.groups())
         try:
-            return _in_range(dt.date(year, month, day))
+            day_found = dt.date(year, month, day)
         except ValueError:
             raise CellError(f"{year}-{month:02d}-{day:02d} is not a day of the calendar") from None
+        return _in_range(day_found)
     if _SERIAL.fullmatch(folded):
         return _serial(float(folded))
     raise CellError("is not a date: write 2026-01-05, 2026/1/5 or 2026年1月5日")

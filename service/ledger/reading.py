@@ -104,15 +104,28 @@ def _decode(data: bytes) -> tuple[str, str]:
 
 
 def _csv_rows(text: str) -> Iterator[tuple[int, Sequence[object]]]:
-    # Judged over the first lines, not the first: a title line above the header has no delimiters.
-    sample = "\n".join([line for line in text[:65536].splitlines() if line.strip()][:HEADER_SEARCH_ROWS])
-    delimiter = max(",\t;", key=sample.count)
+    delimiter = _delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         # Records, not lines: a quoted cell with a line break is one row of the spreadsheet.
         yield from enumerate(reader, start=1)
     except csv.Error as exc:
         raise InvalidInputError.for_field("file", f"line {reader.line_num} is not valid CSV: {exc}") from None
+
+
+def _delimiter(text: str) -> str:
+    """The delimiter with which one of the first lines reads as a header; else the most frequent one.
+
+    Counting alone misleads both ways: a title line has no delimiters, and cells such as
+    "200mV, 2V, 20V" put more commas than tabs into the rows of a tab-separated file.
+    """
+    lines = [line for line in text[:65536].splitlines() if line.strip()][:HEADER_SEARCH_ROWS]
+    for delimiter in ",\t;":
+        for cells in csv.reader(lines, delimiter=delimiter):
+            if sum(1 for cell in cells if match_header(cell)[0] is not None) >= 2:
+                return delimiter
+    sample = "\n".join(lines)
+    return max(",\t;", key=sample.count)
 
 
 def _xlsx_rows(data: bytes, max_unpacked: int) -> tuple[str, Iterator[tuple[int, Sequence[object]]]]:

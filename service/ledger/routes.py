@@ -25,7 +25,6 @@ from service.types import NO_NUL
 __all__ = ("ImportController", "LedgerImportController")
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-_FILE = Schema(type=None, format="binary")  # type: ignore[arg-type]
 
 
 @dataclass
@@ -36,10 +35,13 @@ class _LedgerFileBody(Operation):
         self.request_body = RequestBody(
             required=True,
             description="The ledger file itself (not a form): CSV in UTF-8 (with or without BOM), UTF-16 with "
-            "BOM or GB18030, or XLSX (the first worksheet). The format is read from the content.",
+            "BOM or GB18030, or XLSX (the first worksheet). The format is read from the content, so any "
+            "Content-Type is taken (text/csv, the XLSX type, application/octet-stream) except multipart forms.",
+            # One media type: the content decides, so text/csv and the XLSX type are as good as this.
             content={
-                media: OpenAPIMediaType(schema=Schema(type="string", format="binary"))  # type: ignore[arg-type]
-                for media in ("text/csv", XLSX, "application/octet-stream")
+                "application/octet-stream": OpenAPIMediaType(
+                    schema=Schema(type="string", format="binary")  # type: ignore[arg-type]
+                )
             },
         )
 

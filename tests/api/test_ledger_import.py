@@ -31,6 +31,7 @@ from tests.conftest import (
     LabAccount,
     MakeTenant,
     Tenant,
+    accepted_request,
     app_settings,
     fields_of,
     mint,
@@ -780,3 +781,32 @@ async def test_an_admin_imports_and_the_history_is_read_by_owner_and_regulator_o
         problem(await caller.get(f"/v1/imports/{import_id}"), 404)
         problem(await caller.get(f"/v1/enterprises/{owner.id}/imports"), 404)
     assert (await stranger.api.get(f"/v1/enterprises/{stranger.id}/imports")).json()["items"] == []
+
+
+async def test_dates_set_by_a_certificate_are_not_changed_by_an_import(tenant: Tenant, lab: LabAccount) -> None:
+    gauge = await tenant.register(
+        **GAUGE, name="压力表", model="Y-100", manufacturer="红旗仪表", serial_no="A123", management_no="PG-001"
+    )
+    await accepted_request(tenant, lab, gauge["id"])
+    recorded = await lab.record(gauge["id"])
+    assert recorded.status_code == 201, recorded.text
+    read = (await tenant.api.get(f"/v1/instruments/{gauge['id']}")).json()
+    header = [
+        "管理编号",
+        "计量器具名称",
+        "型号",
+        "生产厂家",
+        "出厂编号",
+        "强检目录项",
+        "强检用途",
+        "上次检定日期",
+        "有效期至",
+    ]
+    same = ["PG-001", "压力表", "Y-100", "红旗仪表", "A123", "压力表", "安全防护", read["last_verified_on"]]
+    # The ledger's empty valid-until cell leaves the certificate's date; its own dates are refused.
+    unchanged = (await upload(tenant.api, tenant.id, csv_bytes([header, [*same, ""]]), dry_run=True)).json()
+    assert (unchanged["unchanged"], unchanged["problems"]) == (1, [])
+    older = [*same[:7], "2026-01-15", ""]
+    report = (await upload(tenant.api, tenant.id, csv_bytes([header, older]), dry_run=True)).json()
+    assert shown(report["problems"]) == [(2, "上次检定日期", "last_verified_on", "2026-01-15")]
+    assert "is set by certificate" in report["problems"][0]["message"]

@@ -54,6 +54,17 @@ def test_the_delimiter_is_the_one_the_header_line_uses_most() -> None:
     assert list(table.rows[0][1]) == ["压力表", "A1", "0,1.6 MPa"]
 
 
+@pytest.mark.parametrize("title", [False, True])
+def test_commas_in_the_cells_of_a_tab_separated_file(title: bool) -> None:
+    """A multimeter's ranges ("200mV, 2V, …") have more commas than the row has tabs: still tab-separated."""
+    header = ["计量器具名称", "出厂编号", "测量范围"]
+    meters = [["数字多用表", f"F17-{n}", "200mV, 2V, 20V, 200V, 1000V"] for n in range(1, 4)]
+    rows = [*([["XX公司计量器具台账"]] if title else []), header, *meters]
+    table = read(csv_bytes(rows, encoding="utf-16", delimiter="\t"))
+    assert (table.header_row, table.headers) == (1 + title, header)
+    assert [list(cells) for _, cells in table.rows] == meters
+
+
 def test_blank_rows_count_in_row_numbers_and_are_skipped() -> None:
     rows = [HEADER, [], ROWS[1], ["", "  ", ""], [], ROWS[2], []]
     table = read(csv_bytes(rows))

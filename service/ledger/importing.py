@@ -33,6 +33,7 @@ from service.errors import MetregError, RowProblem, RuleViolationError
 from service.instruments.queries import InstrumentRow
 from service.instruments.registration import rederive, refuse_certificate_facts
 from service.instruments.rules import Derived, Lifecycle, ValiditySource, derive
+from service.instruments.schemas import InstrumentCreate
 from service.ledger.columns import header_key, match_header
 from service.ledger.reading import Table
 from service.ledger.values import (
@@ -44,7 +45,16 @@ from service.ledger.values import (
     parse_lifecycle,
 )
 
-__all__ = ("Catalog", "ImportColumn", "ImportPlan", "PlannedRow", "map_columns", "parse_rows", "plan_rows")
+__all__ = (
+    "Catalog",
+    "ImportColumn",
+    "ImportPlan",
+    "PlannedRow",
+    "identity",
+    "map_columns",
+    "parse_rows",
+    "plan_rows",
+)
 
 #: Longest text each column holds (the limits of single registration, service/instruments/schemas.py).
 _TEXT_LIMITS: Final = {
@@ -245,7 +255,8 @@ def parse_rows(
     return rows, problems
 
 
-def _identity(values: dict[str, Any]) -> tuple[str, str, str]:
+def identity(values: dict[str, Any]) -> tuple[str, str, str]:
+    """A row's (manufacturer, model, serial): the key it matches the register by without a management number."""
     return values.get("manufacturer") or "", values.get("model") or "", values.get("serial_no") or ""
 
 
@@ -267,16 +278,16 @@ class _Matcher:
 
     def match(self, row: PlannedRow) -> InstrumentRow | None:
         number = row.given.get("management_no")
-        identity = _identity(row.given)
-        serial = identity[2]
+        key = identity(row.given)
+        serial = key[2]
         if number is not None and (earlier := self.numbers.setdefault(number, row.row)) != row.row:
             raise _RefusedRowError("management_no", f"row {earlier} has the same management number", number)
-        if (earlier := self.identities.setdefault(identity, row.row)) != row.row:
+        if (earlier := self.identities.setdefault(key, row.row)) != row.row:
             raise _RefusedRowError(
                 "serial_no", f"row {earlier} has the same manufacturer, model and serial number", serial
             )
         target = self.by_number.get(number) if number is not None else None
-        same = self.by_identity.get(identity)
+        same = self.by_identity.get(key)
         if target is None and same is not None:
             if number is not None and same.management_no not in (None, number):
                 raise _RefusedRowError(
@@ -340,7 +351,12 @@ async def plan_rows(
     return problems
 
 
-_DEFAULTS: Final = {"model": "", "manufacturer": "", "legal_use": LegalUse.NONE, "lifecycle": Lifecycle.IN_SERVICE}
+#: What a registration without those fields gets (model, manufacturer, legal use, lifecycle).
+_DEFAULTS: Final = {
+    f.name: f.default
+    for f in msgspec.structs.fields(InstrumentCreate)
+    if f.default is not msgspec.NODEFAULT and f.default is not None
+}
 
 
 def _new(given: dict[str, Any], catalog: Catalog, rule: PeriodRule, today: dt.date) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from service.db import Connection
 from service.enterprises.schemas import Enterprise
 from service.errors import RowsRejectedError
 from service.instruments.queries import select_by_keys
-from service.ledger.importing import Catalog, ImportPlan, map_columns, parse_rows, plan_rows
+from service.ledger.importing import Catalog, ImportPlan, identity, map_columns, parse_rows, plan_rows
 from service.ledger.queries import ImportFile, write_import
 from service.ledger.reading import UNPACK_FACTOR, Table, read_table
 from service.ledger.schemas import ImportReport
@@ -64,13 +64,7 @@ async def import_ledger(
             table, fields, catalog, lambda done: tell("checking", done, len(table.rows))
         )
         numbers = sorted({r.given["management_no"] for r in plan.rows if r.given.get("management_no")})
-        identities = sorted(
-            {
-                (r.given.get("manufacturer") or "", r.given.get("model") or "", r.given["serial_no"])
-                for r in plan.rows
-                if r.given.get("serial_no")
-            }
-        )
+        identities = sorted({identity(r.given) for r in plan.rows if r.given.get("serial_no")})
         existing = await select_by_keys(db, enterprise.id, numbers, identities)
         headers = {field: table.headers[index].strip() for index, field in fields.items()}
         planned = await plan_rows(

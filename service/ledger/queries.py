@@ -18,6 +18,7 @@ import msgspec
 
 from service.auth import Principal
 from service.errors import DuplicateError
+from service.instruments.queries import WRITABLE
 from service.ledger.importing import PlannedRow
 from service.ledger.schemas import ImportRecord
 from service.notices.queries import cancel_stale
@@ -25,28 +26,9 @@ from service.pagination import Params, decode_cursor, split_page
 
 __all__ = ("STAGED", "ImportFile", "select_import", "select_imports", "write_import")
 
-#: The columns an import writes, in the staging table's order.
-STAGED: Final = (
-    "catalog_code",
-    "name",
-    "model",
-    "serial_no",
-    "manufacturer",
-    "management_no",
-    "measuring_range",
-    "accuracy_class",
-    "mpe",
-    "location",
-    "department",
-    "legal_use",
-    "regime",
-    "cycle_months",
-    "lifecycle",
-    "last_verified_on",
-    "valid_until",
-    "validity_source",
-    "current_certificate_id",
-)
+#: The columns an import writes, in the staging table's order: all a registration or change writes,
+#: but the links a replacement makes.
+STAGED: Final = tuple(c for c in WRITABLE if c not in ("replaces", "replaced_by"))
 _TYPES: Final = {"cycle_months": "integer", "last_verified_on": "date", "valid_until": "date"}
 _STAGING = f"""CREATE TEMP TABLE import_rows (
     row integer NOT NULL, id uuid NOT NULL DEFAULT gen_random_uuid(), target uuid, fields text[], before text,

@@ -69,7 +69,7 @@ def read_table(data: bytes, *, max_rows: int, max_unpacked: int) -> Table:
     header_row, headers = _find_header(grid)
     rows: list[tuple[int, Sequence[object]]] = []
     for number, cells in grid:
-        if number <= header_row or not any(_filled(c) for c in cells):
+        if not any(_filled(c) for c in cells):  # the grid goes on after the header row
             continue
         if len(rows) == max_rows:
             raise PayloadTooLargeError(f"the file has more than {max_rows} data rows (METREG_MAX_IMPORT_ROWS)")

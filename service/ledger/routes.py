@@ -48,11 +48,12 @@ class _LedgerFileBody(Operation):
 
 async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
     """The body, refused with 413 as soon as it passes ``limit`` (whatever Content-Length claims)."""
+    too_large = PayloadTooLargeError(
+        f"the file is larger than the {limit} bytes an import accepts (METREG_MAX_IMPORT_BYTES)"
+    )
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(
-            f"the file is larger than the {limit} bytes an import accepts (METREG_MAX_IMPORT_BYTES)"
-        )
+        raise too_large
     if request.headers.get("content-type", "").lower().startswith("multipart/"):
         raise UnsupportedMediaError(
             "send the file itself as the body, not as a form: curl --data-binary @ledger.xlsx "
@@ -63,9 +64,7 @@ async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLargeError(
-                f"the file is larger than the {limit} bytes an import accepts (METREG_MAX_IMPORT_BYTES)"
-            )
+            raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
 

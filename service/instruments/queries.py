@@ -10,8 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 import asyncpg
 import msgspec
@@ -397,26 +397,38 @@ async def recompute_validity(
     return len(ids)
 
 
+_IDENTITY_PARTS: Final = ("manufacturer", "model", "serial_no")
+
+
 async def select_by_keys(
     db: asyncpg.Connection,
     enterprise_id: uuid.UUID,
     management_nos: list[str],
-    identities: list[tuple[str, str, str]],
+    identities: list[tuple[str, ...]],
+    parts: Sequence[str] = _IDENTITY_PARTS,
 ) -> list[InstrumentRow]:
-    """The enterprise's instruments with one of ``management_nos`` or ``identities`` (manufacturer,
-    model, serial), locked for update; one index probe per key, so the cost follows the keys."""
-    makers, models, serials = (list(column) for column in zip(*identities, strict=True)) if identities else ([], [], [])
-    records = await db.fetch(
-        f"""{_SELECT}
+    """The enterprise's instruments with one of ``management_nos`` or ``identities``, locked for update.
+
+    ``identities`` are values of the identity columns named in ``parts`` (manufacturer, model,
+    serial, in that order, or a subset that includes the serial). Two statements, not one with an
+    OR: each is an index probe per key, so the cost follows the keys, not the register; a subset
+    of the identity reads the enterprise's part of the unique index.
+    """
+    if not set(parts) <= set(_IDENTITY_PARTS) or "serial_no" not in parts:
+        raise ValueError(f"identity parts must include serial_no and be among {_IDENTITY_PARTS}: {parts}")
+    found: dict[uuid.UUID, InstrumentRow] = {}
+    if management_nos:
+        by_number = f"{_SELECT} WHERE i.enterprise_id = $1 AND i.management_no = ANY($2::text[]) FOR UPDATE OF i"
+        for record in await db.fetch(by_number, enterprise_id, management_nos):
+            found[record["id"]] = _row(record)
+    if identities:
+        keys = ", ".join(f"${n}::text[]" for n in range(2, 2 + len(parts)))
+        match = " AND ".join(f"i.{part} = k.{part}" for part in parts)
+        by_identity = f"""{_SELECT}
+            JOIN unnest({keys}) AS k({", ".join(parts)}) ON {match}
             WHERE i.enterprise_id = $1
-              AND (i.management_no = ANY($2::text[])
-                   OR (i.manufacturer, i.model, i.serial_no) IN (
-                       SELECT * FROM unnest($3::text[], $4::text[], $5::text[])))
-            FOR UPDATE OF i""",
-        enterprise_id,
-        management_nos,
-        makers,
-        models,
-        serials,
-    )
-    return [_row(r) for r in records]
+            FOR UPDATE OF i"""
+        columns = [list(column) for column in zip(*identities, strict=True)]
+        for record in await db.fetch(by_identity, enterprise_id, *columns):
+            found.setdefault(record["id"], _row(record))
+    return list(found.values())

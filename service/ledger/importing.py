@@ -9,8 +9,12 @@ of it in the caller's transaction.
 
 Matching: a row with a management number (管理编号) is that instrument; without one, or with one
 the register does not know yet, the row is the instrument of the same manufacturer, model and
-serial number. Columns the file does not have leave an existing instrument's values as they are;
-an empty cell in a column the file has clears the value.
+serial number (those of the three the file has columns for). Columns the file does not have leave
+an existing instrument's values as they are; an empty cell in a column the file has clears the value.
+
+A ledger lists what is in force: a cycle equal to the catalogue default is read as the default, and
+a valid-until date equal to the one the rules compute is kept as computed, not as printed. So a
+ledger metreg exported imports back with every field as it was.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any, Final
 
 import msgspec
 
-from service.catalog.rules import CatalogRule, LegalUse
+from service.catalog.rules import CatalogRule, LegalUse, effective_regime
 from service.catalog.schemas import CatalogItem
 from service.dates import PeriodRule
 from service.db import Connection
@@ -32,7 +36,7 @@ from service.enterprises.schemas import Enterprise
 from service.errors import MetregError, RowProblem, RuleViolationError
 from service.instruments.queries import InstrumentRow
 from service.instruments.registration import rederive, refuse_certificate_facts
-from service.instruments.rules import Derived, Lifecycle, ValiditySource, derive
+from service.instruments.rules import Derived, Lifecycle, ValiditySource, derive, resolve_cycle
 from service.instruments.schemas import InstrumentCreate
 from service.ledger.columns import header_key, match_header
 from service.ledger.reading import Table
@@ -46,6 +50,7 @@ from service.ledger.values import (
 )
 
 __all__ = (
+    "IDENTITY",
     "Catalog",
     "ImportColumn",
     "ImportPlan",
@@ -180,6 +185,7 @@ def map_columns(table: Table) -> tuple[list[ImportColumn], dict[int, str], list[
 
 
 _LABEL: Final = {"name": "计量器具名称", "serial_no": "出厂编号"}
+_LABEL_OF: Final = {"manufacturer": "生产厂家 (manufacturer)", "model": "型号规格 (model)"}
 
 
 def _text(field: str) -> Converter:
@@ -255,9 +261,17 @@ def parse_rows(
     return rows, problems
 
 
-def identity(values: dict[str, Any]) -> tuple[str, str, str]:
-    """A row's (manufacturer, model, serial): the key it matches the register by without a management number."""
-    return values.get("manufacturer") or "", values.get("model") or "", values.get("serial_no") or ""
+#: What tells instruments apart without a management number (the register's unique identity).
+IDENTITY: Final = ("manufacturer", "model", "serial_no")
+
+
+def identity(values: dict[str, Any], parts: Sequence[str] = IDENTITY) -> tuple[str, ...]:
+    """A row's identity over ``parts``: the key it matches the register by without a management number.
+
+    ``parts`` are the identity columns the file has: a ledger without a 生产厂家 column matches by
+    model and serial alone, rather than as instruments without a manufacturer.
+    """
+    return tuple(values.get(part) or "" for part in parts)
 
 
 class _RefusedRowError(Exception):
@@ -269,41 +283,60 @@ class _RefusedRowError(Exception):
 class _Matcher:
     """Finds the instrument each row is, and refuses rows that repeat another or would merge two."""
 
-    def __init__(self, existing: Sequence[InstrumentRow]) -> None:
+    def __init__(self, existing: Sequence[InstrumentRow], parts: Sequence[str]) -> None:
+        self.parts = tuple(parts)
         self.by_number = {i.management_no: i for i in existing if i.management_no is not None}
-        self.by_identity = {(i.manufacturer, i.model, i.serial_no): i for i in existing}
+        self.by_identity: dict[tuple[str, ...], list[InstrumentRow]] = {}
+        for instrument in existing:
+            key = tuple(getattr(instrument, part) for part in self.parts)
+            self.by_identity.setdefault(key, []).append(instrument)
         self.numbers: dict[str, int] = {}
-        self.identities: dict[tuple[str, str, str], int] = {}
+        self.identities: dict[tuple[str, ...], int] = {}
         self.claimed: dict[uuid.UUID, int] = {}
 
     def match(self, row: PlannedRow) -> InstrumentRow | None:
         number = row.given.get("management_no")
-        key = identity(row.given)
-        serial = key[2]
+        key = identity(row.given, self.parts)
+        serial = row.given.get("serial_no")
         if number is not None and (earlier := self.numbers.setdefault(number, row.row)) != row.row:
             raise _RefusedRowError("management_no", f"row {earlier} has the same management number", number)
         if (earlier := self.identities.setdefault(key, row.row)) != row.row:
-            raise _RefusedRowError(
-                "serial_no", f"row {earlier} has the same manufacturer, model and serial number", serial
-            )
+            raise _RefusedRowError("serial_no", f"row {earlier} has the same {self._named()}", serial)
         target = self.by_number.get(number) if number is not None else None
-        same = self.by_identity.get(key)
+        same = self._same(key, target)
         if target is None and same is not None:
             if number is not None and same.management_no not in (None, number):
                 raise _RefusedRowError(
                     "management_no",
-                    "this manufacturer, model and serial number are registered under management number "
-                    f"{same.management_no!r}",
+                    f"this {self._named()} are registered under management number {same.management_no!r}",
                     number,
                 )
             target = same
         elif target is not None and same is not None and same.id != target.id:
-            raise _RefusedRowError(
-                "serial_no", "another instrument of the register has this manufacturer, model and serial number", serial
-            )
+            raise _RefusedRowError("serial_no", f"another instrument of the register has this {self._named()}", serial)
         if target is not None and (earlier := self.claimed.setdefault(target.id, row.row)) != row.row:
             raise _RefusedRowError("serial_no", f"row {earlier} is the same instrument", serial)
         return target
+
+    def _named(self) -> str:
+        names = {"manufacturer": "manufacturer", "model": "model", "serial_no": "serial number"}
+        shown = [names[part] for part in self.parts]
+        return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
+
+    def _same(self, key: tuple[str, ...], target: InstrumentRow | None) -> InstrumentRow | None:
+        """The instrument of this identity; refused when the file's columns cannot say which one."""
+        found = self.by_identity.get(key, [])
+        if len(found) > 1 and (target is None or target not in found):
+            missing = " and ".join(_LABEL_OF[p] for p in IDENTITY if p not in self.parts)
+            raise _RefusedRowError(
+                "serial_no",
+                f"{len(found)} instruments of the register have this {self._named()}: add the {missing} "
+                "column, or the management number, to say which one",
+                key[-1],
+            )
+        if len(found) > 1:
+            return target
+        return found[0] if found else None
 
 
 async def plan_rows(
@@ -315,16 +348,18 @@ async def plan_rows(
     enterprise: Enterprise,
     today: dt.date,
     headers: dict[str, str],
+    parts: Sequence[str] = IDENTITY,
     skip: frozenset[int] = frozenset(),
 ) -> list[RowProblem]:
     """Match each row to the register and apply the rules; fills each row's outcome and values.
 
     ``existing`` holds every instrument of the enterprise that shares a management number or an
-    identity with a row; ``headers`` gives each field's header in the file, for the report; rows
-    numbered in ``skip`` (cells that could not be read) are not planned. The database is read only
-    for a matched instrument whose governing certificate decides the change.
+    identity (over the identity ``parts`` the file has) with a row; ``headers`` gives each field's
+    header in the file, for the report; rows numbered in ``skip`` (cells that could not be read) are
+    not planned. The database is read only for a matched instrument whose governing certificate
+    decides the change.
     """
-    matcher = _Matcher(existing)
+    matcher = _Matcher(existing, parts)
     problems: list[RowProblem] = []
 
     def problem(row: PlannedRow, field: str | None, message: str, value: object = None) -> None:
@@ -365,17 +400,31 @@ def _new(given: dict[str, Any], catalog: Catalog, rule: PeriodRule, today: dt.da
         raise RuleViolationError.for_field(
             "lifecycle", "an instrument becomes replaced by the replace operation, not by an import"
         )
-    derived = _derive(
-        catalog.rule(values.get("catalog_code")),
-        values["legal_use"],
-        values.get("cycle_months"),
-        values.get("last_verified_on"),
-        values.get("valid_until"),
-        rule,
-        today,
-    )
+    item = catalog.rule(values.get("catalog_code"))
+    values["cycle_months"] = _own_cycle(item, values["legal_use"], values.get("cycle_months"))
+    facts = (item, values["legal_use"], values["cycle_months"], values.get("last_verified_on"))
+    derived = _derive(*facts, None, rule, today)
+    printed = values.get("valid_until")
+    if printed is not None and printed != derived.valid_until:
+        derived = _derive(*facts, printed, rule, today)
     values.update(msgspec.structs.asdict(derived))
     return values
+
+
+def _own_cycle(item: CatalogRule | None, legal_use: LegalUse, cycle_months: int | None) -> int | None:
+    """The cycle a row gives, or None when it is the catalogue default for the item and use.
+
+    A ledger (metreg's own export among them) lists the cycle in force, not whether it is the
+    instrument's own: read as its own, the catalogue default would be frozen into the instrument
+    and a later change of the catalogue would not reach it.
+    """
+    if cycle_months is None:
+        return None
+    try:
+        default = resolve_cycle(item, effective_regime(item, legal_use), None).months
+    except RuleViolationError:
+        return cycle_months  # no default applies: the cycle is the instrument's own
+    return None if cycle_months == default else cycle_months
 
 
 @functools.lru_cache(maxsize=4096)
@@ -411,6 +460,23 @@ async def _change(
 ) -> tuple[dict[str, Any], str]:
     """The fields of ``target`` the row changes, re-derived exactly as a PATCH would, and the outcome."""
     changes = {k: v for k, v in given.items() if v != getattr(target, k)}
+    item = catalog.rule(changes.get("catalog_code", target.catalog_code))
+    legal_use = changes.get("legal_use", target.legal_use)
+    if "cycle_months" in changes:
+        own = _own_cycle(item, legal_use, changes["cycle_months"])
+        if own == target.cycle_months:
+            del changes["cycle_months"]  # the catalogue default, which it already follows
+        else:
+            changes["cycle_months"] = own
+    if changes.get("valid_until") is not None and target.validity_source is not ValiditySource.CERTIFICATE:
+        cycle = changes.get("cycle_months", target.cycle_months)
+        verified = changes.get("last_verified_on", target.last_verified_on)
+        try:
+            computed = _derive(item, legal_use, cycle, verified, None, enterprise.period_rule, today).valid_until
+        except RuleViolationError:
+            computed = None  # the rules refuse the row: rederive below says why
+        if changes["valid_until"] == computed:
+            changes["valid_until"] = None  # the date metreg computes: kept as computed, not printed
     if target.validity_source is ValiditySource.CERTIFICATE and changes.get("valid_until", 0) is None:
         del changes["valid_until"]  # an empty cell leaves the certificate's date; a different one is refused
     if not changes:
@@ -422,7 +488,6 @@ async def _change(
             "(seal, unseal, scrap, replace, a recorded result), not by an import",
         )
     refuse_certificate_facts(target, changes)
-    item = catalog.rule(changes.get("catalog_code", target.catalog_code))
     changes.update(await rederive(db, target, changes, item, enterprise, today))
     # An empty valid-until cell asks for the computed date, which may be the one stored.
     changes = {k: v for k, v in changes.items() if v != getattr(target, k)}

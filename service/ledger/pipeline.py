@@ -16,7 +16,7 @@ from service.db import Connection
 from service.enterprises.schemas import Enterprise
 from service.errors import RowsRejectedError
 from service.instruments.queries import select_by_keys
-from service.ledger.importing import Catalog, ImportPlan, identity, map_columns, parse_rows, plan_rows
+from service.ledger.importing import IDENTITY, Catalog, ImportPlan, identity, map_columns, parse_rows, plan_rows
 from service.ledger.queries import ImportFile, write_import
 from service.ledger.reading import UNPACK_FACTOR, Table, read_table
 from service.ledger.schemas import ImportReport
@@ -64,8 +64,9 @@ async def import_ledger(
             table, fields, catalog, lambda done: tell("checking", done, len(table.rows))
         )
         numbers = sorted({r.given["management_no"] for r in plan.rows if r.given.get("management_no")})
-        identities = sorted({identity(r.given) for r in plan.rows if r.given.get("serial_no")})
-        existing = await select_by_keys(db, enterprise.id, numbers, identities)
+        parts = [part for part in IDENTITY if part in fields.values()]
+        identities = sorted({identity(r.given, parts) for r in plan.rows if r.given.get("serial_no")})
+        existing = await select_by_keys(db, enterprise.id, numbers, identities, parts)
         headers = {field: table.headers[index].strip() for index, field in fields.items()}
         planned = await plan_rows(
             db,
@@ -75,6 +76,7 @@ async def import_ledger(
             enterprise=enterprise,
             today=dates.local_today(now, enterprise.timezone),
             headers=headers,
+            parts=parts,
             skip=frozenset(p.row for p in cell_problems if p.row is not None),
         )
         plan.problems = sorted([*cell_problems, *planned], key=lambda p: p.row or 0)

@@ -38,15 +38,24 @@ class CellError(ValueError):
     """A cell that cannot be read as its column's type; the message goes into the report."""
 
 
+#: A text cell that a spreadsheet would run as a formula is written with a leading apostrophe (the
+#: OWASP guard against CSV injection, which metreg's export applies): one is taken off again.
+_GUARDED: Final = ("'=", "'+", "'-", "'@", "'\t", "'\r")
+
+
 def cell_text(value: object) -> str:
-    """The cell as trimmed text ('' for empty). Whole floats lose their '.0' (Excel stores 12 as 12.0)."""
+    """The cell as trimmed text ('' for empty), without a formula guard's apostrophe.
+
+    Whole floats lose their '.0' (Excel stores 12 as 12.0).
+    """
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, dt.datetime):
         return value.date().isoformat() if value.time() == dt.time() else value.isoformat(sep=" ")
-    return str(value).strip()
+    text = str(value)
+    return (text[1:] if text.startswith(_GUARDED) else text).strip()
 
 
 def _fold(text: str) -> str:
@@ -83,7 +92,7 @@ def parse_date(value: object) -> dt.date:
         raise CellError("is not a date")
     if isinstance(value, int | float):
         return _serial(float(value))
-    return _parse_date_text(str(value))
+    return _parse_date_text(cell_text(value))
 
 
 @lru_cache(maxsize=8192)

@@ -127,7 +127,7 @@ STORED = {
         "catalog_code": "electronic_balance",
         "legal_use": "trade_settlement",
         "regime": "periodic",
-        "cycle_months": 12,
+        "cycle_months": None,  # 12个月 is the catalogue default: the balance follows the catalogue
         "lifecycle": "in_service",
         "last_verified_on": dt.date(2026, 1, 5),
         "valid_until": dt.date(2027, 1, 4),
@@ -420,7 +420,7 @@ async def test_reimport_is_unchanged_and_a_changed_cell_is_one_update(tenant: Te
     assert updated[0]["detail"] == {
         "import_id": report["import_id"],
         "fields": ["cycle_months", "valid_until"],
-        "before": {"cycle_months": 12, "valid_until": "2027-01-04"},
+        "before": {"cycle_months": None, "valid_until": "2027-01-04"},
     }
     async with pool.acquire() as conn:
         version = await conn.fetchval(
@@ -519,6 +519,68 @@ async def test_a_row_and_another_naming_the_same_instrument_two_ways(tenant: Ten
     report = (await upload(tenant.api, tenant.id, csv_bytes(rows), dry_run=True)).json()
     assert shown(report["problems"]) == [(3, "出厂编号", "serial_no", "S1")]
     assert "row 2 is the same instrument" in report["problems"][0]["message"]
+
+
+async def test_a_file_without_a_manufacturer_column_matches_by_model_and_serial(
+    tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    common = {**GAUGE, "name": "压力表", "model": "Y-100", "last_verified_on": "2026-01-15"}
+    await tenant.register(**common, manufacturer="红旗仪表", serial_no="A123")
+    header = ["计量器具名称", "型号规格", "出厂编号", "强检目录项", "强检用途", "上次检定日期"]
+    row = ["压力表", "Y-100", "A123", "压力表", "安全防护", "2026-01-15"]
+    report = (await upload(tenant.api, tenant.id, csv_bytes([header, row]))).json()
+    # Not a new instrument without a manufacturer: the registered one, whose maker the file does not name.
+    assert (report["created"], report["updated"], report["unchanged"], report["problems"]) == (0, 0, 1, [])
+    assert (await counts(pool, tenant.id))["instruments"] == 1
+
+    # With a second maker's Y-100 of the same serial, the file cannot say which one it means.
+    await tenant.register(**common, manufacturer="上海仪表", serial_no="A123")
+    before = await counts(pool, tenant.id)
+    refused = await upload(tenant.api, tenant.id, csv_bytes([header, row]))
+    assert refused.status_code == 422, refused.text
+    assert shown(refused.json()["rows"]) == [(2, "出厂编号", "serial_no", "A123")]
+    message = refused.json()["rows"][0]["message"]
+    assert "2 instruments of the register have this model and serial number" in message
+    assert "生产厂家" in message
+    assert await counts(pool, tenant.id) == before
+    # The management number tells them apart.
+    await tenant.register(**common, manufacturer="北京仪表", serial_no="A124", management_no="PG-9")
+    numbered = await upload(
+        tenant.api, tenant.id, csv_bytes([["管理编号", *header], ["PG-9", *row[:2], "A124", *row[3:]]])
+    )
+    assert numbered.json()["unchanged"] == 1, numbered.text
+
+
+async def test_the_cycle_and_valid_until_a_ledger_lists_are_kept_as_the_register_computes_them(
+    tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    # A ledger lists the cycle in force and the date in force (metreg's export does): the gauge's
+    # 6 months are the catalogue default, and 2026-07-14 is the date metreg computes from 2026-01-15.
+    header = ["计量器具名称", "出厂编号", "强检目录项", "强检用途", "检定周期", "上次检定日期", "有效期至", "型号规格"]
+    rows = [
+        header,
+        ["压力表", "S1", "压力表", "安全防护", "6", "2026-01-15", "2026-07-14", "'+B-1"],
+        ["压力表", "S2", "压力表", "安全防护", "3", "2026-01-15", "2026-04-14", "'=1+2"],
+        ["压力表", "S3", "压力表", "安全防护", "6", "2026-01-15", "2026-07-10", "'@x"],
+    ]
+    report = (await upload(tenant.api, tenant.id, csv_bytes(rows))).json()
+    assert (report["created"], report["problems"]) == (3, [])
+    got = await stored(pool, tenant.id)
+    shown_fields = ("model", "cycle_months", "valid_until", "validity_source")
+    assert {serial: tuple(got[serial][k] for k in shown_fields) for serial in got} == {
+        "S1": ("+B-1", None, D(2026, 7, 14), "computed"),  # the default cycle, the computed date
+        "S2": ("=1+2", 3, D(2026, 4, 14), "computed"),  # its own shorter cycle, computed from it
+        "S3": ("@x", None, D(2026, 7, 10), "printed"),  # a date metreg would not compute: as printed
+    }
+    # The same file again changes nothing; an instrument with its own cycle set back to the
+    # catalogue's 6 months follows the catalogue again.
+    again = (await upload(tenant.api, tenant.id, csv_bytes(rows))).json()
+    assert (again["updated"], again["unchanged"]) == (0, 3)
+    back = [header, ["压力表", "S2", "压力表", "安全防护", "6", "2026-01-15", "2026-07-14", "'=1+2"]]
+    changed = (await upload(tenant.api, tenant.id, csv_bytes(back))).json()
+    assert changed["updated"] == 1, changed
+    s2 = (await stored(pool, tenant.id))["S2"]
+    assert tuple(s2[k] for k in shown_fields) == ("=1+2", None, D(2026, 7, 14), "computed")
 
 
 async def test_an_import_does_not_change_the_recorded_state(tenant: Tenant) -> None:

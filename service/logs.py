@@ -62,3 +62,7 @@ def configure_logging(level: str, fmt: str) -> None:
         logging.getLogger(name).propagate = True
     # metreg logs its own access line with the request id; uvicorn's would be a second, poorer one.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs each request's full URL at INFO, and a webhook URL often carries its receiver's
+    # secret in the path or query: keys and secrets are never logged.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

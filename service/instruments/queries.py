@@ -37,7 +37,8 @@ __all__ = (
     "insert_instrument",
     "list_query",
     "recompute_validity",
-    "select_by_keys",
+    "select_by_identities",
+    "select_by_numbers",
     "select_enterprise_id",
     "select_instrument",
     "select_instruments",
@@ -400,35 +401,45 @@ async def recompute_validity(
 _IDENTITY_PARTS: Final = ("manufacturer", "model", "serial_no")
 
 
-async def select_by_keys(
+async def select_by_numbers(
+    db: asyncpg.Connection, enterprise_id: uuid.UUID, management_nos: list[str]
+) -> list[InstrumentRow]:
+    """The enterprise's instruments with one of ``management_nos``, locked for update (an index
+    probe per number, so the cost follows the numbers, not the register)."""
+    if not management_nos:
+        return []
+    records = await db.fetch(
+        f"{_SELECT} WHERE i.enterprise_id = $1 AND i.management_no = ANY($2::text[]) FOR UPDATE OF i",
+        enterprise_id,
+        management_nos,
+    )
+    return [_row(r) for r in records]
+
+
+async def select_by_identities(
     db: asyncpg.Connection,
     enterprise_id: uuid.UUID,
-    management_nos: list[str],
     identities: list[tuple[str, ...]],
     parts: Sequence[str] = _IDENTITY_PARTS,
 ) -> list[InstrumentRow]:
-    """The enterprise's instruments with one of ``management_nos`` or ``identities``, locked for update.
+    """The enterprise's instruments with one of ``identities``, locked for update.
 
-    ``identities`` are values of the identity columns named in ``parts`` (manufacturer, model,
-    serial, in that order, or a subset that includes the serial). Two statements, not one with an
-    OR: each is an index probe per key, so the cost follows the keys, not the register; a subset
-    of the identity reads the enterprise's part of the unique index.
+    ``identities`` are values of the identity columns named in ``parts``: manufacturer, model and
+    serial, in that order, or a subset that includes the serial. The full identity is an index
+    probe per key; a subset reads the enterprise's part of the unique index.
     """
     if not set(parts) <= set(_IDENTITY_PARTS) or "serial_no" not in parts:
         raise ValueError(f"identity parts must include serial_no and be among {_IDENTITY_PARTS}: {parts}")
-    found: dict[uuid.UUID, InstrumentRow] = {}
-    if management_nos:
-        by_number = f"{_SELECT} WHERE i.enterprise_id = $1 AND i.management_no = ANY($2::text[]) FOR UPDATE OF i"
-        for record in await db.fetch(by_number, enterprise_id, management_nos):
-            found[record["id"]] = _row(record)
-    if identities:
-        keys = ", ".join(f"${n}::text[]" for n in range(2, 2 + len(parts)))
-        match = " AND ".join(f"i.{part} = k.{part}" for part in parts)
-        by_identity = f"""{_SELECT}
+    if not identities:
+        return []
+    keys = ", ".join(f"${n}::text[]" for n in range(2, 2 + len(parts)))
+    match = " AND ".join(f"i.{part} = k.{part}" for part in parts)
+    records = await db.fetch(
+        f"""{_SELECT}
             JOIN unnest({keys}) AS k({", ".join(parts)}) ON {match}
             WHERE i.enterprise_id = $1
-            FOR UPDATE OF i"""
-        columns = [list(column) for column in zip(*identities, strict=True)]
-        for record in await db.fetch(by_identity, enterprise_id, *columns):
-            found.setdefault(record["id"], _row(record))
-    return list(found.values())
+            FOR UPDATE OF i""",
+        enterprise_id,
+        *(list(column) for column in zip(*identities, strict=True)),
+    )
+    return [_row(r) for r in records]

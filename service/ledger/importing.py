@@ -55,6 +55,7 @@ __all__ = (
     "ImportColumn",
     "ImportPlan",
     "PlannedRow",
+    "identities_to_look_up",
     "identity",
     "map_columns",
     "parse_rows",
@@ -272,6 +273,26 @@ def identity(values: dict[str, Any], parts: Sequence[str] = IDENTITY) -> tuple[s
     model and serial alone, rather than as instruments without a manufacturer.
     """
     return tuple(values.get(part) or "" for part in parts)
+
+
+def identities_to_look_up(
+    rows: Sequence[PlannedRow], by_number: Sequence[InstrumentRow], parts: Sequence[str]
+) -> list[tuple[str, ...]]:
+    """The identities the register must be searched for: of rows that no management number
+    finds, and of rows that give their instrument another identity (which may be another's).
+
+    A re-imported ledger finds every row by its number, unchanged: nothing more is read.
+    """
+    known = {i.management_no: i for i in by_number}
+    wanted: set[tuple[str, ...]] = set()
+    for row in rows:
+        if not row.given.get("serial_no"):
+            continue
+        key = identity(row.given, parts)
+        instrument = known.get(row.given.get("management_no"))
+        if instrument is None or key != tuple(getattr(instrument, part) for part in parts):
+            wanted.add(key)
+    return sorted(wanted)
 
 
 class _RefusedRowError(Exception):

@@ -15,8 +15,16 @@ from service.catalog.queries import select_catalog
 from service.db import Connection
 from service.enterprises.schemas import Enterprise
 from service.errors import RowsRejectedError
-from service.instruments.queries import select_by_keys
-from service.ledger.importing import IDENTITY, Catalog, ImportPlan, identity, map_columns, parse_rows, plan_rows
+from service.instruments.queries import select_by_identities, select_by_numbers
+from service.ledger.importing import (
+    IDENTITY,
+    Catalog,
+    ImportPlan,
+    identities_to_look_up,
+    map_columns,
+    parse_rows,
+    plan_rows,
+)
 from service.ledger.queries import ImportFile, write_import
 from service.ledger.reading import UNPACK_FACTOR, Table, read_table
 from service.ledger.schemas import ImportReport
@@ -65,8 +73,10 @@ async def import_ledger(
         )
         numbers = sorted({r.given["management_no"] for r in plan.rows if r.given.get("management_no")})
         parts = [part for part in IDENTITY if part in fields.values()]
-        identities = sorted({identity(r.given, parts) for r in plan.rows if r.given.get("serial_no")})
-        existing = await select_by_keys(db, enterprise.id, numbers, identities, parts)
+        by_number = await select_by_numbers(db, enterprise.id, numbers)
+        identities = identities_to_look_up(plan.rows, by_number, parts)
+        by_identity = await select_by_identities(db, enterprise.id, identities, parts)
+        existing = list({i.id: i for i in [*by_number, *by_identity]}.values())
         headers = {field: table.headers[index].strip() for index, field in fields.items()}
         planned = await plan_rows(
             db,

@@ -48,6 +48,8 @@ def cell_text(value: object) -> str:
 
     Whole floats lose their '.0' (Excel stores 12 as 12.0).
     """
+    if type(value) is str:  # nearly every cell: a million a large ledger
+        return (value[1:] if value.startswith(_GUARDED) else value).strip()
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():

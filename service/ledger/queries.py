@@ -38,9 +38,12 @@ _COLUMNS = ", ".join(STAGED)
 
 # Events are written by statements of their own: the policy on instrument_events checks that the
 # instrument exists, which a statement's own inserts are not yet, to that statement.
+# In due order: four of the register's indexes lead with (enterprise, …, due date), and rows that
+# arrive in that order land on neighbouring index pages instead of all over them (a third less
+# time for 100,000 rows here).
 _INSERT = f"""
 INSERT INTO instruments (id, enterprise_id, created_at, updated_at, {_COLUMNS})
-SELECT id, $1, $2, $2, {_COLUMNS} FROM import_rows WHERE target IS NULL ORDER BY row
+SELECT id, $1, $2, $2, {_COLUMNS} FROM import_rows WHERE target IS NULL ORDER BY valid_until, row
 """
 _UPDATE = f"""
 UPDATE instruments i SET version = i.version + 1, updated_at = $2, {", ".join(f"{c} = s.{c}" for c in STAGED)}

@@ -125,6 +125,8 @@ class PlannedRow(msgspec.Struct, kw_only=True):
     row: int
     given: dict[str, Any]
     """The fields the file gives, as read."""
+    cells: Sequence[object] = ()
+    """The row's cells as the file has them, for the report."""
     target: InstrumentRow | None = None
     """The instrument it matches, when there is one."""
     values: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -258,7 +260,7 @@ def parse_rows(
                 problems.append(
                     RowProblem(row=number, column=header, field=field, message=str(exc), value=cell_text(cell)[:200])
                 )
-        rows.append(PlannedRow(row=number, given=given))
+        rows.append(PlannedRow(row=number, given=given, cells=cells))
     return rows, problems
 
 
@@ -369,22 +371,29 @@ async def plan_rows(
     enterprise: Enterprise,
     today: dt.date,
     headers: dict[str, str],
+    positions: dict[str, int] | None = None,
     parts: Sequence[str] = IDENTITY,
     skip: frozenset[int] = frozenset(),
 ) -> list[RowProblem]:
     """Match each row to the register and apply the rules; fills each row's outcome and values.
 
     ``existing`` holds every instrument of the enterprise that shares a management number or an
-    identity (over the identity ``parts`` the file has) with a row; ``headers`` gives each field's
-    header in the file, for the report; rows numbered in ``skip`` (cells that could not be read) are
-    not planned. The database is read only for a matched instrument whose governing certificate
-    decides the change.
+    identity (over the identity ``parts`` the file has) with a row; ``headers`` and ``positions``
+    give each field's header and column index in the file, so that the report shows the cell as
+    written (`2年`, not 24); rows numbered in ``skip`` (cells that could not be read) are not
+    planned. The database is read only for a matched instrument whose governing certificate decides
+    the change.
     """
     matcher = _Matcher(existing, parts)
     problems: list[RowProblem] = []
 
+    where = positions or {}
+
     def problem(row: PlannedRow, field: str | None, message: str, value: object = None) -> None:
         column = headers.get(field) if field else None
+        index = where.get(field) if field else None
+        if index is not None and index < len(row.cells):
+            value = cell_text(row.cells[index])[:200] or None
         shown = None if value is None else str(value)
         problems.append(RowProblem(row=row.row, column=column, field=field, message=message, value=shown))
 

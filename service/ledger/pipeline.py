@@ -86,6 +86,7 @@ async def import_ledger(
             enterprise=enterprise,
             today=dates.local_today(now, enterprise.timezone),
             headers=headers,
+            positions={field: index for index, field in fields.items()},
             parts=parts,
             skip=frozenset(p.row for p in cell_problems if p.row is not None),
         )

@@ -336,7 +336,7 @@ MESSY_PROBLEMS = [
     ((9, "出 厂 编 号", "serial_no", ""), ["must not be blank"]),
     ((10, "管理编号", "management_no", "PG-001"), ["row 2", "same management number"]),
     ((11, "出 厂 编 号", "serial_no", "A123"), ["row 2", "same manufacturer, model and serial number"]),
-    ((12, "使用状态", "lifecycle", "replaced"), ["replace operation"]),
+    ((12, "使用状态", "lifecycle", "已更换"), ["replace operation"]),  # the cell as written
     ((13, "强检目录项", "catalog_code", "游标卡尺"), ["not in the catalogue", "GET /v1/catalog"]),
 ]
 
@@ -358,6 +358,22 @@ async def test_dry_run_reports_every_problem_by_row_and_column_and_writes_nothin
             assert word in found["message"], (where, found["message"])
     assert await counts(pool, tenant.id) == before
     assert (await tenant.api.get(f"/v1/enterprises/{tenant.id}/imports")).json()["items"] == []
+
+
+async def test_a_problem_of_the_rules_shows_the_cell_as_written(tenant: Tenant) -> None:
+    header = ["计量器具名称", "出厂编号", "强检目录项", "强检用途", "检定周期", "管理编号"]
+    rows = [
+        header,
+        ["压力表", "S1", "压力表", "安全防护", "１年", "ＰＧ-1"],
+        ["压力表", "S2", "压力表", "安全防护", "", "PG-1"],
+    ]
+    report = (await upload(tenant.api, tenant.id, csv_bytes(rows), dry_run=True)).json()
+    # Read as 12 months and as PG-1, the cells are shown as the ledger has them.
+    assert shown(report["problems"]) == [
+        (2, "检定周期", "cycle_months", "１年"),
+        (3, "管理编号", "management_no", "PG-1"),
+    ]
+    assert "12 months exceeds the legal maximum of 6 months" in report["problems"][0]["message"]
 
 
 async def test_the_same_file_for_real_is_422_listing_the_same_problems(tenant: Tenant, pool: asyncpg.Pool) -> None:
@@ -592,7 +608,7 @@ async def test_an_import_does_not_change_the_recorded_state(tenant: Tenant) -> N
     header = ["管理编号", "计量器具名称", "型号", "生产厂家", "出厂编号", "使用状态"]
     in_service = [["PG-001", "压力表", "Y-100", "红旗仪表", "A123", "在用"]]
     report = (await upload(tenant.api, tenant.id, csv_bytes([header, *in_service]), dry_run=True)).json()
-    assert shown(report["problems"]) == [(2, "使用状态", "lifecycle", "in_service")]
+    assert shown(report["problems"]) == [(2, "使用状态", "lifecycle", "在用")]
     assert "not by an import" in report["problems"][0]["message"]
     same = [["PG-001", "压力表", "Y-100", "红旗仪表", "A123", "封存"]]
     assert (await upload(tenant.api, tenant.id, csv_bytes([header, *same]), dry_run=True)).json()["unchanged"] == 1

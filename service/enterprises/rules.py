@@ -6,7 +6,7 @@ import itertools
 import re
 from zoneinfo import ZoneInfo, available_timezones
 
-__all__ = ("credit_code_problem", "is_valid_timezone", "reminder_days_problem")
+__all__ = ("credit_code_check_char", "credit_code_problem", "is_valid_timezone", "reminder_days_problem")
 
 # GB 32100-2015 §4: the 31 characters a code may use (digits and capitals without I, O, S, V, Z),
 # and the weights of positions 1–17 for the check character (§5, modulus 31).

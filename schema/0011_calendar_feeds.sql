@@ -56,13 +56,14 @@ ALTER TABLE calendar_feeds ENABLE ROW LEVEL SECURITY;
 CREATE POLICY principal ON calendar_feeds TO metreg_api USING (
     principal_role() = 'admin' OR (principal_role() = 'enterprise' AND enterprise_id = principal_enterprise())
 );
-CREATE POLICY worker ON calendar_feeds TO metreg_worker USING (true);
 
--- What a feed reads: its enterprise (name, time zone, reminder days) and its instruments.
+-- What a feed reads: its enterprise (name, time zone, reminder days) and its instruments. The
+-- lookup is a subquery of its own so that PostgreSQL runs it once per statement, not once per row;
+-- any other role stops at its first test.
 CREATE POLICY calendar ON enterprises FOR SELECT TO metreg_api
-    USING (principal_role() = 'calendar' AND id = calendar_enterprise());
+    USING (principal_role() = 'calendar' AND id = (SELECT calendar_enterprise()));
 CREATE POLICY calendar ON instruments FOR SELECT TO metreg_api
-    USING (principal_role() = 'calendar' AND enterprise_id = calendar_enterprise());
+    USING (principal_role() = 'calendar' AND enterprise_id = (SELECT calendar_enterprise()));
 
 -- The tables below a visible instrument or notice named the one role they kept out; with a
 -- principal that sees instruments but nothing else they name those who may read instead.

@@ -133,9 +133,9 @@ class FeedVersion(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def feed_version(db: asyncpg.Connection, enterprise_id: uuid.UUID) -> FeedVersion:
+    # One pass over the feed's rows (a few hundred milliseconds for 100,000), once per read.
     row = await db.fetchrow(
-        """SELECT count(*) AS count,
-                  coalesce(bit_xor(('x' || left(md5(id::text || ':' || version), 16))::bit(64)::bigint), 0) AS digest
+        """SELECT count(*) AS count, coalesce(bit_xor(hashtextextended(id::text, version)), 0) AS digest
            FROM instruments
            WHERE enterprise_id = $1 AND lifecycle = 'in_service' AND due_key < 'infinity'::date""",
         enterprise_id,

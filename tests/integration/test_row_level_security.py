@@ -4,15 +4,15 @@ Every query here runs on a connection opened the way the processes open theirs
 (``service.db.create_pool``: role ``metreg_api`` or ``metreg_worker``), and makes its principal the
 way the app does: the app's own authentication statement (``service.auth._AUTHENTICATE``) with a
 real key, ``act_as_public`` for the public certificate check, or ``act_as_calendar`` for the read
-of a calendar feed. The reads are deliberately
-unfiltered (``SELECT … FROM <table>``): whatever comes back is what the policies let through.
+of a calendar feed. The reads are deliberately unfiltered (``SELECT … FROM <table>``): whatever
+comes back is what the policies let through.
 
 One world per module, built through the API: enterprise A (region 530102) and B (620102), each
 with instruments, a request accepted by a lab of its own (L for A, M for B), the certificate that
 lab recorded and the notice it wrote, a webhook, a delivery with an attempt (inserted as the
-worker would have), and a calendar feed. What a principal should see of a table is computed as superuser from each
-row's owner (enterprise, instrument, lab, region), over the whole database: other tests' rows
-included, so that "only its rows" means exactly that.
+worker would have), and a calendar feed. What a principal should see of a table is computed as
+superuser from each row's owner (enterprise, instrument, lab, region), over the whole database:
+other tests' rows included, so that "only its rows" means exactly that.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ in their URL (``GET /v1/calendar/{token}.ics``), which is the only thing they ca
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 import uuid
@@ -157,10 +158,12 @@ async def _calendar(
     enterprise: Enterprise,
     *,
     header: FeedHeader,
+    today: dt.date,
     base_url: str,
     request_id: str,
 ) -> AsyncIterator[bytes]:
-    today = dates.local_today(header.generated_at, enterprise.timezone)
+    """The calendar, written batch by batch as the instruments are read. ``today`` is the
+    enterprise's local date, on which each instrument's status is told."""
     windows = DueSoonWindows.from_reminders(enterprise.reminder_days, enterprise.rotation_reminder_days)
     yield calendar_start(header).encode()
     batches = due_batches(pool, digest, enterprise.id, size=_BATCH, request_id=request_id, now=header.generated_at)
@@ -257,7 +260,9 @@ class CalendarFeedReadController(Controller):
             return Stream((), status_code=304, headers=headers)
         header = FeedHeader(enterprise_name=enterprise.name, timezone=enterprise.timezone, generated_at=now)
         return Stream(
-            _calendar(state.db_pool, digest, enterprise, header=header, base_url=base_url, request_id=request_id),
+            _calendar(
+                state.db_pool, digest, enterprise, header=header, today=today, base_url=base_url, request_id=request_id
+            ),
             media_type="text/calendar",
             headers=headers,
         )

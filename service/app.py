@@ -36,6 +36,12 @@ from litestar.types import (
 
 from service.audit.routes import AuditController
 from service.auth import bearer_token, parse_key
+from service.calendars.routes import (
+    FEED_PATH,
+    CalendarFeedController,
+    CalendarFeedReadController,
+    EnterpriseCalendarFeedController,
+)
 from service.catalog.routes import CatalogController
 from service.certificates.routes import (
     CertificateController,
@@ -54,7 +60,7 @@ from service.labs.routes import LabController
 from service.ledger.routes import ImportController, LedgerImportController
 from service.lifecycle.routes import LifecycleController
 from service.limits import RateLimiter, receive_in_time
-from service.logs import configure_logging, request_id_var
+from service.logs import configure_logging, logged_path, request_id_var
 from service.notices.routes import NoticeController
 from service.policy import Access
 from service.problems import PROBLEM_MEDIA_TYPE, exception_handlers, problem_body
@@ -68,14 +74,17 @@ log = logging.getLogger("metreg.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _AUTHENTICATED = frozenset({"principal", "admin"})
 _SLASHES = re.compile(r"/{2,}")
+# Routes that take no key, limited per client address instead: path prefix -> bucket name.
+_KEYLESS = (("/v1/public/", "address"), (f"{FEED_PATH}/", "calendar"))
 
 API_DESCRIPTION = """\
 The legal register of measuring instruments: what each instrument is, whether it may be used today
 and until when, and why.
 
 Authenticate with `Authorization: Bearer mr_…` (the certificate check under `/v1/public` needs no
-key). Roles: `admin` (everything; the only role that creates enterprises, labs and keys),
-`enterprise` (one enterprise's register, settings, verification requests and lifecycle actions),
+key, nor do calendar feeds under `/v1/calendar`, whose secret token is in their URL). Roles:
+`admin` (everything; the only role that creates enterprises, labs and keys), `enterprise` (one
+enterprise's register, settings, verification requests, lifecycle actions and calendar feeds),
 `lab` (its lab record, the requests addressed to it and their instruments; records results),
 `regulator` (reads every enterprise whose region code starts with its prefix; records in-service
 inspections and revokes certificates). A resource outside the key's scope answers 404, an action
@@ -87,10 +96,10 @@ Errors are RFC 9457 `application/problem+json` with a `request_id` and, for inpu
 `errors` list naming each field: 400 malformed, 408 a body that arrived too slowly, 409 conflict
 (duplicate, stale `version`, or a state change the current state does not allow, with `allowed`
 listing those it does), 413 too large, 422 a legal or domain rule broken, 429 too many requests for
-the key (or, for the public check, the address): wait `Retry-After` seconds. Send `X-Request-ID` to
-choose the id; every response carries it. Lists are keyset-paged: `limit` (1–500, default 50), and
-`cursor` = the previous page's `next_cursor` (null on the last page). Dates are `YYYY-MM-DD` local
-dates of the enterprise; instants are RFC 3339 UTC.
+the key (or, for the public check and calendar feeds, the address): wait `Retry-After` seconds.
+Send `X-Request-ID` to choose the id; every response carries it. Lists are keyset-paged: `limit`
+(1–500, default 50), and `cursor` = the previous page's `next_cursor` (null on the last page).
+Dates are `YYYY-MM-DD` local dates of the enterprise; instants are RFC 3339 UTC.
 
 An instrument's `status` is one of valid, due_soon, overdue, failed, sealed, scrapped, replaced,
 pending_verification, unverified, computed for the enterprise's local today (or `as_of`).
@@ -165,28 +174,29 @@ class MetregApp(Litestar):
             log.info(
                 "%s %s %s",
                 scope["method"],
-                scope["path"],
+                logged_path(scope["path"]),
                 status,
                 extra={"status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
             )
             request_id_var.reset(token)
 
     async def _rate_limited(self, scope: HTTPScope) -> int | None:
-        """Seconds to wait when the request's key (or, for the public check, its address) has used
-        up its bucket; None otherwise. Requests without a well-formed key are not counted: they
+        """Seconds to wait when the request's key (or, for the public check and calendar feeds, its
+        address) has used up its bucket; None otherwise. Requests without a well-formed key are not counted: they
         are refused before any query runs."""
         limiter: RateLimiter | None = getattr(self.state, "limiter", None)
         if limiter is None:
             return None
         settings: Settings = self.state.settings
         path = _SLASHES.sub("/", scope["path"])  # routing treats // as /, so must the limits
-        if path.startswith("/v1/public/"):
+        keyless = next((bucket for prefix, bucket in _KEYLESS if path.startswith(prefix)), None)
+        if keyless is not None:
             if settings.public_rate_limit <= 0:
                 return None
             client = scope.get("client")
             address = client[0] if client else "unknown"
             rate, burst = settings.public_rate_limit, settings.public_rate_burst
-            return await limiter.retry_after(f"address:{address}", rate, burst)
+            return await limiter.retry_after(f"{keyless}:{address}", rate, burst)
         if not path.startswith("/v1/") or settings.rate_limit <= 0:
             return None
         header = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), "")
@@ -321,13 +331,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             AuditController,
             LedgerImportController,
             ImportController,
+            EnterpriseCalendarFeedController,
+            CalendarFeedController,
         ],
         security=[{"bearer": []}],
     )
     # Outside the bearer-secured router: anyone holding a QR label may check it.
     public = Router(path="/v1/public", route_handlers=[PublicCertificateController])
+    # Outside it too: calendar apps send no key, the feed's token is in its URL.
+    calendar = Router(path=FEED_PATH, route_handlers=[CalendarFeedReadController])
     app = MetregApp(
-        route_handlers=[healthz, readyz, api, public],
+        route_handlers=[healthz, readyz, api, public, calendar],
         dependencies=dependencies(),
         exception_handlers=exception_handlers(),
         lifespan=[resources],

@@ -9,6 +9,7 @@ resource is reported as absent (404), an action the role may never take as 403.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import hashlib
 import secrets
@@ -27,6 +28,7 @@ from service.errors import ForbiddenError, UnauthorizedError
 __all__ = (
     "Principal",
     "Role",
+    "act_as_calendar",
     "act_as_public",
     "bearer_token",
     "hash_secret",
@@ -174,6 +176,20 @@ async def act_as_public(db: asyncpg.Connection, lab_id: uuid.UUID, number: str) 
                   set_config('metreg.number', $2, true)""",
         str(lab_id),
         number,
+    )
+
+
+async def act_as_calendar(db: asyncpg.Connection, token_sha256: bytes, request_id: str, now: dt.datetime) -> None:
+    """Make a calendar feed's read the transaction's principal: row-level security then shows it
+    the enterprise of the standing feed whose token hashes to ``token_sha256``, and that
+    enterprise's instruments, nothing else (schema/0011_calendar_feeds.sql)."""
+    await db.execute(
+        """SELECT set_config('metreg.role', 'calendar', true), set_config('metreg.calendar_token', $1, true),
+                  set_config('metreg.request_id', $2, true), set_config('metreg.action', 'GetCalendarFeed', true),
+                  set_config('metreg.now', $3::timestamptz::text, true)""",
+        token_sha256.hex(),
+        request_id,
+        now,
     )
 
 

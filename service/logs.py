@@ -5,18 +5,29 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import logging
+import re
 import sys
 from typing import Any
 
 import msgspec
 
-__all__ = ("JsonFormatter", "configure_logging", "request_id_var")
+__all__ = ("JsonFormatter", "configure_logging", "logged_path", "request_id_var")
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 # Attributes every LogRecord has; anything else was passed through ``extra=`` and is logged as a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "color_message"}
 _encoder = msgspec.json.Encoder(enc_hook=str)
+# A calendar feed's URL is its credential (/v1/calendar/<token>.ics): everything after that prefix
+# is left out of logs, however the path spells it (routing reads // as /); and so is anything shaped
+# like a token (43 URL-safe characters; ids are 36) in any other path, such as a mistyped feed URL.
+_FEED_URL = re.compile(r"^(/+v1/+calendar/).*", re.DOTALL)
+_TOKEN_LIKE = re.compile(r"[A-Za-z0-9_-]{40,}")
+
+
+def logged_path(path: str) -> str:
+    """``path`` as logs may show it: a calendar feed's token replaced by ``…``."""
+    return _TOKEN_LIKE.sub("…", _FEED_URL.sub(r"\1…", path))
 
 
 class JsonFormatter(logging.Formatter):

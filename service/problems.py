@@ -210,7 +210,8 @@ _DESCRIPTIONS = {
     415: "The body is not of a type this operation reads; `detail` says which it reads.",
     422: "Well-formed input that breaks a legal or domain rule; `errors` names the field (for an import, "
     "`rows` lists every problem by row and column).",
-    429: "Too many requests from this key (from this address, for the public check): wait the `Retry-After` seconds.",
+    429: "Too many requests from this key (from this address, for the public check and calendar feeds): wait the "
+    "`Retry-After` seconds.",
 }
 
 

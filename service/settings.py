@@ -20,6 +20,7 @@ ENVIRONMENT: dict[str, str] = {
     "redis_url": "REDIS_URL",
     "host": "METREG_HOST",
     "port": "METREG_PORT",
+    "public_url": "METREG_PUBLIC_URL",
     "db_pool_min": "METREG_DB_POOL_MIN",
     "db_pool_max": "METREG_DB_POOL_MAX",
     "log_level": "METREG_LOG_LEVEL",
@@ -55,6 +56,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Address ``metreg serve`` binds to."""
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
     """Port ``metreg serve`` listens on."""
+    public_url: Annotated[str, msgspec.Meta(max_length=500, pattern=r"^(https?://[^\s/?#]+(/[^\s?#]*)?)?$")] = ""
+    """The address clients reach metreg at (``https://metreg.example.com``), on which calendar feed URLs
+    are built; empty: the address each request was sent to."""
     db_pool_min: Annotated[int, msgspec.Meta(ge=0, le=100)] = 2
     """Connections each API process keeps open."""
     db_pool_max: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
@@ -74,9 +78,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     rate_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 200
     """Requests a key may make at once before ``rate_limit`` applies (the bucket's size)."""
     public_rate_limit: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 5.0
-    """Public certificate checks a second from one client address (0: no limit)."""
+    """Keyless requests a second from one client address (0: no limit): public certificate checks, and
+    calendar feed reads (each with a bucket of its own)."""
     public_rate_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 30
-    """Public certificate checks one client address may make at once."""
+    """Keyless requests one client address may make at once (of each kind)."""
     client_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
     """Longest wait for the next part of a request body; a client slower than that gets 408."""
     keep_alive_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0

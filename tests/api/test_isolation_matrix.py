@@ -4,8 +4,8 @@ The operations come from the app's own route table (``guarded_handlers``), each 
 policy its handler declares (``opt=access(...)``, ``service.policy``) and the statuses its OpenAPI
 entry documents. One world of tenant B is built once per module: enterprise B (region 120101), an
 instrument, lab L holding an accepted request for it and the certificate L issued, the notice that
-result wrote, a webhook of B with a failed delivery, and an API key of B. Everything of B that a
-response could carry holds the marker ``SECRET-B-<token>``.
+result wrote, a webhook of B with a failed delivery, an API key of B, an import and a calendar feed
+of B. Everything of B that a response could carry holds the marker ``SECRET-B-<token>``.
 
 ``violations`` calls one operation as one caller and says what is wrong with the answer:
 
@@ -198,6 +198,13 @@ class World:
         assert response.status_code == 201, response.text
         return {"key_id": response.json()["id"]}
 
+    async def fresh_calendar_feed(self) -> dict[str, str]:
+        response = await self.owner.api.post(
+            f"/v1/enterprises/{self.ids['enterprise_id']}/calendar-feeds", json={"name": "x"}
+        )
+        assert response.status_code == 201, response.text
+        return {"feed_id": response.json()["id"]}
+
     async def fresh_webhook(self) -> dict[str, str]:
         response = await self.owner.api.post("/v1/webhooks", json={"url": HOOK_URL})
         assert response.status_code == 201, response.text
@@ -269,6 +276,7 @@ async def build_world(client: httpx.AsyncClient, pool: asyncpg.Pool) -> World:
         headers={"content-type": "text/csv"},
     )
     assert imported.status_code == 201, imported.text
+    feed = await created(owner.api, f"/v1/enterprises/{b}/calendar-feeds", {"name": f"{marker}-calendar"})
     async with pool.acquire() as conn:
         notice_id = await conn.fetchval(
             "SELECT id FROM notices WHERE certificate_id = $1", uuid.UUID(certificate["id"])
@@ -295,6 +303,7 @@ async def build_world(client: httpx.AsyncClient, pool: asyncpg.Pool) -> World:
         "delivery_id": str(delivery_id),
         "key_id": api_key["id"],
         "import_id": imported.json()["import_id"],
+        "feed_id": feed["id"],
     }
     return World(client=client, marker=marker, keys=keys, ids=ids)
 
@@ -402,6 +411,9 @@ SAMPLES: dict[str, Sample] = {
     "ImportInstruments": Sample(body=_fixed({"计量器具名称": "x"})),
     "ListImports": Sample(reveals=True),
     "GetImport": Sample(reveals=True),
+    "CreateCalendarFeed": Sample(body=_fixed({"name": "设备科日历"})),
+    "ListCalendarFeeds": Sample(reveals=True),
+    "RevokeCalendarFeed": Sample(fresh=World.fresh_calendar_feed),
 }
 
 

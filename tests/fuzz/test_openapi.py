@@ -6,9 +6,10 @@ module fixture first builds a world through the API: an enterprise whose instrum
 due, verified, corrected, failed, calibrated, revoked, sealed, replaced and scrapped; a lab;
 verification requests accepted, submitted, rejected and cancelled; notices of several kinds with
 failed webhook and e-mail deliveries; webhooks on a local receiver whose answers carry hostile
-``Retry-After`` headers. Well-formed ids and dates in generated paths and bodies are mostly swapped
-for real ones, so the fuzzer reaches handler logic rather than 404s, and every case is sent with an
-admin, enterprise (the world's owner), lab or regulator key, mostly one the operation serves.
+``Retry-After`` headers; calendar feeds to read and to revoke. Well-formed ids and dates in
+generated paths and bodies are mostly swapped for real ones, so the fuzzer reaches handler logic
+rather than 404s, and every case is sent with an admin, enterprise (the world's owner), lab or
+regulator key, mostly one the operation serves.
 
 Each case, positive or negative, must answer with no 5xx, a status its operation documents, and
 a body of the documented media type and schema. Runs are bounded and deterministic: the coverage
@@ -84,6 +85,8 @@ CALLERS = {
     "RecordResult": ("lab", "regulator"),
     "RevokeCertificate": ("lab", "regulator"),
     "CreateWebhook": ("owner", "regulator"),
+    "CreateCalendarFeed": ("owner",),
+    "RevokeCalendarFeed": ("owner",),
 }
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
@@ -250,6 +253,13 @@ async def build_world(client: httpx.AsyncClient, pool: asyncpg.Pool, database_ur
     # Deleting the webhooks the other operations use would leave them nothing but 404s.
     ids["DeleteWebhook.webhook_id"] = ids["webhook_id"][2:]
     ids["webhook_id"] = ids["webhook_id"][:2]
+    # Feeds to read (by the file name in their URL) and others to revoke.
+    feeds = [
+        await build.call("owner", "POST", f"/v1/enterprises/{e}/calendar-feeds", 201, {"name": f"日历 {n}"})
+        for n in range(4)
+    ]
+    ids["feed_file"] = [f["url"].rsplit("/", 1)[1] for f in feeds[:2]]
+    ids["RevokeCalendarFeed.feed_id"] = [f["id"] for f in feeds[2:]]
     async with pool.acquire() as conn:
         assert (await plan(conn, NOW)).ran
     await run_burst(worker_settings(database_url), FixedClock(NOW))

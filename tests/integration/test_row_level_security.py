@@ -3,15 +3,16 @@
 Every query here runs on a connection opened the way the processes open theirs
 (``service.db.create_pool``: role ``metreg_api`` or ``metreg_worker``), and makes its principal the
 way the app does: the app's own authentication statement (``service.auth._AUTHENTICATE``) with a
-real key, or ``act_as_public`` for the public certificate check. The reads are deliberately
-unfiltered (``SELECT … FROM <table>``): whatever comes back is what the policies let through.
+real key, ``act_as_public`` for the public certificate check, or ``act_as_calendar`` for the read
+of a calendar feed. The reads are deliberately unfiltered (``SELECT … FROM <table>``): whatever
+comes back is what the policies let through.
 
 One world per module, built through the API: enterprise A (region 530102) and B (620102), each
 with instruments, a request accepted by a lab of its own (L for A, M for B), the certificate that
-lab recorded and the notice it wrote, a webhook, and a delivery with an attempt (inserted as the
-worker would have). What a principal should see of a table is computed as superuser from each
-row's owner (enterprise, instrument, lab, region), over the whole database: other tests' rows
-included, so that "only its rows" means exactly that.
+lab recorded and the notice it wrote, a webhook, a delivery with an attempt (inserted as the
+worker would have), and a calendar feed. What a principal should see of a table is computed as
+superuser from each row's owner (enterprise, instrument, lab, region), over the whole database:
+other tests' rows included, so that "only its rows" means exactly that.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import httpx
 import pytest
 
 from service.app import create_app
-from service.auth import _AUTHENTICATE, Role, act_as_public, hash_secret, parse_key
+from service.auth import _AUTHENTICATE, Role, act_as_calendar, act_as_public, hash_secret, parse_key
+from service.calendars.queries import token_sha256
 from service.clock import FixedClock
 from service.db import create_pool
 from service.settings import Settings
@@ -69,6 +71,7 @@ class Who(enum.StrEnum):
     ADMIN = "admin"
     NOBODY = "nobody"  # a transaction without a principal
     PUBLIC = "public"  # the public check of A's certificate
+    CALENDAR_OF_A = "calendar_of_a"  # a read of A's calendar feed (its token, no key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,6 +97,7 @@ class World:
     b_webhook: uuid.UUID
     b_delivery: uuid.UUID
     b_attempt: int
+    a_feed_token: str
 
 
 def _id(body: dict[str, Any]) -> uuid.UUID:
@@ -180,6 +184,9 @@ async def build_world(client: httpx.AsyncClient, pool: asyncpg.Pool) -> World:
     await _created(Api(client, keys[Who.REGULATOR_OF_A]), "/v1/webhooks", {"url": HOOK_URL})
     await _created(regulator_of_b, "/v1/webhooks", {"url": HOOK_URL})
 
+    a_feed = await _created(tenant_a.api, f"/v1/enterprises/{a}/calendar-feeds", {"name": "A 的日历"})
+    await _created(tenant_b.api, f"/v1/enterprises/{b}/calendar-feeds", {"name": "B 的日历"})
+
     async with pool.acquire() as conn:
         notices = {
             row["enterprise_id"]: row["id"]
@@ -209,6 +216,7 @@ async def build_world(client: httpx.AsyncClient, pool: asyncpg.Pool) -> World:
         b_webhook=_id(b_webhook),
         b_delivery=b_delivery,
         b_attempt=b_attempt,
+        a_feed_token=a_feed["url"].rsplit("/", 1)[1].removesuffix(".ics"),
     )
 
 
@@ -256,6 +264,9 @@ async def become(conn: Conn, world: World, who: Who) -> None:
         return
     if who is Who.PUBLIC:
         await act_as_public(conn, world.lab_l, world.a_certificate_number)  # type: ignore[arg-type]
+        return
+    if who is Who.CALENDAR_OF_A:
+        await act_as_calendar(conn, token_sha256(world.a_feed_token), f"rls-{who}", NOW)  # type: ignore[arg-type]
         return
     parsed = parse_key(world.keys[who])
     assert parsed is not None
@@ -343,14 +354,17 @@ _OWNERS: dict[str, tuple[str, str]] = {
     "audit_log": (
         "seq::text",
         """SELECT seq::text, enterprise_id, NULL::uuid, NULL::uuid,
-                  CASE WHEN entity IN ('webhooks', 'api_keys') AND enterprise_id IS NOT NULL THEN NULL
+                  CASE WHEN entity IN ('webhooks', 'api_keys', 'calendar_feeds') AND enterprise_id IS NOT NULL THEN NULL
                        ELSE region_code END
            FROM audit_log""",
     ),
     "api_keys": ("id::text", "SELECT id::text, enterprise_id, NULL::uuid, lab_id, region_code FROM api_keys"),
+    # Feeds are managed like keys: no region, so that no regulator's expectation includes them.
+    "calendar_feeds": ("id::text", "SELECT id::text, enterprise_id, NULL::uuid, NULL::uuid, NULL FROM calendar_feeds"),
 }
 TABLES = list(_OWNERS)
-WORKER_TABLES = [t for t in TABLES if t != "audit_log"]  # the worker's policies: every row of these
+# The worker's policies: every row of these (it never reads the trail or calendar feeds).
+WORKER_TABLES = [t for t in TABLES if t not in ("audit_log", "calendar_feeds")]
 
 
 async def owners(pool: asyncpg.Pool, table: str) -> list[Owner]:
@@ -378,11 +392,31 @@ def _sees_keys(world: World, who: Who) -> Callable[[Owner], bool]:
     return lambda row: False
 
 
+def _sees_as_lab(world: World, table: str) -> Callable[[Owner], bool]:
+    """Lab L: A, its request, and the instrument in it."""
+    if table == "enterprises":
+        return lambda row: row.enterprise == world.a
+    if table in ("verification_requests", "request_items"):
+        return lambda row: row.lab == world.lab_l
+    if table in ("webhooks", "audit_log", "deliveries", "delivery_attempts", "calendar_feeds"):
+        return lambda row: False
+    return lambda row: row.instrument == world.a_requested
+
+
+def _sees_as_feed(world: World, table: str) -> Callable[[Owner], bool]:
+    """A calendar feed's read: its enterprise and that enterprise's instruments, nothing else."""
+    if table in ("enterprises", "instruments"):
+        return lambda row: row.enterprise == world.a
+    return lambda row: False
+
+
 def _sees(world: World, who: Who, table: str) -> Callable[[Owner], bool]:
     """Which rows of ``table`` ``who`` should see (design.md §5)."""
     match who:
         case Who.ADMIN:
             return lambda row: True
+        case Who.CALENDAR_OF_A:
+            return _sees_as_feed(world, table)
         case _ if table == "api_keys":
             return _sees_keys(world, who)
         case Who.NOBODY:
@@ -395,13 +429,7 @@ def _sees(world: World, who: Who, table: str) -> Callable[[Owner], bool]:
         case Who.REGULATOR_OF_A:
             return lambda row: row.region is not None and row.region.startswith(REGULATOR_OF_A)
         case Who.LAB_OF_A:
-            if table == "enterprises":
-                return lambda row: row.enterprise == world.a
-            if table in ("verification_requests", "request_items"):
-                return lambda row: row.lab == world.lab_l
-            if table in ("webhooks", "audit_log", "deliveries", "delivery_attempts"):
-                return lambda row: False
-            return lambda row: row.instrument == world.a_requested
+            return _sees_as_lab(world, table)
         case Who.PUBLIC:
             expected = {
                 "enterprises": str(world.a),

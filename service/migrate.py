@@ -5,6 +5,8 @@
 - A session-level advisory lock on a dedicated connection (never a pooled one: the pool's reset
   would drop it) serialises concurrent deploys; the second waits, then finds nothing to do.
 - An applied file whose checksum changed is refused: fix mistakes with a new migration.
+- Numbers may skip (a number reserved by work merged later); a pending file numbered below one
+  already applied is refused, because it was written against an older schema than the database has.
 """
 
 from __future__ import annotations
@@ -45,16 +47,17 @@ class Migration:
 
 
 def discover(folder: Path = SCHEMA_DIR) -> list[Migration]:
-    """Read the migrations in ``folder``, in version order, refusing gaps and strays."""
+    """Read the migrations in ``folder``, in version order, refusing strays and duplicate numbers."""
     found: list[Migration] = []
     for path in sorted(folder.glob("*.sql")):
         match = _NAME.match(path.name)
         if match is None:
             raise MigrationError(f"{path.name}: migration files are named NNNN_description.sql")
         found.append(Migration(int(match[1]), match[2], path.read_text(encoding="utf-8")))
-    for expected, migration in enumerate(found, start=1):
-        if migration.version != expected:
-            raise MigrationError(f"migration {expected:04d} is missing (found {migration.version:04d})")
+    found.sort(key=lambda m: m.version)
+    for before, after in zip(found, found[1:], strict=False):
+        if before.version == after.version:
+            raise MigrationError(f"two migrations are numbered {after.version:04d}: {before.name} and {after.name}")
     return found
 
 
@@ -84,7 +87,15 @@ def _check(known: list[Migration], applied: dict[int, str]) -> list[Migration]:
                 f"{version:04d}_{migration.name}.sql changed after it was applied; "
                 "applied migrations are never edited: add a new one"
             )
-    return [m for m in known if m.version not in applied]
+    todo = [m for m in known if m.version not in applied]
+    latest = max(applied, default=0)
+    late = [m for m in todo if m.version < latest]
+    if late:
+        raise MigrationError(
+            f"{late[0].version:04d}_{late[0].name}.sql is pending but {latest:04d} is already applied: "
+            "renumber it after the latest migration"
+        )
+    return todo
 
 
 async def pending(dsn: str, folder: Path = SCHEMA_DIR) -> list[Migration]:

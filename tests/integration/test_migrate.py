@@ -31,7 +31,8 @@ def _write(folder: Path, name: str, sql: str) -> None:
 
 async def test_the_real_schema_applies_once_and_then_is_up_to_date(scratch_dsn: str) -> None:
     applied = await migrate.migrate(scratch_dsn, NOW)
-    assert [m.version for m in applied] == list(range(1, len(migrate.discover()) + 1))
+    assert [m.version for m in applied] == [m.version for m in migrate.discover()]
+    assert [m.version for m in applied] == sorted(m.version for m in applied)
     assert await migrate.migrate(scratch_dsn, NOW) == []
     assert await migrate.pending(scratch_dsn) == []
     conn = await asyncpg.connect(scratch_dsn)
@@ -74,12 +75,26 @@ async def test_no_transaction_migrations_can_build_indexes_concurrently(scratch_
     assert len(await migrate.migrate(scratch_dsn, NOW, tmp_path)) == 2
 
 
-def test_gaps_and_stray_names_are_refused(tmp_path: Path) -> None:
+def test_stray_names_and_duplicate_numbers_are_refused(tmp_path: Path) -> None:
     _write(tmp_path, "0001_a.sql", "SELECT 1;")
-    _write(tmp_path, "0003_c.sql", "SELECT 1;")
-    with pytest.raises(migrate.MigrationError, match="0002 is missing"):
+    _write(tmp_path, "0002_b.sql", "SELECT 1;")
+    _write(tmp_path, "0002_c.sql", "SELECT 1;")
+    with pytest.raises(migrate.MigrationError, match="two migrations are numbered 0002"):
         migrate.discover(tmp_path)
-    (tmp_path / "0003_c.sql").unlink()
+    (tmp_path / "0002_c.sql").unlink()
     _write(tmp_path, "2_b.sql", "SELECT 1;")
     with pytest.raises(migrate.MigrationError, match="NNNN_description"):
         migrate.discover(tmp_path)
+
+
+async def test_a_skipped_number_applies_in_order_and_may_not_arrive_late(scratch_dsn: str, tmp_path: Path) -> None:
+    # A number reserved by work merged later (0012_demo_source.sql was written while 0011 was taken).
+    _write(tmp_path, "0001_a.sql", "CREATE TABLE a (x int);")
+    _write(tmp_path, "0003_c.sql", "CREATE TABLE c (x int);")
+    assert [m.version for m in migrate.discover(tmp_path)] == [1, 3]
+    assert [m.version for m in await migrate.migrate(scratch_dsn, NOW, tmp_path)] == [1, 3]
+    assert await migrate.pending(scratch_dsn, tmp_path) == []
+    # The reserved number arriving after 0003 was applied was written against an older schema.
+    _write(tmp_path, "0002_b.sql", "CREATE TABLE b (x int);")
+    with pytest.raises(migrate.MigrationError, match="0002_b.sql is pending but 0003 is already applied"):
+        await migrate.migrate(scratch_dsn, NOW, tmp_path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ def discover(folder: Path = SCHEMA_DIR) -> list[Migration]:
             raise MigrationError(f"{path.name}: migration files are named NNNN_description.sql")
         found.append(Migration(int(match[1]), match[2], path.read_text(encoding="utf-8")))
     found.sort(key=lambda m: m.version)
-    for before, after in zip(found, found[1:], strict=False):
+    for before, after in itertools.pairwise(found):
         if before.version == after.version:
             raise MigrationError(f"two migrations are numbered {after.version:04d}: {before.name} and {after.name}")
     return found

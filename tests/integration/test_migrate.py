@@ -96,5 +96,5 @@ async def test_a_skipped_number_applies_in_order_and_may_not_arrive_late(scratch
     assert await migrate.pending(scratch_dsn, tmp_path) == []
     # The reserved number arriving after 0003 was applied was written against an older schema.
     _write(tmp_path, "0002_b.sql", "CREATE TABLE b (x int);")
-    with pytest.raises(migrate.MigrationError, match="0002_b.sql is pending but 0003 is already applied"):
+    with pytest.raises(migrate.MigrationError, match=r"0002_b\.sql is pending but 0003 is already applied"):
         await migrate.migrate(scratch_dsn, NOW, tmp_path)

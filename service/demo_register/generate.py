@@ -14,13 +14,16 @@ rule; :func:`service.instruments.rules.status_of` confirms each row.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import functools
 import hashlib
+import itertools
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from random import Random
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from service import dates
 from service.catalog.rules import CatalogRule, Regime, effective_regime
@@ -84,6 +87,8 @@ _TIMED: Final = frozenset({Status.VALID, Status.DUE_SOON, Status.OVERDUE})
 _CIVIL_CODE_PERCENT: Final = 10
 _LONG_REMINDERS_PERCENT: Final = 20
 _YEAR: Final = 365
+_LETTERS: Final = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+_Item = TypeVar("_Item")
 
 
 def _spread(weights: Sequence[tuple[Any, int]]) -> list[Any]:
@@ -258,13 +263,44 @@ def _pair_replacements(plan: EnterprisePlan, rng: Random) -> None:
             continue
         successor = valid.pop()
         kind = _pick(rng, plan.spec.trade.kinds)
-        on = plan.today - dt.timedelta(days=rng.randrange(1, 120))
+        on = plan.today - dt.timedelta(days=_between(rng, 1, 120))
         link = _Replacement(position, successor, kind, on)
         plan.replacements[position] = plan.replacements[successor] = link
 
 
+# Drawing is most of the generator's time, and Random.choice and .randrange spend theirs checking
+# arguments: these draw the same way from one random() each (still deterministic for a seed).
+def _one(rng: Random, items: Sequence[_Item]) -> _Item:
+    return items[int(rng.random() * len(items))]
+
+
+def _between(rng: Random, low: int, high: int) -> int:
+    """An integer in [low, high)."""
+    return low + int(rng.random() * (high - low))
+
+
 def _pick(rng: Random, kinds: Sequence[Kind]) -> Kind:
-    return rng.choices(kinds, weights=[k.weight for k in kinds])[0]
+    """A kind, in proportion to its weight."""
+    cumulative = _cumulative(tuple(kinds))
+    return kinds[bisect.bisect_right(cumulative, rng.random() * cumulative[-1])]
+
+
+@functools.cache
+def _cumulative(kinds: tuple[Kind, ...]) -> tuple[int, ...]:
+    return tuple(itertools.accumulate(k.weight for k in kinds))
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What the rules make of one kind: computed once per enterprise, read for every row."""
+
+    rule: CatalogRule | None
+    regime: Regime
+    cycle: int
+    """Months of the cycle (or use life) that applies; 0 for a kind verified once."""
+    window: int
+    use: str
+    regime_value: str
 
 
 class _Draw:
@@ -274,24 +310,20 @@ class _Draw:
         self.plan = plan
         self.rng = rng
         self.windows = plan.windows
+        self.facts: dict[Kind, _Facts] = {}
+        for kind in plan.spec.trade.kinds:
+            rule = plan.rules[kind.catalog_code] if kind.catalog_code else None
+            regime = effective_regime(rule, kind.use)
+            cycle = kind.cycle_months or (rule.default_cycle_months if rule else None) or 0
+            window = self.windows.for_regime(regime)
+            self.facts[kind] = _Facts(rule, regime, cycle, window, kind.use.value, regime.value)
         kinds = plan.spec.trade.kinds
-        self.expiring = [k for k in kinds if self._regime(k) is not Regime.INITIAL_ONLY_SCRAP_ON_FAILURE]
-
-    def _rule(self, kind: Kind) -> CatalogRule | None:
-        return self.plan.rules[kind.catalog_code] if kind.catalog_code else None
-
-    def _regime(self, kind: Kind) -> Regime:
-        return effective_regime(self._rule(kind), kind.use)
-
-    def _cycle(self, kind: Kind) -> int:
-        rule = self._rule(kind)
-        months = kind.cycle_months or (rule.default_cycle_months if rule else None)
-        return months or 0
+        self.expiring = [k for k in kinds if self.facts[k].regime is not Regime.INITIAL_ONLY_SCRAP_ON_FAILURE]
 
     def _derive(self, kind: Kind, verified: dt.date | None) -> Derived:
         """What registration stores for these facts: the one place ``valid_until`` comes from."""
         return derive(
-            item=self._rule(kind),
+            item=self.facts[kind].rule,
             legal_use=kind.use,
             cycle_months=kind.cycle_months,
             last_verified_on=verified,
@@ -319,28 +351,30 @@ class _Draw:
             kind = _pick(rng, self.expiring)  # a thermometer never lapses
         else:
             kind = _pick(rng, plan.spec.trade.kinds)
+        facts = self.facts[kind]
         lifecycle = Lifecycle.IN_SERVICE if status in _TIMED or status is Status.UNVERIFIED else Lifecycle(status)
-        verified, derived = self._dated(kind, status, link, position)
+        verified, derived = self._dated(kind, facts, status, link, position)
         if self._status(lifecycle, verified, derived) is not status:
             raise AssertionError(f"generated {kind.catalog_code} verified on {verified} is not {status}")
-        made = (verified or plan.today).year - rng.randrange(0, 3)
-        serial = f"{made}{chr(65 + rng.randrange(26))}{position + 1:06d}"
+        made = (verified or plan.today).year - _between(rng, 0, 3)
+        serial = f"{made}{_one(rng, _LETTERS)}{position + 1:06d}"
         replaces = plan.instrument_id(link.predecessor) if link and link.successor == position else None
         replaced_by = plan.instrument_id(link.successor) if link and link.predecessor == position else None
+        trade = plan.spec.trade
         return (
             plan.instrument_id(position),
             enterprise_id,
             kind.catalog_code,
-            rng.choice(kind.names),
-            rng.choice(kind.models),
+            _one(rng, kind.names),
+            _one(rng, kind.models),
             serial,
-            rng.choice(kind.makers),
+            _one(rng, kind.makers),
             plan.management_nos[position],
             kind.measuring_range,
             kind.accuracy_class,
-            rng.choice(plan.spec.trade.places),
-            rng.choice(plan.spec.trade.departments),
-            kind.use.value,
+            _one(rng, trade.places),
+            _one(rng, trade.departments),
+            facts.use,
             derived.regime.value,
             kind.cycle_months,
             lifecycle.value,
@@ -354,39 +388,39 @@ class _Draw:
         )
 
     def _dated(
-        self, kind: Kind, status: Status, link: _Replacement | None, position: int
+        self, kind: Kind, facts: _Facts, status: Status, link: _Replacement | None, position: int
     ) -> tuple[dt.date | None, Derived]:
         """A last verification date that gives ``status`` today, and what registration derives from it."""
-        today, rng, cycle = self.plan.today, self.rng, self._cycle(kind)
+        today, rng = self.plan.today, self.rng
         if link is not None and link.successor == position:
             verified: dt.date | None = link.on  # installed with its verification on the day of the replacement
         elif link is not None:
             # Replaced near the end of its period (a limited-life meter at the end of its use life).
+            cycle = facts.cycle
             lived = dates.add_months(link.on, -cycle) if cycle else link.on - dt.timedelta(days=2 * _YEAR)
-            verified = min(link.on, lived + dt.timedelta(days=rng.randrange(0, 60)))
-        elif status is Status.UNVERIFIED or (status is Status.PENDING_VERIFICATION and rng.randrange(2)):
+            verified = min(link.on, lived + dt.timedelta(days=_between(rng, 0, 60)))
+        elif status is Status.UNVERIFIED or (status is Status.PENDING_VERIFICATION and rng.random() < 0.5):
             verified = None
         elif status not in _TIMED:
-            verified = today - dt.timedelta(days=rng.randrange(30, 6 * _YEAR))
-        elif self._regime(kind) is Regime.INITIAL_ONLY_SCRAP_ON_FAILURE:
-            verified = today - dt.timedelta(days=rng.randrange(30, 8 * _YEAR))
+            verified = today - dt.timedelta(days=_between(rng, 30, 6 * _YEAR))
+        elif facts.regime is Regime.INITIAL_ONLY_SCRAP_ON_FAILURE:
+            verified = today - dt.timedelta(days=_between(rng, 30, 8 * _YEAR))
         else:
-            return self._timed(kind, status, cycle)
+            return self._timed(kind, facts, status)
         return verified, self._derive(kind, verified)
 
-    def _timed(self, kind: Kind, status: Status, cycle: int) -> tuple[dt.date, Derived]:
+    def _timed(self, kind: Kind, facts: _Facts, status: Status) -> tuple[dt.date, Derived]:
         """A verification date whose derived valid-until is valid, due soon or overdue today."""
-        today, rng = self.plan.today, self.rng
-        window = self.windows.for_regime(self._regime(kind))
-        period = (dates.add_months(today, cycle) - today).days
+        today, rng, window = self.plan.today, self.rng, facts.window
+        period = (dates.add_months(today, facts.cycle) - today).days
         for _ in range(20):
             if status is Status.DUE_SOON:
-                days_left = rng.randrange(0, window + 1)
+                days_left = _between(rng, 0, window + 1)
             elif status is Status.OVERDUE:
                 # Mostly lapsed within the last two months; a tail forgotten for years.
-                days_left = -rng.randrange(1, 60) if rng.randrange(3) else -rng.randrange(60, 4 * _YEAR)
+                days_left = -_between(rng, 1, 60) if rng.random() < 2 / 3 else -_between(rng, 60, 4 * _YEAR)
             else:
-                days_left = rng.randrange(window + 1, max(window + 2, period - 1))
+                days_left = _between(rng, window + 1, max(window + 2, period - 1))
             # The inverse of the period rule is only approximate (month ends clamp): the status of
             # what derive() gives decides, and a miss draws again.
             verified = today + dt.timedelta(days=days_left + 1 - period)

@@ -20,7 +20,9 @@ _E = LegalUse.ENVIRONMENTAL_MONITORING
 _N = LegalUse.NONE
 
 
-@dataclass(frozen=True, slots=True)
+# Compared by identity: kinds are keys of the generator's lookups, and hashing every field of a
+# kind for each row would cost more than drawing the row.
+@dataclass(frozen=True, slots=True, eq=False)
 class Kind:
     """One kind of instrument a trade keeps.
 

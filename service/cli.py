@@ -463,6 +463,8 @@ def _generated_demo(
         )
     except DemoRegisterError as exc:
         raise click.ClickException(str(exc)) from None
+    except MetregError as exc:
+        raise click.ClickException(f"{exc.detail} (the enterprises loaded before it are kept)") from None
     progress("done", done, instruments)
     assert result.sample is not None
     assert result.sample_id is not None

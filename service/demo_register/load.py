@@ -131,7 +131,16 @@ async def load_register(
         finally:
             await conn.close()
 
-    await asyncio.gather(*(worker() for _ in range(jobs)))
+    tasks = [asyncio.create_task(worker()) for _ in range(jobs)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        # One enterprise failed (or the command was interrupted): the others stop where they are,
+        # rolling back the enterprise they were writing, and close their connections.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     result.elapsed_s = time.perf_counter() - started
     last = await connect()
     try:

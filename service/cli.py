@@ -209,7 +209,9 @@ def demo(
     still missing (an interrupted load completes, a finished one is left as it is). Another seed
     adds another set.
 
-    Examples: metreg demo; metreg demo --instruments 1000000 --enterprises 10000 --seed 7
+    Example: metreg demo
+
+    Example: metreg demo --instruments 1000000 --enterprises 10000 --seed 7
     """
     settings = _settings()
     if instruments is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -451,6 +452,7 @@ def _generated_demo(
         progress("loading", done, instruments)
 
     now = SystemClock().now()
+    started = time.perf_counter()
     try:
         result = _run(
             load_register(
@@ -468,6 +470,7 @@ def _generated_demo(
     except MetregError as exc:
         raise click.ClickException(f"{exc.detail} (the enterprises loaded before it are kept)") from None
     progress("done", done, instruments)
+    elapsed = time.perf_counter() - started
     assert result.sample is not None
     assert result.sample_id is not None
     sample, sample_id = result.sample, result.sample_id
@@ -490,7 +493,7 @@ def _generated_demo(
     click.echo(
         f"""
 generated register (seed {seed}): {result.enterprises} enterprises, {result.instruments} instruments loaded{skipped}
-  in {result.elapsed_s:.1f} s, {result.rows_per_s:,.0f} instruments/s, {jobs} connection(s)
+  in {elapsed:.1f} s, {result.instruments / elapsed:,.0f} instruments/s, {jobs} connection(s)
   by status: {shares or "nothing new"}
   sample enterprise: {sample.name} ({sample_id}), region {sample.spec.region.code}, {sample.spec.size} instruments
   admin key:          {admin_key}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -63,14 +62,9 @@ class LoadResult:
     skipped: int = 0
     instruments: int = 0
     statuses: collections.Counter[Status] = field(default_factory=collections.Counter)
-    elapsed_s: float = 0.0
     sample: EnterprisePlan | None = None
     """The first enterprise of the register (loaded now or before): whose keys the command prints."""
     sample_id: uuid.UUID | None = None
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.instruments / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 async def load_register(
@@ -99,7 +93,6 @@ async def load_register(
         specs = plan_register(instruments, enterprises, seed)
     except ValueError as exc:
         raise DemoRegisterError(f"--instruments {instruments} --enterprises {enterprises}: {exc}") from None
-    started = time.perf_counter()
     result = LoadResult()
     first = await connect()
     try:
@@ -141,7 +134,6 @@ async def load_register(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    result.elapsed_s = time.perf_counter() - started
     last = await connect()
     try:
         result.sample_id = await select_enterprise_of(last, _digest(specs[0]))

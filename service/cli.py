@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -23,6 +24,7 @@ from service.deliveries.email import SmtpConfig
 from service.demo import DemoKeys, seed_demo
 from service.enterprises.queries import select_enterprise
 from service.errors import MetregError, RowsRejectedError
+from service.instruments.rules import Status
 from service.keys.queries import create_key
 from service.keys.schemas import ApiKeyCreate
 from service.ledger.console import ProgressBar, problem_table, summary
@@ -51,18 +53,27 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         raise click.ClickException(str(exc) or type(exc).__name__) from None
 
 
+async def _connect(dsn: str, action: str) -> asyncpg.Connection:
+    """A connection as the DSN's login (the operator's); what it writes is audited as ``action``."""
+    conn = await asyncpg.connect(
+        dsn, server_settings={"application_name": "metreg-cli", "timezone": "UTC", "metreg.action": action}
+    )
+    await init_connection(conn)
+    return conn
+
+
+def _action() -> str:
+    context = click.get_current_context(silent=True)
+    return context.command_path if context is not None else "metreg"
+
+
 async def _connected(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     """``work`` on a connection of its own, which manages its own transactions.
 
     It runs as the DSN's login (the operator's), and what it writes is audited as the command.
     """
-    context = click.get_current_context(silent=True)
-    action = context.command_path if context is not None else "metreg"
-    conn = await asyncpg.connect(
-        dsn, server_settings={"application_name": "metreg-cli", "timezone": "UTC", "metreg.action": action}
-    )
+    conn = await _connect(dsn, _action())
     try:
-        await init_connection(conn)
         return await work(conn)
     finally:
         await conn.close()
@@ -174,12 +185,42 @@ def create_key_command(
     help="Where the demo keys are kept between runs (the database keeps only their hashes).",
 )
 @click.option("--url", default=None, help="Base URL to print (default from METREG_HOST and METREG_PORT).")
-def demo(keys_file: Path, url: str | None) -> None:
+@click.option(
+    "--instruments",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Generate a register of this many instruments instead (for trying and benchmarking).",
+)
+@click.option(
+    "--enterprises",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Enterprises to spread the generated instruments over [default: instruments // 100, at least 1].",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="The generated register's seed.")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Connections loading at once.")
+def demo(
+    keys_file: Path, url: str | None, instruments: int | None, enterprises: int | None, seed: int, jobs: int
+) -> None:
     """Seed a demo enterprise with about 200 instruments and a lab (once) and print their keys.
 
+    With --instruments N, generate a register of N instruments over many enterprises of several
+    trades and regions instead, every status in fixed shares, and print keys for one of them. The
+    same seed and sizes give the same register; run again, the command loads only the enterprises
+    still missing (an interrupted load completes, a finished one is left as it is). Another seed
+    adds another set.
+
     Example: metreg demo
+
+    Example: metreg demo --instruments 1000000 --enterprises 10000 --seed 7
     """
     settings = _settings()
+    if instruments is not None:
+        _generated_demo(settings, instruments, enterprises, seed, jobs, url)
+        return
+    for name, given in (("--enterprises", enterprises is not None), ("--seed", seed != 1), ("--jobs", jobs != 2)):
+        if given:
+            raise click.UsageError(f"{name} goes with --instruments")
     kept = None
     if keys_file.exists():
         try:
@@ -390,4 +431,77 @@ async def _import(
         request_id=None,
         now=SystemClock().now(),
         progress=progress,
+    )
+
+
+def _generated_demo(
+    settings: Settings, instruments: int, enterprises: int | None, seed: int, jobs: int, url: str | None
+) -> None:
+    from service.demo_register import DemoRegisterError, load_register
+
+    count = enterprises if enterprises is not None else max(1, instruments // 100)
+    if count > instruments:
+        raise click.BadParameter(f"{count} enterprises need at least {count} instruments", param_hint="--enterprises")
+    action = _action()
+    progress = ProgressBar(enabled=sys.stderr.isatty())
+    done = 0
+
+    def advance(rows: int) -> None:
+        nonlocal done
+        done += rows
+        progress("loading", done, instruments)
+
+    now = SystemClock().now()
+    started = time.perf_counter()
+    try:
+        result = _run(
+            load_register(
+                lambda: _connect(settings.database_url, action),
+                instruments=instruments,
+                enterprises=count,
+                seed=seed,
+                jobs=jobs,
+                now=now,
+                progress=advance,
+            )
+        )
+    except DemoRegisterError as exc:
+        raise click.ClickException(str(exc)) from None
+    except MetregError as exc:
+        raise click.ClickException(f"{exc.detail} (the enterprises loaded before it are kept)") from None
+    progress("done", done, instruments)
+    elapsed = time.perf_counter() - started
+    assert result.sample is not None
+    assert result.sample_id is not None
+    sample, sample_id = result.sample, result.sample_id
+    region = sample.spec.region.code[:2]
+
+    async def keys(db: asyncpg.Connection) -> tuple[str, str, str]:
+        admin = await create_key(db, ApiKeyCreate(role=Role.ADMIN, name="generated demo admin"), now)
+        member = await create_key(
+            db, ApiKeyCreate(role=Role.ENTERPRISE, name="generated demo enterprise", enterprise_id=sample_id), now
+        )
+        regulator = await create_key(
+            db, ApiKeyCreate(role=Role.REGULATOR, name="generated demo regulator", region_code=region), now
+        )
+        return admin.key, member.key, regulator.key
+
+    admin_key, enterprise_key, regulator_key = _run(_in_transaction(settings.database_url, keys))
+    base = url or f"http://{settings.host}:{settings.port}"
+    shares = "  ".join(f"{status} {result.statuses[status]}" for status in Status if result.statuses[status])
+    skipped = f" ({result.skipped} loaded before, left as they were)" if result.skipped else ""
+    click.echo(
+        f"""
+generated register (seed {seed}): {result.enterprises} enterprises, {result.instruments} instruments loaded{skipped}
+  in {elapsed:.1f} s, {result.instruments / elapsed:,.0f} instruments/s, {jobs} connection(s)
+  by status: {shares or "nothing new"}
+  sample enterprise: {sample.name} ({sample_id}), region {sample.spec.region.code}, {sample.spec.size} instruments
+  admin key:          {admin_key}
+  enterprise key:     {enterprise_key}
+  regulator key ({region}): {regulator_key}
+
+Try:
+  curl -s -H 'Authorization: Bearer {enterprise_key}' \\
+    '{base}/v1/enterprises/{sample_id}/instruments?status=overdue&limit=5'
+"""
     )

@@ -128,7 +128,8 @@ class LedgerImportController(Controller):
         operation_id="ListImports",
         opt=access(Actor.ADMIN, Actor.OWNER, Actor.REGULATOR),
         summary="List an enterprise's imports",
-        description="Newest first, keyset-paged: each file (by SHA-256), who imported it, when, and the counts.",
+        description="Newest first, keyset-paged: each file (by SHA-256), who imported it, when, and the counts. "
+        "An enterprise loaded by `metreg demo --instruments` has one import of format `generated`.",
         responses=problem_responses(400, 401, 404),
     )
     async def list_imports(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Annotated
 
 import msgspec
 
@@ -42,9 +43,20 @@ class ImportRecord(msgspec.Struct, frozen=True, kw_only=True):
 
     id: uuid.UUID
     enterprise_id: uuid.UUID
-    file_name: str | None
+    file_name: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="The file's name as sent; for a generated register, its command, seed and enterprise."
+        ),
+    ]
     file_sha256: str
-    format: str
+    format: Annotated[
+        str,
+        msgspec.Meta(
+            description="`csv` or `xlsx`; `generated` for an enterprise loaded by `metreg demo --instruments`.",
+            examples=["csv", "xlsx", "generated"],
+        ),
+    ]
     encoding: str | None
     rows: int
     created: int

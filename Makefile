@@ -40,8 +40,11 @@ worker: install ## Run the background worker only (plans, dispatches and deliver
 serve: install ## Serve the API only (METREG_HOST, METREG_PORT)
 	$(BIN)/metreg serve
 
-test: install ## Run every test against real PostgreSQL and Redis (own database, dropped after)
-	$(BIN)/pytest $(PYTEST_ARGS)
+# Two processes: the tests wait on PostgreSQL about half the time, and each worker has its own database.
+TEST_WORKERS ?= 2
+
+test: install ## Run every test against real PostgreSQL and Redis (own databases, dropped after; TEST_WORKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 FUZZ_EXAMPLES ?= 1000
 

@@ -1,6 +1,7 @@
-"""Shared fixtures: one real PostgreSQL database per run, the app on the test's own event loop.
+"""Shared fixtures: one real PostgreSQL database per test process, the app on the test's own event loop.
 
-The database is created with a unique name, migrated once, and dropped at the end. Tests do not
+The database is created with a unique name, migrated once, and dropped at the end (`make test`
+runs two processes, pytest-xdist's workers, each with its own). Tests do not
 truncate: each builds its own enterprises (unique credit codes), so they never see each other's
 rows. The app runs in the same loop as the tests (httpx ASGITransport + the app's lifespan), so a
 test can read the database the app just wrote.

@@ -42,7 +42,7 @@ __all__ = (
     "text_width",
 )
 
-CSV_MEDIA_TYPE: Final = "text/csv; charset=utf-8"
+CSV_MEDIA_TYPE: Final = "text/csv"  # Litestar adds "; charset=utf-8" to text types
 XLSX_MEDIA_TYPE: Final = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 #: Excel takes a CSV without it for the local code page (GBK on a Chinese Windows) and garbles it.
 BOM: Final = "\ufeff".encode()

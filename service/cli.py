@@ -437,13 +437,9 @@ def export_command(enterprise_id: uuid.UUID, fmt: str | None, lang: str, filing:
     local today. Rows are read a batch at a time (METREG_EXPORT_BATCH_ROWS), so a big register
     does not sit in memory.
 
-    Examples:
+    Example: metreg export --enterprise 3f6c… -o ledger.xlsx
 
-      metreg export --enterprise 3f6c… -o ledger.xlsx
-
-      metreg export --enterprise 3f6c… --lang en > ledger.csv
-
-      metreg export --enterprise 3f6c… --filing -o 备案表.xlsx
+    Also: `--lang en > ledger.csv` (English CSV on standard output), `--filing -o 备案表.xlsx`.
     """
     settings = _settings()
     chosen = _export_format(fmt, filing, output)

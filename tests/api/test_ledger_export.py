@@ -17,15 +17,18 @@ import io
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 from litestar import Litestar
 from python_calamine import CalamineWorkbook
 
 from service.app import create_app
+from service.cli import main
 from service.clock import FixedClock
 from service.ledger.writing import XLSX_MEDIA_TYPE
 from tests.conftest import GAUGE, NOW, Api, MakeTenant, Tenant, app_settings, fields_of, mint, problem, running
@@ -619,3 +622,58 @@ async def test_an_export_of_the_varied_register_imports_back_unchanged(tenant: T
     registered = await register_varied(tenant, f"BACK{kind}")
     report = await _import(tenant, await _export(tenant, kind, "zh"), dry_run=True)
     assert (report["rows"], report["unchanged"]) == (len(registered), len(registered))
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def _cli(database_url: str, *args: str) -> Result:
+    return CliRunner().invoke(main, list(args), env={"DATABASE_URL": database_url})
+
+
+async def test_metreg_export_writes_what_the_api_sends_and_it_imports_back(
+    tenant: Tenant, database_url: str, tmp_path: Path
+) -> None:
+    await _own_facts(tenant, "CLI")
+    ledger, filing = tmp_path / "ledger.xlsx", tmp_path / "备案表.xlsx"
+    # The command runs its own event loop, so it runs beside the test's.
+    told = []
+    for args in (["-o", str(ledger)], ["--filing", "-o", str(filing)]):
+        result = await asyncio.to_thread(_cli, database_url, "export", "--enterprise", tenant.id, *args)
+        assert result.exit_code == 0, result.output
+        told.append(result.stderr)
+    assert told == [
+        f"exported the ledger (xlsx, zh): 3 instruments to {ledger}\n",
+        f"exported the filing table: 2 instruments to {filing}\n",
+    ]
+    api = await tenant.api.get(ledger_url(tenant), params={"format": "xlsx"})
+    sheet = CalamineWorkbook.from_path(str(ledger)).get_sheet_by_index(0)
+    # The same facts; status and days until due differ, the command's today being the real one.
+    imported = len(ZH_HEADER) - 5
+    assert [r[:imported] for r in sheet.to_python(skip_empty_area=False)] == [r[:imported] for r in read_xlsx(api)]
+    filed = CalamineWorkbook.from_path(str(filing)).get_sheet_by_index(0).to_python(skip_empty_area=False)
+    assert filed[0][0] == "强制检定计量器具备案表"
+    assert [row[6] for row in filed[6:9]] == ["CLI-1", "CLI-3", ""]  # the calibrated calliper is not filed
+    dry_run = await asyncio.to_thread(_cli, database_url, "import", str(ledger), "--enterprise", tenant.id, "--dry-run")
+    assert dry_run.exit_code == 0, dry_run.output
+    assert "0 would be created, 0 updated, 3 unchanged" in dry_run.output
+
+
+async def test_metreg_export_writes_csv_to_standard_output_and_refuses_a_csv_filing(
+    tenant: Tenant, database_url: str
+) -> None:
+    await tenant.register(name="游标卡尺", serial_no="CLI-OUT", cycle_months=12)
+    result = await asyncio.to_thread(_cli, database_url, "export", "--enterprise", tenant.id, "--lang", "en")
+    assert result.exit_code == 0, result.output
+    header, row = csv.reader(io.StringIO(result.stdout_bytes.decode("utf-8-sig"), newline=""))
+    assert header == EN_HEADER
+    assert row[header.index("Serial No.")] == "CLI-OUT"
+    refused = await asyncio.to_thread(
+        _cli, database_url, "export", "--enterprise", tenant.id, "--filing", "--format", "csv"
+    )
+    assert refused.exit_code == 2
+    assert "the filing table is XLSX only" in refused.output
+    unknown = await asyncio.to_thread(_cli, database_url, "export", "--enterprise", str(uuid.uuid4()))
+    assert unknown.exit_code == 1
+    assert "no enterprise" in unknown.output

@@ -136,10 +136,10 @@ def ledger_cells(instrument: Instrument, lang: Lang, catalog: Mapping[str, str])
     ]
 
 
-#: What makes a spreadsheet read a cell as a formula (=, +, -, @; tab and CR before them), and
-#: the quote itself: the import drops exactly one leading quote, so a text that begins with one
-#: gets another to come back whole.
-_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r", "'")
+#: What makes a spreadsheet read a cell as a formula (=, +, -, @; tab and CR before them). The
+#: import takes the apostrophe off a cell that starts with it and one of these, and only then
+#: (service/ledger/values.py), so a text that starts with an apostrophe otherwise comes back whole.
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
 def guard_formula(text: str) -> str:

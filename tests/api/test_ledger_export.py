@@ -385,7 +385,7 @@ async def test_a_text_a_spreadsheet_would_run_gets_a_quote_in_csv_only(tenant: T
     cells = dict(zip(header, row, strict=True))
     assert cells["计量器具名称"] == '\'=HYPERLINK("http://evil","点击")'
     assert (cells["最大允许误差"], cells["安装使用地点"], cells["使用部门"]) == ("'-0.5%", "'@SUM(A1)", "'+86 工程部")
-    assert (cells["型号规格"], cells["准确度等级"]) == ("''quoted", "0.5级")
+    assert (cells["型号规格"], cells["准确度等级"]) == ("'quoted", "0.5级")
     response = await tenant.api.get(ledger_url(tenant), params={"format": "xlsx"})
     header, row = read_xlsx(response)
     cells = dict(zip(header, row, strict=True))
@@ -598,25 +598,12 @@ async def test_an_xlsx_export_of_own_facts_imports_back_unchanged(tenant: Tenant
     assert (report["rows"], report["unchanged"], report["created"], report["updated"]) == (rows, rows, 0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="import side (service/ledger/values.py, being fixed on main): the leading ' that CSV export puts "
-    "before a text starting with = + - @ ' is kept, so model '=A1' reads back as \"'=A1\" and the row is updated",
-)
 async def test_a_csv_export_with_guarded_text_imports_back_unchanged(tenant: Tenant) -> None:
     rows = await _own_facts(tenant, "GUARD")
     report = await _import(tenant, await _export(tenant, "csv", "zh"), dry_run=True)
     assert (report["rows"], report["unchanged"]) == (rows, rows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="import side (service/ledger/importing.py, being fixed on main): the exported cycle in force equal to "
-    "the catalogue default is read as the instrument's own cycle, and the valid-until metreg computed as a "
-    "printed one, so an instrument on the catalogue's cycle with a computed date comes back updated",
-)
 @pytest.mark.parametrize("kind", ["csv", "xlsx"])
 async def test_an_export_of_the_varied_register_imports_back_unchanged(tenant: Tenant, kind: str) -> None:
     registered = await register_varied(tenant, f"BACK{kind}")

@@ -57,6 +57,7 @@ from service.history.routes import HistoryController
 from service.instruments.routes import EnterpriseInstrumentController, InstrumentController
 from service.keys.routes import ApiKeyController
 from service.labs.routes import LabController
+from service.ledger.export_routes import LedgerExportController
 from service.ledger.routes import ImportController, LedgerImportController
 from service.lifecycle.routes import LifecycleController
 from service.limits import RateLimiter, receive_in_time
@@ -330,6 +331,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             DeliveryController,
             AuditController,
             LedgerImportController,
+            LedgerExportController,
             ImportController,
             EnterpriseCalendarFeedController,
             CalendarFeedController,

@@ -28,6 +28,7 @@ from service.errors import ForbiddenError, UnauthorizedError
 __all__ = (
     "Principal",
     "Role",
+    "act_as",
     "act_as_calendar",
     "act_as_public",
     "bearer_token",
@@ -165,6 +166,32 @@ async def provide_principal(
         enterprise_id=row["enterprise_id"],
         lab_id=row["lab_id"],
         region_code=row["region_code"],
+    )
+
+
+async def act_as(
+    db: asyncpg.Connection, principal: Principal, *, request_id: str, action: str, now: dt.datetime
+) -> None:
+    """Make ``principal`` the principal of the transaction ``db`` is in, as :func:`provide_principal`
+    does for the request's own transaction.
+
+    For work that outlives the request's transaction (a streamed response reads after the handler
+    has committed): the settings are transaction-local, so a new transaction starts with none and
+    row-level security shows it nothing until this runs.
+    """
+    await db.execute(
+        """SELECT set_config('metreg.key_id', $1, true), set_config('metreg.role', $2, true),
+                  set_config('metreg.enterprise_id', $3, true), set_config('metreg.lab_id', $4, true),
+                  set_config('metreg.region_code', $5, true), set_config('metreg.request_id', $6, true),
+                  set_config('metreg.action', $7, true), set_config('metreg.now', $8, true)""",
+        str(principal.key_id),
+        principal.role.value,
+        str(principal.enterprise_id or ""),
+        str(principal.lab_id or ""),
+        principal.region_code or "",
+        request_id,
+        action,
+        now.isoformat(),
     )
 
 

@@ -1,21 +1,26 @@
-"""The ``metreg`` command: migrate, serve, mint keys, seed the demo, plan and deliver notices."""
+"""The ``metreg`` command: migrate, serve, mint keys, seed the demo, plan and deliver notices, import
+and export ledgers."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import asyncpg
 import click
 import msgspec
 from redis.exceptions import RedisError
 
+from service import dates
 from service import migrate as migrations
 from service.auth import Role
 from service.clock import SystemClock
@@ -28,9 +33,12 @@ from service.instruments.rules import Status
 from service.keys.queries import create_key
 from service.keys.schemas import ApiKeyCreate
 from service.ledger.console import ProgressBar, problem_table, summary
+from service.ledger.exporting import LedgerExport, Tally, ledger_csv, ledger_xlsx
+from service.ledger.filing import filing_xlsx
 from service.ledger.pipeline import import_ledger, read_ledger
 from service.ledger.reading import Table
 from service.ledger.schemas import ImportReport
+from service.ledger.writing import ExportFormat, Lang
 from service.logs import configure_logging
 from service.settings import Settings
 
@@ -505,3 +513,114 @@ Try:
     '{base}/v1/enterprises/{sample_id}/instruments?status=overdue&limit=5'
 """
     )
+
+
+@main.command("export")
+@click.option("--enterprise", "enterprise_id", type=click.UUID, required=True, help="The enterprise's id.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice([f.value for f in ExportFormat]),
+    default=None,
+    help="csv (default; UTF-8 with BOM) or xlsx. Default: from the -o file's extension, else csv.",
+)
+@click.option(
+    "--lang",
+    type=click.Choice([lang.value for lang in Lang]),
+    default=Lang.ZH.value,
+    show_default=True,
+    help="Headers and labels: zh (Chinese) or en (English).",
+)
+@click.option(
+    "--filing",
+    is_flag=True,
+    help="The filing table of compulsory instruments (强制检定计量器具备案表) instead of the ledger; XLSX only.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write to this file (replaced whole once complete). Default: standard output.",
+)
+def export_command(enterprise_id: uuid.UUID, fmt: str | None, lang: str, filing: bool, output: Path | None) -> None:
+    """Export an enterprise's ledger (台账) as CSV or XLSX, or its filing table as XLSX.
+
+    The ledger has the columns `metreg import` reads, so the file imports back (README: Exporting
+    the ledger), then the columns metreg computes (status, days until due) as of the enterprise's
+    local today. Rows are read a batch at a time (METREG_EXPORT_BATCH_ROWS), so a big register
+    does not sit in memory.
+
+    Example: metreg export --enterprise 3f6c… -o ledger.xlsx
+
+    Also: `--lang en > ledger.csv` (English CSV on standard output), `--filing -o 备案表.xlsx`.
+    """
+    settings = _settings()
+    chosen = _export_format(fmt, filing, output)
+    target = output.resolve() if output is not None else None
+    if target is None and chosen is ExportFormat.XLSX and sys.stdout.isatty():
+        raise click.ClickException("an XLSX workbook is binary: write it to a file with -o FILE (or redirect >)")
+    with tempfile.NamedTemporaryFile(
+        dir=target.parent if target else None, prefix=".metreg-export-", delete=False
+    ) as file:
+        try:
+            count = _run(
+                _connected(
+                    settings.database_url,
+                    lambda db: _export(db, enterprise_id, file, chosen, Lang(lang), filing, settings.export_batch_rows),
+                )
+            )
+            file.flush()
+            if target is not None:
+                # A temporary file is private (0600); the export gets what any new file would.
+                umask = os.umask(0)
+                os.umask(umask)
+                Path(file.name).chmod(0o666 & ~umask)
+                # Whole or not at all: an interrupted export leaves the previous file as it was.
+                Path(file.name).replace(target)
+            else:
+                file.seek(0)
+                shutil.copyfileobj(file, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+        finally:
+            Path(file.name).unlink(missing_ok=True)
+    what = "filing table" if filing else f"ledger ({chosen.value}, {lang})"
+    click.echo(f"exported the {what}: {count} instruments{f' to {output}' if output else ''}", err=True)
+
+
+def _export_format(fmt: str | None, filing: bool, output: Path | None) -> ExportFormat:
+    if filing:
+        if fmt == ExportFormat.CSV:
+            raise click.BadParameter("the filing table is XLSX only", param_hint="--format")
+        return ExportFormat.XLSX
+    if fmt is not None:
+        return ExportFormat(fmt)
+    if output is not None and output.suffix.lower() == ".xlsx":
+        return ExportFormat.XLSX
+    return ExportFormat.CSV
+
+
+async def _export(
+    db: asyncpg.Connection,
+    enterprise_id: uuid.UUID,
+    file: IO[bytes],
+    fmt: ExportFormat,
+    lang: Lang,
+    filing: bool,
+    batch_rows: int,
+) -> int:
+    # One read-only snapshot: every batch of the cursor sees the register as it was at the start.
+    async with db.transaction(isolation="repeatable_read", readonly=True):
+        enterprise = await select_enterprise(db, enterprise_id)
+        if enterprise is None:
+            raise click.ClickException(f"no enterprise {enterprise_id}")
+        today = dates.local_today(SystemClock().now(), enterprise.timezone)
+        export = LedgerExport(enterprise=enterprise, today=today, lang=lang, batch_rows=batch_rows)
+        if filing:
+            return await filing_xlsx(db, export, file)
+        if fmt is ExportFormat.XLSX:
+            return await ledger_xlsx(db, export, file)
+        tally = Tally()
+        async for chunk in ledger_csv(db, export, tally):
+            file.write(chunk)
+        return tally.rows

@@ -8,6 +8,7 @@ responses, so no handler builds an error response by hand. The hierarchy::
     ├── UnauthorizedError     401    no key, or a key that is unknown, malformed or revoked
     ├── ForbiddenError        403    a valid key that may not take this action
     ├── NotFoundError         404    absent, or outside the caller's scope (indistinguishable)
+    ├── NotAcceptableError    406    no representation the client's Accept header takes
     ├── ConflictError         409    the write collides with the current state
     │   ├── DuplicateError           a unique fact already exists (serial, credit code, number)
     │   ├── StaleVersionError        optimistic concurrency: the client's version is old
@@ -33,6 +34,7 @@ __all__ = (
     "ForbiddenError",
     "InvalidInputError",
     "MetregError",
+    "NotAcceptableError",
     "NotFoundError",
     "PayloadTooLargeError",
     "RowProblem",
@@ -110,6 +112,10 @@ class ForbiddenError(MetregError):
 
 class NotFoundError(MetregError):
     status, slug, title = 404, "not-found", "Not Found"
+
+
+class NotAcceptableError(MetregError):
+    status, slug, title = 406, "not-acceptable", "Not Acceptable"
 
 
 class ConflictError(MetregError):

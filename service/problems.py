@@ -33,6 +33,7 @@ _PHRASES = {
     403: ("forbidden", "Forbidden"),
     404: ("not-found", "Not Found"),
     405: ("method-not-allowed", "Method Not Allowed"),
+    406: ("not-acceptable", "Not Acceptable"),
     408: ("request-timeout", "Request Timeout"),
     409: ("conflict", "Conflict"),
     413: ("payload-too-large", "Payload Too Large"),
@@ -203,6 +204,7 @@ _DESCRIPTIONS = {
     401: "No API key, or a key that is unknown, expired or revoked.",
     403: "The key's role may not take this action.",
     404: "Not found, or outside the key's scope.",
+    406: "None of the formats this operation writes is acceptable to the `Accept` header; `detail` lists them.",
     409: "Conflicts with the current state: a duplicate, a stale `version`, or a state change the current "
     "state does not allow (`allowed` then lists the actions it does).",
     408: "The request body arrived too slowly (`METREG_CLIENT_TIMEOUT`).",

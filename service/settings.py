@@ -28,6 +28,7 @@ ENVIRONMENT: dict[str, str] = {
     "max_body_bytes": "METREG_MAX_BODY_BYTES",
     "max_import_bytes": "METREG_MAX_IMPORT_BYTES",
     "max_import_rows": "METREG_MAX_IMPORT_ROWS",
+    "export_batch_rows": "METREG_EXPORT_BATCH_ROWS",
     "rate_limit": "METREG_RATE_LIMIT",
     "rate_burst": "METREG_RATE_BURST",
     "public_rate_limit": "METREG_PUBLIC_RATE_LIMIT",
@@ -73,6 +74,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Largest ledger file an import accepts (larger: 413); an XLSX may unpack to at most 25 times this."""
     max_import_rows: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 200_000
     """Most data rows an import accepts (more: 413)."""
+    export_batch_rows: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    """Instruments an export reads from the database at a time: what it holds in memory at most."""
     rate_limit: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 100.0
     """Requests a second each API key may make on average (0: no limit); beyond it, 429."""
     rate_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 200

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Final
 
 import asyncpg
@@ -42,6 +42,7 @@ __all__ = (
     "select_enterprise_id",
     "select_instrument",
     "select_instruments",
+    "select_register_batches",
     "status_predicate",
     "to_instrument",
     "update_instrument",
@@ -287,6 +288,27 @@ async def select_instruments(
         [_row(r) for r in await db.fetch(sql, *args)], limit, lambda last: _PageKey(due=last.valid_until, id=last.id)
     )
     return [to_instrument(r, enterprise, filters.as_of) for r in rows], next_cursor
+
+
+async def select_register_batches(
+    db: asyncpg.Connection, enterprise_id: uuid.UUID, *, batch_rows: int, compulsory_only: bool = False
+) -> AsyncIterator[list[InstrumentRow]]:
+    """The enterprise's whole register, ``batch_rows`` rows at a time, in ledger order: by management
+    number (numbered instruments first), then as registered.
+
+    A server-side cursor in the caller's transaction: memory holds one batch whatever the size of
+    the register, and every batch comes from the same snapshot. ``compulsory_only`` keeps the
+    instruments under legal control that are still kept (not scrapped or replaced): those a filing
+    lists.
+    """
+    where = "i.enterprise_id = $1"
+    if compulsory_only:
+        where += " AND i.regime <> 'not_controlled' AND i.lifecycle NOT IN ('scrapped', 'replaced')"
+    cursor = await db.cursor(
+        f"{_SELECT} WHERE {where} ORDER BY i.management_no NULLS LAST, i.created_at, i.id", enterprise_id
+    )
+    while records := await cursor.fetch(batch_rows):
+        yield [_row(r) for r in records]
 
 
 # Columns a write sets from the request, in a fixed order (never from client-supplied names).

@@ -410,6 +410,9 @@ SAMPLES: dict[str, Sample] = {
     # gets as far as the body.
     "ImportInstruments": Sample(body=_fixed({"计量器具名称": "x"})),
     "ListImports": Sample(reveals=True),
+    # A CSV shows B's instruments as text; the filing is an XLSX, a zip in which no marker is legible.
+    "ExportLedger": Sample(query=lambda ids: {"format": "csv"}, reveals=True),
+    "ExportFiling": Sample(),
     "GetImport": Sample(reveals=True),
     "CreateCalendarFeed": Sample(body=_fixed({"name": "设备科日历"})),
     "ListCalendarFeeds": Sample(reveals=True),

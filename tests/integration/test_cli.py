@@ -64,7 +64,7 @@ def test_openapi_prints_the_document() -> None:
 
 
 def test_help_explains_every_command_with_an_example() -> None:
-    for command in ["migrate", "serve", "create-key", "demo", "openapi"]:
+    for command in ["migrate", "serve", "create-key", "demo", "openapi", "import", "export"]:
         result = CliRunner().invoke(main, [command, "--help"])
         assert result.exit_code == 0
         assert "Example: metreg" in result.output, command

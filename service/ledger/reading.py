@@ -103,12 +103,25 @@ def _decode(data: bytes) -> tuple[str, str]:
         raise UnsupportedMediaError("this is not a CSV or XLSX file: its text is neither UTF-8 nor GB18030") from None
 
 
+#: What makes a spreadsheet run a cell as a formula. metreg's export puts an apostrophe before a
+#: CSV cell that starts with one of these, after any apostrophes of its own (the OWASP guard
+#: against CSV injection, service/ledger/writing.py); the import takes exactly one off again. An
+#: XLSX cell needs no guard (text is stored as text), so keeps its apostrophes.
+FORMULA_START: Final = frozenset("=+-@\t\r")
+
+
+def unguard(cell: str) -> str:
+    """``cell`` without the apostrophe of a formula guard, when it has one."""
+    return cell[1:] if cell[:1] == "'" and cell.lstrip("'")[:1] in FORMULA_START else cell
+
+
 def _csv_rows(text: str) -> Iterator[tuple[int, Sequence[object]]]:
     delimiter = _delimiter(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         # Records, not lines: a quoted cell with a line break is one row of the spreadsheet.
-        yield from enumerate(reader, start=1)
+        for number, cells in enumerate(reader, start=1):
+            yield number, [unguard(cell) if cell[:1] == "'" else cell for cell in cells]
     except csv.Error as exc:
         raise InvalidInputError.for_field("file", f"line {reader.line_num} is not valid CSV: {exc}") from None
 

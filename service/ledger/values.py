@@ -38,26 +38,17 @@ class CellError(ValueError):
     """A cell that cannot be read as its column's type; the message goes into the report."""
 
 
-#: A text cell that a spreadsheet would run as a formula is written with a leading apostrophe (the
-#: OWASP guard against CSV injection, which metreg's export applies): one is taken off again.
-_GUARDED: Final = ("'=", "'+", "'-", "'@", "'\t", "'\r")
-
-
 def cell_text(value: object) -> str:
-    """The cell as trimmed text ('' for empty), without a formula guard's apostrophe.
-
-    Whole floats lose their '.0' (Excel stores 12 as 12.0).
-    """
-    if type(value) is str:  # nearly every cell: a million a large ledger
-        return (value[1:] if value.startswith(_GUARDED) else value).strip()
+    """The cell as trimmed text ('' for empty). Whole floats lose their '.0' (Excel stores 12 as 12.0)."""
+    if type(value) is str:  # nearly every cell: a million in a large ledger
+        return value.strip()
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, dt.datetime):
         return value.date().isoformat() if value.time() == dt.time() else value.isoformat(sep=" ")
-    text = str(value)
-    return (text[1:] if text.startswith(_GUARDED) else text).strip()
+    return str(value).strip()
 
 
 def _fold(text: str) -> str:

@@ -25,6 +25,7 @@ from service.catalog.rules import LegalUse
 from service.instruments.rules import Lifecycle, Status, Traceability
 from service.instruments.schemas import Instrument
 from service.ledger.columns import COLUMNS, COMPUTED, LEGAL_USE_ZH, LIFECYCLE_ZH, STATUS_ZH, TRACEABILITY_ZH
+from service.ledger.reading import FORMULA_START
 
 __all__ = (
     "BOM",
@@ -136,19 +137,18 @@ def ledger_cells(instrument: Instrument, lang: Lang, catalog: Mapping[str, str])
     ]
 
 
-#: What makes a spreadsheet read a cell as a formula (=, +, -, @; tab and CR before them). The
-#: import takes the apostrophe off a cell that starts with it and one of these, and only then
-#: (service/ledger/values.py), so a text that starts with an apostrophe otherwise comes back whole.
-_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
-
-
 def guard_formula(text: str) -> str:
     """``text`` with a leading ``'`` when a spreadsheet opening the CSV would run it as a formula.
 
+    A text that starts with apostrophes before such a character gets one more as well, so that the
+    import, which takes one off (:func:`service.ledger.reading.unguard`), gives it back whole.
+
     >>> guard_formula("=HYPERLINK(\\"http://x\\")"), guard_formula("-0.5%"), guard_formula("0.5%")
     ('\\'=HYPERLINK("http://x")', "'-0.5%", '0.5%')
+    >>> guard_formula("'=x"), guard_formula("'quoted")
+    ("''=x", "'quoted")
     """
-    return f"'{text}" if text.startswith(_FORMULA_START) else text
+    return f"'{text}" if text.lstrip("'")[:1] in FORMULA_START else text
 
 
 def _csv_text(cell: Cell) -> str:

@@ -379,13 +379,13 @@ async def test_a_text_a_spreadsheet_would_run_gets_a_quote_in_csv_only(tenant: T
         location="@SUM(A1)",
         department="+86 工程部",
         model="'quoted",
-        accuracy_class="0.5级",
+        accuracy_class="'-0.5级",  # starts like a guarded cell: guarded once more, so it comes back whole
     )
     header, row = read_csv(await tenant.api.get(ledger_url(tenant)))
     cells = dict(zip(header, row, strict=True))
     assert cells["计量器具名称"] == '\'=HYPERLINK("http://evil","点击")'
     assert (cells["最大允许误差"], cells["安装使用地点"], cells["使用部门"]) == ("'-0.5%", "'@SUM(A1)", "'+86 工程部")
-    assert (cells["型号规格"], cells["准确度等级"]) == ("'quoted", "0.5级")
+    assert (cells["型号规格"], cells["准确度等级"]) == ("'quoted", "''-0.5级")
     response = await tenant.api.get(ledger_url(tenant), params={"format": "xlsx"})
     header, row = read_xlsx(response)
     cells = dict(zip(header, row, strict=True))
@@ -584,7 +584,9 @@ async def _own_facts(tenant: Tenant, tag: str) -> int:
         valid_until="2026-07-31",
         model="=A1",  # text that CSV would guard; XLSX needs no guard
     )
-    await tenant.register(name="游标卡尺", serial_no=f"{tag}-2", cycle_months=12, department="质检部", model="0-150mm")
+    await tenant.register(
+        name="游标卡尺", serial_no=f"{tag}-2", cycle_months=12, department="'=质检部", model="0-150mm"
+    )
     await tenant.register(
         catalog_code="taximeter", legal_use="trade_settlement", name="计价器", serial_no=f"{tag}-3", cycle_months=6
     )

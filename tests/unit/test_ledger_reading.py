@@ -8,9 +8,12 @@ import datetime as dt
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaError
-from service.ledger.reading import HEADER_SEARCH_ROWS, read_table
+from service.ledger.reading import FORMULA_START, HEADER_SEARCH_ROWS, read_table, unguard
+from service.ledger.writing import guard_formula
 from tests.ledger_files import PNG, XLS, csv_bytes, xlsx_bytes, zip_bomb
 
 MB = 1 << 20
@@ -186,3 +189,36 @@ def test_an_empty_file_is_400_naming_file(data: bytes) -> None:
         read(data)
     assert [e.field for e in refused.value.errors] == ["file"]
     assert "empty" in refused.value.detail
+
+
+GUARD_CASES = [
+    ("'=SUM(A1:A2)", "=SUM(A1:A2)"),
+    ("'+86 10 1234", "+86 10 1234"),
+    ("'-12", "-12"),
+    ("'@home", "@home"),
+    ("'\tA1", "\tA1"),
+    ("''=x", "'=x"),  # a text that itself starts with '= was guarded once more
+    ("'''+x", "''+x"),
+    ("'A-12", "'A-12"),  # not a guard: kept whole
+    ("'", "'"),
+]
+
+
+def test_one_formula_guard_apostrophe_comes_off_a_csv_cell() -> None:
+    header = ["计量器具名称", "出厂编号"]
+    table = read_table(csv_bytes([header, *([c, "S"] for c, _ in GUARD_CASES)]), max_rows=100, max_unpacked=10**6)
+    assert [cells[0] for _, cells in table.rows] == [text for _, text in GUARD_CASES]
+
+
+def test_an_xlsx_cell_keeps_its_apostrophe() -> None:
+    # Excel stores text as text, so an XLSX needs no guard: an apostrophe there is the text's own.
+    data = xlsx_bytes([["计量器具名称", "出厂编号"], ["'=x", "S"]])
+    assert read_table(data, max_rows=100, max_unpacked=10**7).rows[0][1][0] == "'=x"
+
+
+@given(st.text(alphabet="'=+-@\t\rAa1 ", max_size=8) | st.text(max_size=20))
+def test_the_export_guard_and_the_import_unguard_give_back_any_text(text: str) -> None:
+    guarded = guard_formula(text)
+    assert unguard(guarded) == text
+    # What a spreadsheet would run is always behind an apostrophe.
+    assert guarded.lstrip("'")[:1] not in FORMULA_START or guarded.startswith("'")

@@ -135,7 +135,8 @@ class LedgerExportController(Controller):
         "catalogue's default) and the valid-until the one the register holds. `format` (csv or xlsx) wins "
         "over `Accept` (text/csv, the XLSX type, */*); without either, CSV, in UTF-8 with a BOM so that "
         "Excel opens it, streamed as it is read. In CSV a text that a spreadsheet would run as a formula "
-        "(starting with = + - @) gets a leading `'`. Headers and labels are Chinese unless `lang=en`. "
+        "(starting with = + - @ or a tab, after any apostrophes of its own) gets a leading `'`, which the "
+        "import takes off again. Headers and labels are Chinese unless `lang=en`. "
         "An error once the CSV has started can only cut it short: a CSV ends with a line break.",
         operation_class=_LedgerOperation,
         responses=problem_responses(400, 401, 404, 406),

@@ -223,6 +223,9 @@ def exception_handlers() -> ExceptionHandlersMap:
         # The server ends the session: shut down (fast), crashed, or pg_terminate_backend.
         asyncpg.AdminShutdownError: _on_unavailable,
         asyncpg.CrashShutdownError: _on_unavailable,
+        # asyncpg's protocol can be left mid-operation on a session the server ended while it was
+        # idle in the pool ("cannot switch to state 15"): the same outage, seen one step later.
+        asyncpg.InternalClientError: _on_unavailable,
         asyncpg.InterfaceError: _on_unavailable,
         ConnectionError: _on_unavailable,
         Exception: _on_internal,

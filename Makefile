@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/metreg
 export REDIS_URL    ?= redis://127.0.0.1:6379/0
 
-.PHONY: help install run serve worker migrate demo test fuzz lint format typecheck check openapi bench clean
+.PHONY: help install run serve worker migrate demo test fuzz lint format typecheck check openapi bench drills clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -71,6 +71,9 @@ bench: install ## EXPLAIN the list filters and the planner on 1,000,000 instrume
 	$(BIN)/python -m bench.explain_filters $(BENCH_ARGS)
 	$(BIN)/python -m bench.explain_planner $(BENCH_ARGS)
 	$(BIN)/python -m bench.import_throughput
+
+drills: install ## Fault drills on throwaway servers: worker SIGKILL, Redis and PostgreSQL restarts, receiver time-outs (~3 min)
+	$(BIN)/python -m drills $(DRILLS)
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

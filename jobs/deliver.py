@@ -89,5 +89,5 @@ async def deliver(runtime: Runtime, notice_id: uuid.UUID) -> None:
         done = runtime.clock.now()
         async with db.transaction():
             for claim, attempted in zip(claimed, results, strict=True):
-                await record(db, claim, attempted, started_at=now, now=done, jitter=runtime.rng.random())
+                await record(db, claim, attempted, started_at=now, now=done, **runtime.retries())
             await settle_notice(db, notice_id, done, runtime.lease)

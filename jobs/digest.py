@@ -57,7 +57,7 @@ async def send_digests(runtime: Runtime, *, everything: bool = False) -> int:
         async with db.transaction():
             for batch, attempted in outcomes:
                 for claim in batch:
-                    await record(db, claim, attempted, started_at=now, now=done, jitter=runtime.rng.random())
+                    await record(db, claim, attempted, started_at=now, now=done, **runtime.retries())
             for notice_id in sorted({c.notice_id for c in claimed}):
                 await settle_notice(db, notice_id, done, runtime.lease)
     return len(outcomes)

@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import random
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import TypedDict, cast
 
 import asyncpg
 import httpx
@@ -19,7 +19,7 @@ from service.deliveries.email import Mailer, SmtpConfig
 from service.deliveries.webhook import new_http_client
 from service.settings import Settings
 
-__all__ = ("Runtime", "job_deserializer", "job_serializer", "open_queue")
+__all__ = ("RetryTerms", "Runtime", "job_deserializer", "job_serializer", "open_queue")
 
 # Jobs travel as msgpack (not arq's default pickle): nothing from Redis is ever unpickled.
 job_serializer = msgspec.msgpack.Encoder(enc_hook=repr).encode
@@ -34,6 +34,14 @@ async def open_queue(settings: Settings) -> ArqRedis:
         job_serializer=job_serializer,
         job_deserializer=job_deserializer,
     )
+
+
+class RetryTerms(TypedDict):
+    """The keyword arguments of :func:`service.deliveries.queries.record` that a runtime decides."""
+
+    jitter: float
+    max_tries: int
+    first_delay: dt.timedelta
 
 
 class Runtime:
@@ -63,6 +71,14 @@ class Runtime:
     def lease(self) -> dt.timedelta:
         """How long a dispatch or a claimed delivery is held before it is presumed lost."""
         return dt.timedelta(seconds=self.settings.dispatch_timeout_s)
+
+    def retries(self) -> RetryTerms:
+        """How the try being recorded is retried: the configured series, a fresh jitter."""
+        return {
+            "jitter": self.rng.random(),
+            "max_tries": self.settings.retry_tries,
+            "first_delay": dt.timedelta(seconds=self.settings.retry_delay_s),
+        }
 
     @classmethod
     async def open(cls, settings: Settings, clock: Clock, *, queue: ArqRedis | None = None) -> Runtime:

@@ -9,15 +9,19 @@ recorded try, rescheduled in PostgreSQL. Everything runs in UTC whatever the mac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import time
 from typing import Any
 
 import asyncpg
 import msgspec
+import uvloop
 from arq import Retry, cron
 from arq.connections import RedisSettings
 from arq.worker import Function, Worker, func
+from redis.exceptions import RedisError
 
 from jobs.deliver import deliver
 from jobs.digest import send_digests
@@ -27,13 +31,15 @@ from jobs.runtime import Runtime, job_deserializer, job_serializer
 from service.clock import Clock
 from service.settings import Settings
 
-__all__ = ("BurstResult", "run_burst", "worker_options")
+__all__ = ("BurstResult", "run_burst", "run_worker", "worker_options")
 
 log = logging.getLogger("metreg.worker")
 
 # Trouble that passes: the database or Redis is restarting or unreachable for a moment.
 _TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError)
 _JOB_TRIES = 5
+# Pause between a lost Redis and the next start (arq itself then tries to connect 5 times, 1 s apart).
+_RESTART_DELAY_S = 1.0
 
 
 def _runtime(ctx: dict[str, Any]) -> Runtime:
@@ -88,7 +94,7 @@ def worker_options(settings: Settings, clock: Clock) -> dict[str, Any]:
         ctx["runtime"] = await Runtime.open(settings, clock, queue=ctx["redis"])
 
     async def shutdown(ctx: dict[str, Any]) -> None:
-        runtime: Runtime | None = ctx.get("runtime")
+        runtime: Runtime | None = ctx.pop("runtime", None)
         if runtime is not None:
             await runtime.close()
 
@@ -115,6 +121,39 @@ def worker_options(settings: Settings, clock: Clock) -> dict[str, Any]:
         "job_serializer": job_serializer,
         "job_deserializer": job_deserializer,
     }
+
+
+def run_worker(settings: Settings, clock: Clock) -> None:
+    """Run the long-lived worker until SIGINT or SIGTERM (``metreg worker``).
+
+    arq's worker ends with an error when Redis goes away (a restart, a failover). Redis holds only
+    the queue and the outbox in PostgreSQL is swept again, so a worker that has been connected
+    once starts again (a fresh arq worker on a fresh event loop) until Redis answers, instead of
+    leaving delivery to whatever supervises the process. A Redis that never answered is the
+    operator's to fix: that error ends the command.
+    """
+    connected_once = False
+    while True:
+        # arq's Worker binds to the current event loop when it is built.
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        worker = Worker(**worker_options(settings, clock))
+        try:
+            worker.run()
+            return
+        except (RedisError, OSError) as exc:
+            connected_once = connected_once or "redis" in worker.ctx
+            if not connected_once:
+                raise
+            log.warning("lost Redis (%s); the worker starts again in %g s", type(exc).__name__, _RESTART_DELAY_S)
+            # A close cut short by the lost connection did not run the shutdown hook.
+            runtime: Runtime | None = worker.ctx.pop("runtime", None)
+            if runtime is not None:
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(runtime.close())
+        finally:
+            loop.close()
+        time.sleep(_RESTART_DELAY_S)
 
 
 class BurstResult(msgspec.Struct, frozen=True, kw_only=True):

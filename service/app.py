@@ -97,10 +97,11 @@ Errors are RFC 9457 `application/problem+json` with a `request_id` and, for inpu
 `errors` list naming each field: 400 malformed, 408 a body that arrived too slowly, 409 conflict
 (duplicate, stale `version`, or a state change the current state does not allow, with `allowed`
 listing those it does), 413 too large, 422 a legal or domain rule broken, 429 too many requests for
-the key (or, for the public check and calendar feeds, the address): wait `Retry-After` seconds.
-Send `X-Request-ID` to choose the id; every response carries it. Lists are keyset-paged: `limit`
-(1–500, default 50), and `cursor` = the previous page's `next_cursor` (null on the last page).
-Dates are `YYYY-MM-DD` local dates of the enterprise; instants are RFC 3339 UTC.
+the key (or, for the public check and calendar feeds, the address): wait `Retry-After` seconds;
+503 the database is not reachable for a moment (a restart, a failover): retry after `Retry-After`
+seconds. Send `X-Request-ID` to choose the id; every response carries it. Lists are keyset-paged:
+`limit` (1–500, default 50), and `cursor` = the previous page's `next_cursor` (null on the last
+page). Dates are `YYYY-MM-DD` local dates of the enterprise; instants are RFC 3339 UTC.
 
 An instrument's `status` is one of valid, due_soon, overdue, failed, sealed, scrapped, replaced,
 pending_verification, unverified, computed for the enterprise's local today (or `as_of`).

@@ -310,14 +310,12 @@ def worker(burst: bool, check: bool) -> None:
         result = _run(run_burst(settings, SystemClock()))
         click.echo(f"dispatched {result.dispatched} notices; sent {result.digests} digest e-mails", err=True)
         return
-    import uvloop
-    from arq.worker import Worker
+    from jobs.worker import run_worker
 
-    from jobs.worker import worker_options
-
-    # arq's Worker binds to the current event loop when it is built.
-    asyncio.set_event_loop(uvloop.new_event_loop())
-    Worker(**worker_options(settings, SystemClock())).run()
+    try:
+        run_worker(settings, SystemClock())
+    except (OSError, RedisError) as exc:
+        raise click.ClickException(str(exc) or type(exc).__name__) from None
 
 
 async def _worker_health(settings: Settings) -> int:

@@ -20,6 +20,9 @@ from service.settings import Settings
 __all__ = ("Connection", "create_pool", "init_connection", "provide_db")
 
 Connection = asyncpg.Connection
+#: Longest a request waits for a connection (every one busy, or the server not answering a connect):
+#: then it answers 503 rather than hang until the client gives up.
+ACQUIRE_TIMEOUT_S = 10.0
 
 
 def _encode_json(value: Any) -> str:
@@ -65,8 +68,8 @@ async def provide_db(state: State) -> AsyncIterator[asyncpg.Connection]:
     pool: asyncpg.Pool = state.db_pool
     try:
         # The pool hands out proxies that behave as connections; queries are typed for the latter.
-        conn = cast(asyncpg.Connection, await pool.acquire())
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
+        conn = cast(asyncpg.Connection, await pool.acquire(timeout=ACQUIRE_TIMEOUT_S))
+    except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
         raise UnavailableError("the database is not reachable; try again shortly") from exc
     try:
         async with conn.transaction():

@@ -22,7 +22,14 @@ from litestar.types import ExceptionHandlersMap
 
 from service.errors import FieldError, MetregError, RowProblem, RowsRejectedError, TransitionError
 
-__all__ = ("PROBLEM_MEDIA_TYPE", "Problem", "exception_handlers", "problem_body", "problem_responses")
+__all__ = (
+    "PROBLEM_MEDIA_TYPE",
+    "RETRY_UNAVAILABLE_S",
+    "Problem",
+    "exception_handlers",
+    "problem_body",
+    "problem_responses",
+)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("metreg.errors")
@@ -107,7 +114,17 @@ def _problem(
 def _on_domain_error(request: Request[Any, Any, Any], exc: MetregError) -> Response[Problem]:
     allowed = list(exc.allowed) if isinstance(exc, TransitionError) else None
     rows = list(exc.rows) if isinstance(exc, RowsRejectedError) else None
-    return _problem(request, exc.status, exc.detail, slug=exc.slug, errors=list(exc.errors), allowed=allowed, rows=rows)
+    headers = {"Retry-After": str(RETRY_UNAVAILABLE_S)} if exc.status == 503 else None
+    return _problem(
+        request,
+        exc.status,
+        exc.detail,
+        slug=exc.slug,
+        errors=list(exc.errors),
+        allowed=allowed,
+        rows=rows,
+        headers=headers,
+    )
 
 
 _NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
@@ -156,9 +173,20 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> R
     return _problem(request, status, detail, headers=headers or None)
 
 
+#: Seconds a client is asked to wait after a 503: the pool opens a fresh connection for every request
+#: while the database is away, so the first request after it is back succeeds.
+RETRY_UNAVAILABLE_S = 1
+
+
 def _on_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     log.warning("database unavailable: %s", type(exc).__name__)
-    return _problem(request, 503, "the database is not reachable; try again shortly")
+    return _problem(
+        request,
+        503,
+        "the database is not reachable; try again shortly",
+        slug="unavailable",
+        headers={"Retry-After": str(RETRY_UNAVAILABLE_S)},
+    )
 
 
 def _on_unique_violation(request: Request[Any, Any, Any], exc: asyncpg.UniqueViolationError) -> Response[Problem]:
@@ -193,6 +221,12 @@ def exception_handlers() -> ExceptionHandlersMap:
         asyncpg.SerializationError: _on_concurrent_change,
         asyncpg.PostgresConnectionError: _on_unavailable,
         asyncpg.CannotConnectNowError: _on_unavailable,
+        # The server ends the session: shut down (fast), crashed, or pg_terminate_backend.
+        asyncpg.AdminShutdownError: _on_unavailable,
+        asyncpg.CrashShutdownError: _on_unavailable,
+        # asyncpg's protocol can be left mid-operation on a session the server ended while it was
+        # idle in the pool ("cannot switch to state 15"): the same outage, seen one step later.
+        asyncpg.InternalClientError: _on_unavailable,
         asyncpg.InterfaceError: _on_unavailable,
         ConnectionError: _on_unavailable,
         Exception: _on_internal,
@@ -214,15 +248,18 @@ _DESCRIPTIONS = {
     "`rows` lists every problem by row and column).",
     429: "Too many requests from this key (from this address, for the public check and calendar feeds): wait the "
     "`Retry-After` seconds.",
+    503: "The database is not reachable for the moment (restarting, failing over): retry after the `Retry-After` "
+    "seconds.",
 }
 
 
 def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
     """OpenAPI response entries for the error statuses an operation can return.
 
-    Every operation may answer 429 (rate limits), and one that takes a body 408 (a slow client).
+    Every operation may answer 429 (rate limits) and 503 (the database is away), and one that takes
+    a body 408 (a slow client).
     """
-    statuses = (*statuses, *((408,) if 413 in statuses else ()), 429)
+    statuses = (*statuses, *((408,) if 413 in statuses else ()), 429, 503)
     return {
         status: ResponseSpec(
             data_container=Problem,

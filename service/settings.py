@@ -43,6 +43,8 @@ ENVIRONMENT: dict[str, str] = {
     "worker_jobs": "METREG_WORKER_JOBS",
     "send_timeout_s": "METREG_SEND_TIMEOUT",
     "dispatch_timeout_s": "METREG_DISPATCH_TIMEOUT",
+    "retry_tries": "METREG_RETRY_TRIES",
+    "retry_delay_s": "METREG_RETRY_DELAY",
 }
 
 
@@ -109,6 +111,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     dispatch_timeout_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 300.0
     """After this a delivery job that has not finished is presumed lost (its worker died, or Redis
     lost the queue): its notice is dispatched again and its unfinished deliveries may be tried again."""
+    retry_tries: Annotated[int, msgspec.Meta(ge=1, le=50)] = 15
+    """Tries of a delivery (webhook or e-mail) that keeps failing transiently before it is ``failed``."""
+    retry_delay_s: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 30.0
+    """Seconds to wait after a delivery's first failed try; the wait doubles after each further one
+    (at most 4 hours), with ±20 % jitter. The defaults spread 15 tries over about a day."""
 
     def __post_init__(self) -> None:
         # A delivery job is cut off after the dispatch timeout: a send must fit in it with room to

@@ -16,6 +16,8 @@ import msgspec
 
 from service.deliveries.attempt import Attempted
 from service.deliveries.rules import (
+    FIRST_DELAY,
+    MAX_TRIES,
     DeliveryStatus,
     Outcome,
     Settlement,
@@ -151,15 +153,19 @@ async def record(
     started_at: dt.datetime,
     now: dt.datetime,
     jitter: float,
+    max_tries: int = MAX_TRIES,
+    first_delay: dt.timedelta = FIRST_DELAY,
 ) -> DeliveryStatus | None:
     """Record what the try of ``claimed`` came to and schedule the next one; None when the claim was
-    lost meanwhile (the lease ran out and another try took over: its result counts, not this one)."""
+    lost meanwhile (the lease ran out and another try took over: its result counts, not this one).
+
+    ``max_tries`` and ``first_delay``: the retry series (``METREG_RETRY_TRIES``, ``METREG_RETRY_DELAY``)."""
     tries = claimed.attempts - claimed.series_start
-    status = next_status(attempted.outcome, tries)
+    status = next_status(attempted.outcome, tries, max_tries=max_tries)
     outcome = attempted.outcome if status is not DeliveryStatus.FAILED else Outcome.FAILED
     next_at = now
     if status is DeliveryStatus.PENDING:
-        next_at = now + retry_delay(tries, jitter, attempted.retry_after)
+        next_at = now + retry_delay(tries, jitter, attempted.retry_after, first=first_delay)
     error = attempted.error
     if status is DeliveryStatus.FAILED and attempted.outcome is Outcome.RETRY:
         error = f"{error}; gave up after {tries} tries"

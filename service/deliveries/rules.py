@@ -22,6 +22,7 @@ from service.notices.rules import NoticeStatus
 
 __all__ = (
     "DIGEST_HOUR",
+    "FIRST_DELAY",
     "MAX_TRIES",
     "DeliveryStatus",
     "Outcome",
@@ -37,7 +38,8 @@ __all__ = (
 
 #: Tries in one series: the delays of :func:`retry_delay` add up to about 24 hours before the last.
 MAX_TRIES = 15
-_FIRST_DELAY = dt.timedelta(seconds=30)
+#: The wait after a series' first failed try, doubled after each further one.
+FIRST_DELAY = dt.timedelta(seconds=30)
 _LONGEST_DELAY = dt.timedelta(hours=4)
 #: Longest wait a receiver may ask for with Retry-After before we decide for ourselves.
 _MOST_RETRY_AFTER = dt.timedelta(hours=6)
@@ -75,29 +77,33 @@ def outcome_of_smtp(code: int | None) -> Outcome:
     return Outcome.FAILED
 
 
-def retry_delay(tries: int, jitter: float, retry_after: dt.timedelta | None = None) -> dt.timedelta:
+def retry_delay(
+    tries: int, jitter: float, retry_after: dt.timedelta | None = None, *, first: dt.timedelta = FIRST_DELAY
+) -> dt.timedelta:
     """The wait before the next try, after ``tries`` tries of this series (≥ 1) failed transiently.
 
-    30 s doubled with every try, at most 4 hours, times a jitter factor between 0.8 and 1.2
-    (``jitter`` in [0, 1)) so that receivers that failed together are not retried together. A
-    receiver's ``Retry-After`` is honoured when it asks for longer, up to 6 hours.
+    ``first`` (30 s unless configured) doubled with every try, at most 4 hours, times a jitter
+    factor between 0.8 and 1.2 (``jitter`` in [0, 1)) so that receivers that failed together are
+    not retried together. A receiver's ``Retry-After`` is honoured when it asks for longer, up to
+    6 hours.
     """
     if tries < 1:
         raise ValueError("tries counts from 1")
     if not 0 <= jitter < 1:
         raise ValueError("jitter is in [0, 1)")
-    base: dt.timedelta = min(_FIRST_DELAY * 2 ** min(tries - 1, 20), _LONGEST_DELAY)
+    base: dt.timedelta = min(first * 2 ** min(tries - 1, 20), _LONGEST_DELAY)
     delay = base * (0.8 + 0.4 * jitter)
     if retry_after is not None:
         delay = max(delay, min(retry_after, _MOST_RETRY_AFTER))
     return delay
 
 
-def next_status(outcome: Outcome, tries: int) -> DeliveryStatus:
-    """The delivery's status after a try with ``outcome``, the ``tries``-th of its series."""
+def next_status(outcome: Outcome, tries: int, *, max_tries: int = MAX_TRIES) -> DeliveryStatus:
+    """The delivery's status after a try with ``outcome``, the ``tries``-th of its series of at
+    most ``max_tries``."""
     if outcome is Outcome.DELIVERED:
         return DeliveryStatus.DELIVERED
-    if outcome is Outcome.RETRY and tries < MAX_TRIES:
+    if outcome is Outcome.RETRY and tries < max_tries:
         return DeliveryStatus.PENDING
     return DeliveryStatus.FAILED
 

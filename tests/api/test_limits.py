@@ -465,7 +465,7 @@ async def test_every_kind_of_answer_is_guarded(database_url: str, pool: asyncpg.
 # OpenAPI
 
 
-def test_openapi_documents_429_everywhere_and_408_with_every_body() -> None:
+def test_openapi_documents_429_and_503_everywhere_and_408_with_every_body() -> None:
     app = create_app(Settings(database_url="postgresql://unused/unused"))
     paths = app.openapi_schema.to_schema()["paths"]
     missing: list[str] = []
@@ -478,7 +478,7 @@ def test_openapi_documents_429_everywhere_and_408_with_every_body() -> None:
                 continue
             operations += 1
             responses = op.get("responses", {})
-            wanted = ["429"] + (["408", "413"] if "requestBody" in op else [])
+            wanted = ["429", "503"] + (["408", "413"] if "requestBody" in op else [])
             for status in wanted:
                 entry = responses.get(status)
                 if entry is None:

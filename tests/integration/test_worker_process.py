@@ -17,11 +17,10 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 import zoneinfo
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,8 @@ import asyncpg
 import httpx
 import pytest
 
+from drills.harness import background, metreg_env
+from drills.harness import run_metreg as metreg
 from jobs.plan import plan
 from service.app import create_app
 from service.auth import Role
@@ -39,10 +40,8 @@ from service.keys.schemas import ApiKeyCreate
 from service.settings import Settings
 from service.webhooks.signing import verify
 from tests.conftest import GAUGE, REDIS_URL, Api, fresh_database, new_credit_code, running
-from tests.receivers import Received, WebhookReceiver
+from tests.receivers import Received, WebhookReceiver, notice_ids
 
-METREG = Path(sys.executable).with_name("metreg")
-ROOT = Path(__file__).resolve().parents[2]
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
 logger = logging.getLogger(__name__)
 
@@ -131,65 +130,22 @@ async def notices_of(pool: asyncpg.Pool, enterprise_id: str) -> list[asyncpg.Rec
 
 
 def process_env(dsn: str, queue: str, **metreg: str) -> dict[str, str]:
-    """The environment of a ``metreg`` process: ours without any METREG_* variable, plus ``metreg``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METREG_")}
-    env |= {
-        "DATABASE_URL": dsn,
-        "REDIS_URL": REDIS_URL,
-        "METREG_QUEUE": queue,
-        "METREG_ALLOW_PRIVATE_WEBHOOKS": "true",
-        "METREG_LOG_LEVEL": "WARNING",
-    }
-    return env | metreg
+    """The environment of a ``metreg`` process on the test Redis (``drills.harness`` builds it)."""
+    return metreg_env(dsn, REDIS_URL, queue, **metreg)
 
 
 def new_queue() -> str:
     return f"metreg-test-proc:{uuid.uuid4().hex[:12]}"
 
 
-async def metreg(*args: str, env: dict[str, str], within: float = 60) -> tuple[int, str, str]:
-    """Run ``metreg args`` to its end: (exit code, stdout, stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        str(METREG),
-        *args,
-        env=env,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), within)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-@contextlib.contextmanager
-def long_running_worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def long_running_worker(env: dict[str, str], log: Path) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     """``metreg worker`` in the background, its output in ``log``; killed on the way out if still up."""
-    with log.open("wb") as sink:
-        process = subprocess.Popen(  # noqa: S603  # our own console script, fixed arguments
-            [str(METREG), "worker"], env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink
-        )
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+    return background(["worker"], env, log)
 
 
 async def exited(process: subprocess.Popen[bytes]) -> int:
     """The process's exit code once it has exited (the test's own time-out bounds the wait)."""
     return await asyncio.to_thread(process.wait)
-
-
-def notice_ids(requests: list[Received]) -> collections.Counter[str]:
-    return collections.Counter(r.json()["notice_id"] for r in requests if r.headers.get("metreg-event") != "ping")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -421,3 +421,12 @@ def test_next_digest_at_accepts_a_non_utc_now() -> None:
 
 def test_digest_hour_is_eight() -> None:
     assert DIGEST_HOUR == 8
+
+
+def test_a_configured_series_is_shorter_and_starts_sooner() -> None:
+    """METREG_RETRY_TRIES and METREG_RETRY_DELAY: 3 tries, 1 s before the second."""
+    assert retry_delay(1, 0.5, first=s(1)) == s(1)
+    assert retry_delay(2, 0.5, first=s(1)) == s(2)
+    assert next_status(Outcome.RETRY, 2, max_tries=3) is DeliveryStatus.PENDING
+    assert next_status(Outcome.RETRY, 3, max_tries=3) is DeliveryStatus.FAILED
+    assert next_status(Outcome.DELIVERED, 3, max_tries=3) is DeliveryStatus.DELIVERED

@@ -1,0 +1,105 @@
+"""The API while PostgreSQL is away: 503 problem+json with Retry-After, and back without a restart.
+
+Never by restarting the shared server: an app whose DSN names a port nobody listens on, and an
+app on a database of its own whose sessions are ended under it with ``pg_terminate_backend``
+(what a server restart or failover does to a pool). ``make drills`` restarts a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+
+from service.app import create_app
+from service.auth import Role
+from service.clock import SystemClock
+from service.keys.queries import create_key
+from service.keys.schemas import ApiKeyCreate
+from service.problems import RETRY_UNAVAILABLE_S
+from tests.conftest import app_settings, fresh_database, problem, running
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    body = problem(response, 503)
+    assert body["type"] == "urn:metreg:problem:unavailable"
+    assert body["detail"] == "the database is not reachable; try again shortly"
+    assert response.headers["retry-after"] == str(RETRY_UNAVAILABLE_S)
+
+
+async def test_a_database_nobody_listens_for_is_503_with_retry_after_and_readyz_says_so() -> None:
+    dsn = f"postgresql://postgres@127.0.0.1:{closed_port()}/metreg"
+    app = create_app(app_settings(dsn, db_pool_min=0), clock=SystemClock())
+    async with running(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://metreg.test") as client:
+            headers = {"Authorization": "Bearer mr_abcdefgh_" + "s" * 32}
+            assert_unavailable(await client.get("/v1/catalog", headers=headers))
+            assert_unavailable(await client.post("/v1/enterprises", json={"name": "x"}, headers=headers))
+            ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json() == {
+        "status": "unavailable",
+        "checks": {"postgresql": "unavailable: ConnectionRefusedError", "redis": "ok"},
+    }
+
+
+@pytest.fixture(scope="module")
+async def outage_dsn() -> AsyncIterator[str]:
+    # A database of its own: terminating the sessions of the API there touches no other test.
+    async with fresh_database("metreg_outage", dt.datetime.now(dt.UTC)) as dsn:
+        yield dsn
+
+
+async def terminate_api_sessions(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        ended: int = await conn.fetchval(
+            """SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+               WHERE datname = current_database() AND application_name = 'metreg-api'"""
+        )
+        return ended
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.2], ids=["at-once", "after-the-news"])
+async def test_sessions_ended_under_the_pool_answer_200_or_503_never_500_and_the_api_recovers(
+    outage_dsn: str, pause: float
+) -> None:
+    """Requests right after the server ended every pooled session (before or after the pool heard
+    of it) answer 200 or 503 problem+json, never 500; the next request is served by a new session."""
+    conn = await asyncpg.connect(outage_dsn)
+    try:
+        key = (await create_key(conn, ApiKeyCreate(role=Role.ADMIN, name="outage"), dt.datetime.now(dt.UTC))).key
+    finally:
+        await conn.close()
+    app = create_app(app_settings(outage_dsn, db_pool_min=4, db_pool_max=4), clock=SystemClock())
+    async with running(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://metreg.test") as client:
+            headers = {"Authorization": f"Bearer {key}"}
+            warm = await asyncio.gather(*(client.get("/v1/catalog", headers=headers) for _ in range(4)))
+            assert [r.status_code for r in warm] == [200] * 4
+            assert await terminate_api_sessions(outage_dsn) >= 1
+            await asyncio.sleep(pause)
+            during = await asyncio.gather(*(client.get("/v1/catalog", headers=headers) for _ in range(8)))
+            after = await client.get("/v1/catalog", headers=headers)
+            ready = await client.get("/readyz")
+    for response in during:
+        if response.status_code != 200:
+            assert_unavailable(response)
+    assert after.status_code == 200, after.text
+    assert ready.status_code == 200, ready.text

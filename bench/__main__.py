@@ -285,7 +285,8 @@ async def deliver_once(ctx: Context) -> DeliveryRun:
             )
             await conn.execute(
                 """INSERT INTO webhooks (region_code, url, secret, created_at)
-                   SELECT DISTINCT substr(region_code, 1, 2), $1, 'whsec_bench_regulator', $2::timestamptz FROM enterprises""",
+                   SELECT DISTINCT substr(region_code, 1, 2), $1, 'whsec_bench_regulator', $2::timestamptz
+                   FROM enterprises""",
                 receiver.url,
                 ctx.now,
             )
@@ -445,7 +446,7 @@ async def run(options: Options) -> Report:
             "delivery_instruments": options.delivery_instruments,
         },
         figures=ctx.figures,
-        details=msgspec.to_builtins(ctx.details),
+        details=msgspec.to_builtins(ctx.details, str_keys=True),
     )
 
 

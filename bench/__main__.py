@@ -242,15 +242,43 @@ async def plan_once(dsn: str, now: dt.datetime) -> PlannerRun:
     )
 
 
+async def catch_up(dsn: str, now: dt.datetime) -> PlannerRun:
+    """Plan the day before ``now`` and keep it: the state a worker that ran yesterday leaves.
+
+    A generated register has never been planned: its first run writes every notice that is due,
+    hundreds of thousands on a million instruments. What the target is about is a day's run after
+    that, which writes the reminders and overdue steps falling due that day.
+    """
+    conn = await asyncpg.connect(dsn, server_settings={"timezone": "UTC"})
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL ROLE metreg_worker")
+            before = await conn.fetchval("SELECT count(*) FROM notices")
+            started = time.perf_counter()
+            result = await plan(conn, now - dt.timedelta(days=1))
+            seconds = time.perf_counter() - started
+            after = await conn.fetchval("SELECT count(*) FROM notices")
+    finally:
+        await conn.close()
+    return PlannerRun(
+        seconds=seconds, created=result.created, cancelled=result.cancelled, notices_written=after - before
+    )
+
+
 async def measure_planner(ctx: Context) -> None:
+    backlog = await catch_up(ctx.options.dsn, ctx.now)
+    print(f"  the day before: {sum(backlog.created.values()):,} notices in {backlog.seconds:.1f} s", flush=True)
     runs = [await plan_once(ctx.options.dsn, ctx.now) for _ in range(ctx.options.runs)]
     for run in runs:
         if sum(run.created.values()) != run.notices_written:
             raise RuntimeError(f"the planner says it created {run.created} but wrote {run.notices_written} notices")
     ctx.details["planner"] = runs
+    ctx.details["planner_day_before"] = backlog
     ctx.figures += [
         figure(f"Planning a day over {ctx.register.instruments:,} instruments", "s", [r.seconds for r in runs],
-               goal=Goal.UNDER, target=2.0),
+               goal=Goal.UNDER, target=2.0, note="after the day before was planned"),
+        figure("Planning the backlog: a never-planned register", "s", [backlog.seconds],
+               note=f"{sum(backlog.created.values()):,} notices"),
         figure("Planning: notices created (rows touched)", "rows", [sum(r.created.values()) for r in runs]),
     ]  # fmt: skip
 
@@ -368,7 +396,7 @@ def _options(argv: list[str] | None) -> Options:
         "--delivery-instruments",
         type=int,
         default=None,
-        help="instruments of the delivery database; about a third get a notice (default 10,000)",
+        help="instruments of the delivery database; about a third get a notice (default 4,000)",
     )
     parser.add_argument("--only", action="append", choices=sorted(MEASUREMENTS), help="this measurement (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the register and reuse a kept one of the same size")
@@ -384,7 +412,7 @@ def _options(argv: list[str] | None) -> Options:
         runs=args.runs,
         seconds=args.seconds or (5.0 if small else 10.0),
         import_rows=args.import_rows or (5_000 if small else 20_000),
-        delivery_instruments=args.delivery_instruments or (3_000 if small else 10_000),
+        delivery_instruments=args.delivery_instruments or (2_000 if small else 4_000),
         only=frozenset(args.only or MEASUREMENTS),
         keep=args.keep,
         results=args.results,

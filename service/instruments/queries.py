@@ -36,6 +36,7 @@ __all__ = (
     "InstrumentRow",
     "insert_instrument",
     "list_query",
+    "prefer_ordered_scan",
     "recompute_validity",
     "select_by_identities",
     "select_by_numbers",
@@ -271,6 +272,20 @@ def list_query(
     return sql, bind.values
 
 
+async def prefer_ordered_scan(db: asyncpg.Connection, filters: InstrumentFilters) -> None:
+    """Steer the rest of the transaction's page reads to an index scan in page order (not search).
+
+    Every filter but search has an (enterprise_id, …, due_key, id) index that yields rows in page
+    order, so a page stops after limit + 1 matches. Row-level security and the status predicates
+    make the planner expect far fewer matches than there are, and it then prefers a bitmap scan
+    that reads every match in the range and sorts them: on an enterprise of 100,000 instruments,
+    3,000 rows and 220 ms for a page an ordered scan reads in 2 ms (make bench, "List 100 rows
+    filtered"). Search keeps bitmap scans: its trigram index has no order to offer.
+    """
+    if filters.q is None:
+        await db.execute("SET LOCAL enable_bitmapscan = off")
+
+
 async def select_instruments(
     db: asyncpg.Connection,
     enterprise: Enterprise,
@@ -284,6 +299,7 @@ async def select_instruments(
     Returns the page and the cursor of the next one (None on the last page).
     """
     sql, args = list_query(enterprise, filters, limit=limit, cursor=cursor)
+    await prefer_ordered_scan(db, filters)
     rows, next_cursor = split_page(
         [_row(r) for r in await db.fetch(sql, *args)], limit, lambda last: _PageKey(due=last.valid_until, id=last.id)
     )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import os
 import platform
 import sys
@@ -108,41 +109,58 @@ class Context:
         return result
 
 
-async def _servers(ctx: Context) -> tuple[Process, int, Process, int]:
-    metreg_port, bare_port = free_port(), free_port()
+def _bare_apps() -> list[str]:
+    """The yardsticks that can run here: FastAPI's only with the ``bench`` extra installed."""
+    return ["litestar", "fastapi"] if importlib.util.find_spec("fastapi") is not None else ["litestar"]
+
+
+async def _servers(ctx: Context) -> dict[str, tuple[Process, int]]:
+    """metreg and the bare apps, each on a port of its own, all on the server core."""
     core = ctx.load_core
-    metreg = Process([str(BIN / "metreg"), "serve", "--port", str(metreg_port)], ctx.env(), core=core)
-    bare = Process(
-        [sys.executable, "-m", "bench.bare", "--dsn", ctx.options.dsn, "--port", str(bare_port)], ctx.env(), core=core
-    )
-    await wait_http(metreg, metreg_port)
-    await wait_http(bare, bare_port)
-    return metreg, metreg_port, bare, bare_port
+    modules = {"litestar": "bench.bare", "fastapi": "bench.bare_fastapi"}
+    started: dict[str, tuple[Process, int]] = {}
+    try:
+        port = free_port()
+        started["metreg"] = (Process([str(BIN / "metreg"), "serve", "--port", str(port)], ctx.env(), core=core), port)
+        for name in _bare_apps():
+            port = free_port()
+            argv = [sys.executable, "-m", modules[name], "--dsn", ctx.options.dsn, "--port", str(port)]
+            started[name] = (Process(argv, ctx.env(), core=core), port)
+        for process, port in started.values():
+            await wait_http(process, port)
+    except BaseException:
+        for process, _ in started.values():
+            await process.stop()
+        raise
+    return started
 
 
 async def _paired(
-    ctx: Context, label: str, metreg_requests: list[bytes], bare_requests: list[bytes]
-) -> tuple[list[LoadResult], list[LoadResult], float]:
-    """Alternate runs of metreg and the bare app; the API's peak RSS over them all."""
-    metreg, metreg_port, bare, bare_port = await _servers(ctx)
+    ctx: Context, label: str, requests: dict[str, list[bytes]]
+) -> tuple[dict[str, list[LoadResult]], float]:
+    """Runs of metreg and each bare app in turn (``requests``: by app name); metreg's peak RSS over them."""
+    servers = await _servers(ctx)
+    results: dict[str, list[LoadResult]] = {name: [] for name in servers}
     try:
         warm = min(2.0, ctx.options.seconds)  # pools filled, first-request paths taken
-        await ctx.load(metreg_port, metreg_requests, warm)
-        await ctx.load(bare_port, bare_requests, warm)
-        ours, theirs = [], []
+        for name, (_, port) in servers.items():
+            await ctx.load(port, requests[name], warm)
         for run in range(ctx.options.runs):
-            ours.append(await ctx.load(metreg_port, metreg_requests, ctx.options.seconds))
-            theirs.append(await ctx.load(bare_port, bare_requests, ctx.options.seconds))
-            print(
-                f"  {label} run {run + 1}: metreg {ours[-1].rps:,.0f} req/s p99 {ours[-1].p99_ms:.1f} ms; "
-                f"bare {theirs[-1].rps:,.0f} req/s p99 {theirs[-1].p99_ms:.1f} ms",
-                flush=True,
-            )
+            for name, (_, port) in servers.items():
+                results[name].append(await ctx.load(port, requests[name], ctx.options.seconds))
+            shown = "; ".join(f"{n} {r[-1].rps:,.0f} req/s p99 {r[-1].p99_ms:.1f} ms" for n, r in results.items())
+            print(f"  {label} run {run + 1}: {shown}", flush=True)
     finally:
-        rss = await metreg.stop()
-        await bare.stop()
-    ctx.details[label] = {"metreg": ours, "bare": theirs}
-    return ours, theirs, rss
+        rss = await servers["metreg"][0].stop()
+        for name, (process, _) in servers.items():
+            if name != "metreg":
+                await process.stop()
+    ctx.details[label] = results
+    return results, rss
+
+
+def _ratios(results: dict[str, list[LoadResult]], name: str) -> list[float]:
+    return [a.rps / b.rps for a, b in zip(results["metreg"], results[name], strict=True)]
 
 
 def _auth(ctx: Context) -> dict[str, str]:
@@ -151,21 +169,34 @@ def _auth(ctx: Context) -> dict[str, str]:
 
 async def measure_reads(ctx: Context) -> None:
     ids = ctx.register.sample
-    ours, theirs, rss = await _paired(
+    bare = [request_bytes("127.0.0.1", f"/instruments/{i}") for i in ids]
+    results, rss = await _paired(
         ctx,
         "reads",
-        [request_bytes("127.0.0.1", f"/v1/instruments/{i}", _auth(ctx)) for i in ids],
-        [request_bytes("127.0.0.1", f"/instruments/{i}") for i in ids],
+        {
+            "metreg": [request_bytes("127.0.0.1", f"/v1/instruments/{i}", _auth(ctx)) for i in ids],
+            "litestar": bare,
+            "fastapi": bare,
+        },
     )
+    ours = results["metreg"]
     ctx.figures += [
-        figure("Instrument read, metreg ÷ bare Litestar", "×",
-               [a.rps / b.rps for a, b in zip(ours, theirs, strict=True)],
+        figure("Instrument read, metreg ÷ bare Litestar", "×", _ratios(results, "litestar"),
                goal=Goal.AT_LEAST, target=0.60, note="throughput, paired runs"),
+    ]  # fmt: skip
+    if "fastapi" in results:
+        ctx.figures.append(
+            figure("Instrument read, metreg ÷ bare FastAPI", "×", _ratios(results, "fastapi"),
+                   goal=Goal.AT_LEAST, target=1.0, note="throughput, paired runs")
+        )  # fmt: skip
+    ctx.figures += [
         figure("Instrument read p99, metreg", "ms", [r.p99_ms for r in ours], goal=Goal.UNDER, target=20),
         figure("Instrument read, metreg", "req/s", [r.rps for r in ours]),
         figure("Instrument read p50, metreg", "ms", [r.p50_ms for r in ours]),
-        figure("Instrument read, bare Litestar", "req/s", [r.rps for r in theirs]),
-        figure("Instrument read p99, bare Litestar", "ms", [r.p99_ms for r in theirs]),
+        *[figure(f"Instrument read, bare {n}", "req/s", [r.rps for r in results[n.lower()]]) for n in _NAMES
+          if n.lower() in results],
+        *[figure(f"Instrument read p99, bare {n}", "ms", [r.p99_ms for r in results[n.lower()]]) for n in _NAMES
+          if n.lower() in results],
         figure("API peak RSS, reads", "MB", [rss], goal=Goal.UNDER, target=200),
     ]  # fmt: skip
 
@@ -173,28 +204,37 @@ async def measure_reads(ctx: Context) -> None:
 async def measure_lists(ctx: Context) -> None:
     enterprise = ctx.register.largest_enterprise
     due_before = ctx.today + dt.timedelta(days=90)
-    ours, theirs, rss = await _paired(
+    bare = [request_bytes("127.0.0.1", f"/enterprises/{enterprise}/instruments?limit=100")]
+    results, rss = await _paired(
         ctx,
         "lists",
-        [
-            request_bytes(
-                "127.0.0.1",
-                f"/v1/enterprises/{enterprise}/instruments?status=valid&due_before={due_before}&limit=100",
-                _auth(ctx),
-            )
-        ],
-        [request_bytes("127.0.0.1", f"/enterprises/{enterprise}/instruments?limit=100")],
+        {
+            "metreg": [
+                request_bytes(
+                    "127.0.0.1",
+                    f"/v1/enterprises/{enterprise}/instruments?status=valid&due_before={due_before}&limit=100",
+                    _auth(ctx),
+                )
+            ],
+            "litestar": bare,
+            "fastapi": bare,
+        },
     )
+    ours = results["metreg"]
     ctx.figures += [
-        figure("List 100 rows filtered, metreg ÷ bare 100-row page", "×",
-               [a.rps / b.rps for a, b in zip(ours, theirs, strict=True)], goal=Goal.AT_LEAST, target=0.60,
+        figure("List 100 rows filtered, metreg ÷ bare Litestar 100-row page", "×", _ratios(results, "litestar"),
+               goal=Goal.AT_LEAST, target=0.60,
                note=f"status & due_before, enterprise of {ctx.register.largest_size:,}"),
         figure("List 100 rows filtered, metreg", "req/s", [r.rps for r in ours]),
         figure("List 100 rows filtered p50, metreg", "ms", [r.p50_ms for r in ours]),
         figure("List 100 rows filtered p99, metreg", "ms", [r.p99_ms for r in ours]),
-        figure("List 100 rows, bare Litestar", "req/s", [r.rps for r in theirs]),
+        *[figure(f"List 100 rows, bare {n}", "req/s", [r.rps for r in results[n.lower()]]) for n in _NAMES
+          if n.lower() in results],
         figure("API peak RSS, lists", "MB", [rss], goal=Goal.UNDER, target=200),
     ]  # fmt: skip
+
+
+_NAMES = ("Litestar", "FastAPI")
 
 
 async def measure_import(ctx: Context) -> None:

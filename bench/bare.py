@@ -23,10 +23,10 @@ from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 
-__all__ = ("BareInstrument", "create_app")
+__all__ = ("COLUMNS", "BareInstrument", "create_app")
 
 # The columns a reader of an instrument needs; metreg returns these and more (status, catalogue rule).
-_COLUMNS = """id, enterprise_id, catalog_code, name, model, serial_no, manufacturer, management_no, legal_use,
+COLUMNS = """id, enterprise_id, catalog_code, name, model, serial_no, manufacturer, management_no, legal_use,
               regime, cycle_months, lifecycle, last_verified_on, valid_until, version, created_at, updated_at"""
 
 
@@ -57,7 +57,7 @@ class BarePage(msgspec.Struct, frozen=True):
 @get("/instruments/{instrument_id:uuid}")
 async def read_instrument(state: State, instrument_id: uuid.UUID) -> BareInstrument:
     pool: asyncpg.Pool = state.pool
-    row = await pool.fetchrow(f"SELECT {_COLUMNS} FROM instruments WHERE id = $1", instrument_id)
+    row = await pool.fetchrow(f"SELECT {COLUMNS} FROM instruments WHERE id = $1", instrument_id)
     if row is None:
         raise NotFoundException()
     return BareInstrument(*row)
@@ -67,7 +67,7 @@ async def read_instrument(state: State, instrument_id: uuid.UUID) -> BareInstrum
 async def list_instruments(state: State, enterprise_id: uuid.UUID, limit: int = 100) -> BarePage:
     pool: asyncpg.Pool = state.pool
     rows = await pool.fetch(
-        f"SELECT {_COLUMNS} FROM instruments WHERE enterprise_id = $1 ORDER BY due_key, id LIMIT $2",
+        f"SELECT {COLUMNS} FROM instruments WHERE enterprise_id = $1 ORDER BY due_key, id LIMIT $2",
         enterprise_id,
         limit,
     )

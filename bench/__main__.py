@@ -377,7 +377,6 @@ async def deliver_once(ctx: Context) -> DeliveryRun:
         finally:
             await conn.close()
     await migrate.drop_database(dsn)
-    assert worker.peak_rss_mb is not None
     span = (receiver.last - receiver.first) if receiver.first is not None and receiver.last is not None else 0.0
     return DeliveryRun(
         notices=notices,

@@ -1,6 +1,5 @@
 """Processes under test: started pinned to a core where the machine has two, stopped with their peak
-memory read from the kernel's own accounting (``wait4``'s ``ru_maxrss``, the peak resident set of
-that very process, so nothing has to sample it at the right moment)."""
+resident memory."""
 
 from __future__ import annotations
 
@@ -46,60 +45,63 @@ def pin_self(cores: set[int] | None) -> set[int]:
 
 
 class Process:
-    """A child process; :meth:`stop` ends it and returns its peak resident memory in MB."""
+    """A child process, its peak resident memory sampled from ``/proc/<pid>/status`` (VmHWM: the
+    kernel's high-water mark of this process image, so a sample taken late still sees an earlier
+    peak). ``wait4``'s ``ru_maxrss`` would not do: on Linux it keeps the high-water mark of the
+    forked copy of the parent from before ``exec``, the size of the bench itself."""
 
     def __init__(self, argv: Sequence[str], env: dict[str, str], *, core: int | None = None) -> None:
         pinned = ["taskset", "-c", str(core)] if core is not None else []
-        # taskset execs the command: the pid is the server's own, and so is its rusage.
         # A file, not a pipe: a chatty child must never block on a pipe nobody reads.
         self._err = tempfile.TemporaryFile()  # noqa: SIM115
+        # taskset execs the command: the pid is the server's own.
         self._proc = subprocess.Popen([*pinned, *argv], env=env, stdout=subprocess.DEVNULL, stderr=self._err)  # noqa: S603
         self.pid = self._proc.pid
-        self.peak_rss_mb: float | None = None
-        self.returncode: int | None = None
+        self.peak_rss_mb = 0.0
         self.stderr = b""
 
-    def _reap(self, block: bool) -> bool:
-        pid, status, usage = os.wait4(self.pid, 0 if block else os.WNOHANG)
-        if pid == 0:
-            return False
-        self.returncode = self._proc.returncode = os.waitstatus_to_exitcode(status)
-        self.peak_rss_mb = usage.ru_maxrss / 1024  # kilobytes on Linux
-        self._err.seek(0)
-        self.stderr = self._err.read()
-        self._err.close()
-        return True
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    def sample(self) -> None:
+        """Read the high-water mark now (nothing once the process has ended)."""
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{self.pid}/status").read_text()
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
 
     def poll(self) -> int | None:
-        """The exit code if it has ended (reaping it), else None."""
-        if self.returncode is None:
-            self._reap(block=False)
-        return self.returncode
+        """The exit code if it has ended, else None (sampling the memory while it runs)."""
+        if self._proc.returncode is None:
+            self.sample()
+            if self._proc.poll() is not None:
+                self._err.seek(0)
+                self.stderr = self._err.read()
+                self._err.close()
+        return self._proc.returncode
 
     async def wait(self, timeout_s: float) -> int:
-        """Wait for it to end by itself (killed after ``timeout_s``)."""
+        """Wait for it to end by itself (stopped after ``timeout_s``), sampling every 20 ms."""
         deadline = time.monotonic() + timeout_s
-        while self.poll() is None:
+        while (code := self.poll()) is None:
             if time.monotonic() > deadline:
                 await self.stop()
                 raise TimeoutError(f"{self._proc.args!r} did not finish in {timeout_s:g} s")
             await asyncio.sleep(0.02)
-        assert self.returncode is not None
-        return self.returncode
+        return code
 
     async def stop(self) -> float:
-        """SIGTERM (then SIGKILL after 10 s); the peak RSS in MB."""
-        if self.returncode is None:
+        """SIGTERM (SIGKILL after 10 s); the peak RSS in MB, read just before."""
+        if self.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 10
             while self.poll() is None:
                 if time.monotonic() > deadline:
                     self._proc.kill()
-                    await asyncio.to_thread(self._reap, True)
-                    break
                 await asyncio.sleep(0.02)
-        assert self.peak_rss_mb is not None
         return self.peak_rss_mb
 
 

@@ -1,21 +1,22 @@
 """The register the bench measures on: built once by :func:`build_register`, then described.
 
-:func:`build_register` is the one place that decides how the data is generated. Today it uses the
-set-based generator of :mod:`bench.explain_filters`; the ``metreg demo`` scale generator replaces
-it by changing this one function (``seed`` is for that generator: the current one is deterministic).
+:func:`build_register` is the one place that decides how the data is generated: the register of
+``metreg demo --instruments`` (service/demo_register), enterprises of realistic trades and sizes and
+every status in its usual share.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 
 import asyncpg
 import msgspec
 
-from bench import explain_filters
-from service import dates, migrate
+from service import migrate
 from service.auth import Role
+from service.demo_register import load_register
 from service.keys.queries import create_key
 from service.keys.schemas import ApiKeyCreate
 
@@ -23,19 +24,28 @@ __all__ = ("Register", "build_register", "describe_register", "ensure_register")
 
 
 async def build_register(dsn: str, *, instruments: int, enterprises: int, seed: int, now: dt.datetime) -> None:
-    """A fresh, migrated database at ``dsn`` holding ``instruments`` instruments over ``enterprises``
-    enterprises, the largest holding a tenth of them, analysed and indexed as in production."""
-    del seed  # the current generator is deterministic
+    """A fresh, migrated database at ``dsn`` holding the ``metreg demo --instruments`` register of
+    ``instruments`` instruments over ``enterprises`` enterprises from ``seed``, analysed as a
+    production database would be."""
     await migrate.drop_database(dsn)
     await migrate.create_database(dsn)
     await migrate.migrate(dsn, now)
-    await explain_filters.build(
-        dsn,
+    started = time.perf_counter()
+    result = await load_register(
+        lambda: asyncpg.connect(dsn, server_settings={"timezone": "UTC"}),
         instruments=instruments,
-        enterprises=enterprises - 1,  # it adds the large enterprise to those it is given
-        large=instruments if enterprises == 1 else max(1, instruments // 10),
-        today=dates.local_today(now, "Asia/Shanghai"),
+        enterprises=enterprises,
+        seed=seed,
+        jobs=2,
+        now=now,
     )
+    conn = await asyncpg.connect(dsn)
+    try:
+        # Fresh tables have no statistics yet: plans would be guesses until autovacuum came by.
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+    print(f"generated {result.instruments:,} instruments in {time.perf_counter() - started:.1f} s", flush=True)
 
 
 async def ensure_register(

@@ -1,14 +1,17 @@
 """``make bench``: design.md §9's figures, measured side by side in one run, each beside its target.
 
-Builds a register (1,000,000 instruments over 10,000 enterprises by default) in a database of its
-own, then measures, ``--runs`` times each:
+Builds the ``metreg demo --instruments`` register (1,000,000 instruments over 10,000 enterprises by
+default) in a database of its own, then measures, ``--runs`` times each:
 
 - reads: ``GET /v1/instruments/{id}`` of ``metreg serve`` against the same primary-key read of a
-  bare Litestar + asyncpg app (:mod:`bench.bare`), alternately, 32 keep-alive connections each;
+  bare Litestar + asyncpg app (:mod:`bench.bare`) and of a bare FastAPI + pydantic one
+  (:mod:`bench.bare_fastapi`, when the ``bench`` extra is installed), in turn, 32 keep-alive
+  connections each;
 - lists: ``GET /v1/enterprises/{id}/instruments?status=valid&due_before=…&limit=100`` on the
-  largest enterprise against the bare app's 100-row page;
+  largest enterprise against the bare apps' 100-row page;
 - import: a CSV ledger into a new enterprise, bytes to commit (:mod:`bench.import_throughput`);
-- planner: ``jobs.plan`` for today over the whole register (rolled back after each run);
+- planner: ``jobs.plan`` for today over the whole register, the day before planned and kept first
+  (each measured run rolled back);
 - delivery: ``metreg worker --burst`` delivering planned notices to a local webhook receiver;
 - the peak RSS of the API process (over reads and lists) and of the worker.
 
@@ -16,8 +19,8 @@ Servers run pinned to one core and the load to the other where the machine has t
 table and writes it as JSON to ``--results`` (``<UTC time>.json`` and ``latest.json``). Absolute
 figures on a shared machine move 2-3x within minutes: the ratios, paired run by run, are the figures.
 
-    python -m bench                                     # the full register, ~6 minutes
-    python -m bench --small                             # 20,000 instruments, ~1 minute
+    python -m bench                                     # the full register, ~8 minutes
+    python -m bench --small                             # 20,000 instruments, ~3 minutes
     python -m bench --only reads --runs 5 --keep        # keep the register for the next run
 """
 

@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/metreg
 export REDIS_URL    ?= redis://127.0.0.1:6379/0
 
-.PHONY: help install run serve worker migrate demo test fuzz lint format typecheck check openapi bench drills clean
+.PHONY: help install run serve worker migrate demo test fuzz lint format typecheck check openapi bench explain drills clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -18,7 +18,7 @@ help: ## Show this help
 $(STAMP): pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is needed"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install metreg with its pinned dependencies
@@ -67,10 +67,14 @@ check: lint typecheck test ## Lint, types and tests
 openapi: install ## Write the OpenAPI document to openapi.json
 	$(BIN)/metreg openapi > openapi.json
 
-bench: install ## EXPLAIN the list filters and the planner on 1,000,000 instruments; bulk import rows/s (own databases)
-	$(BIN)/python -m bench.explain_filters $(BENCH_ARGS)
-	$(BIN)/python -m bench.explain_planner $(BENCH_ARGS)
-	$(BIN)/python -m bench.import_throughput
+BENCH_ARGS ?=
+
+bench: install ## design.md §9's targets side by side: reads, lists, import, planner, delivery, RSS (own databases; BENCH_ARGS=--small)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+explain: install ## EXPLAIN the list filters and the planner on 1,000,000 instruments (own database)
+	$(BIN)/python -m bench.explain_filters
+	$(BIN)/python -m bench.explain_planner
 
 drills: install ## Fault drills on throwaway servers: worker SIGKILL, Redis and PostgreSQL restarts, receiver time-outs (~3 min)
 	$(BIN)/python -m drills $(DRILLS)

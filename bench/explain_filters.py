@@ -28,7 +28,7 @@ from service.catalog.rules import LegalUse
 from service.clock import SystemClock
 from service.enterprises.queries import select_enterprise
 from service.enterprises.schemas import Enterprise
-from service.instruments.queries import InstrumentFilters, list_query
+from service.instruments.queries import InstrumentFilters, list_query, prefer_ordered_scan
 from service.instruments.rules import Status
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/metreg_bench"
@@ -172,6 +172,7 @@ async def explain(dsn: str, today: dt.date, limit: int) -> bool:
                 async with conn.transaction():
                     await conn.execute("SET LOCAL ROLE metreg_api")
                     await conn.execute(_AS_ENTERPRISE, str(enterprise_id))
+                    await prefer_ordered_scan(conn, filters)
                     raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *args)
                 top = msgspec.json.decode(raw)[0]
                 nodes = _walk(top["Plan"])

@@ -12,7 +12,14 @@ import msgspec
 from service.enterprises.schemas import Enterprise, EnterpriseCreate
 from service.errors import DuplicateError
 
-__all__ = ("UPDATABLE", "insert_enterprise", "select_enterprise", "update_enterprise")
+__all__ = (
+    "UPDATABLE",
+    "enterprise_columns",
+    "enterprise_from",
+    "insert_enterprise",
+    "select_enterprise",
+    "update_enterprise",
+)
 
 _COLUMNS = """id, name, credit_code, region_code, timezone, period_rule, reminder_days,
               rotation_reminder_days, overdue_repeat_days, escalate_after_days, notify_emails, digest,
@@ -21,6 +28,22 @@ _COLUMNS = """id, name, credit_code, region_code, timezone, period_rule, reminde
 
 def _enterprise(row: asyncpg.Record) -> Enterprise:
     return msgspec.convert(dict(row), Enterprise)
+
+
+_NAMES = [c.strip() for c in _COLUMNS.split(",")]
+
+
+def enterprise_columns(alias: str) -> str:
+    """The enterprise's columns of table ``alias``, each as ``e_<name>``: for a statement that reads
+    an enterprise beside another row (see :func:`enterprise_from`)."""
+    return ", ".join(f"{alias}.{c} AS e_{c}" for c in _NAMES)
+
+
+def enterprise_from(row: dict[str, Any]) -> Enterprise | None:
+    """Take the ``e_`` columns out of ``row``: the enterprise they hold, or None if they are null
+    (no such row, or row-level security hid it)."""
+    data = {c: row.pop(f"e_{c}") for c in _NAMES}
+    return None if data["id"] is None else msgspec.convert(data, Enterprise)
 
 
 async def insert_enterprise(db: asyncpg.Connection, data: EnterpriseCreate, now: dt.datetime) -> Enterprise:

@@ -16,7 +16,12 @@ from service.auth import Principal, Role
 from service.enterprises.queries import select_enterprise
 from service.enterprises.schemas import Enterprise
 from service.errors import ForbiddenError, NotFoundError
-from service.instruments.queries import InstrumentRow, select_enterprise_id, select_instrument
+from service.instruments.queries import (
+    InstrumentRow,
+    select_enterprise_id,
+    select_instrument,
+    select_instrument_in_enterprise,
+)
 
 __all__ = ("lab_knows_instrument", "locked_instrument", "visible_instrument", "writable_instrument")
 
@@ -55,11 +60,11 @@ async def visible_instrument(
     Raises:
         NotFoundError: absent, or not visible to the principal.
     """
-    row = await select_instrument(db, instrument_id)
-    if row is None:
+    found = await select_instrument_in_enterprise(db, instrument_id)
+    if found is None:
         raise NotFoundError(f"instrument {instrument_id} not found")
-    enterprise = await _visible(db, principal, await select_enterprise(db, row.enterprise_id), instrument_id)
-    return row, enterprise
+    row, enterprise = found
+    return row, await _visible(db, principal, enterprise, instrument_id)
 
 
 async def locked_instrument(

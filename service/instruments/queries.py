@@ -18,6 +18,7 @@ import msgspec
 
 from service import dates
 from service.catalog.rules import CatalogRule, LegalUse, Regime
+from service.enterprises.queries import enterprise_columns, enterprise_from
 from service.enterprises.schemas import Enterprise
 from service.errors import DuplicateError
 from service.instruments.rules import (
@@ -36,11 +37,13 @@ __all__ = (
     "InstrumentRow",
     "insert_instrument",
     "list_query",
+    "prefer_ordered_scan",
     "recompute_validity",
     "select_by_identities",
     "select_by_numbers",
     "select_enterprise_id",
     "select_instrument",
+    "select_instrument_in_enterprise",
     "select_instruments",
     "select_register_batches",
     "status_predicate",
@@ -103,7 +106,7 @@ def _written(write: str) -> str:
     return f"WITH i AS ({write} RETURNING *) SELECT {_COLUMNS} FROM i {_CATALOG}"
 
 
-def _row(record: asyncpg.Record) -> InstrumentRow:
+def _row(record: asyncpg.Record | dict[str, Any]) -> InstrumentRow:
     data = dict(record)
     rule = None
     if data["catalog_code"] is not None:
@@ -181,6 +184,26 @@ async def select_instrument(
     lock = " FOR UPDATE OF i" if for_update else ""
     record = await db.fetchrow(f"{_SELECT} WHERE i.id = $1{lock}", instrument_id)
     return _row(record) if record else None
+
+
+async def select_instrument_in_enterprise(
+    db: asyncpg.Connection, instrument_id: uuid.UUID
+) -> tuple[InstrumentRow, Enterprise | None] | None:
+    """The instrument and its enterprise in one statement (None: the enterprise is not visible).
+
+    A read of one instrument is a handful of round trips in all (transaction, key, row, commit);
+    reading the enterprise in the same statement saves one of them.
+    """
+    record = await db.fetchrow(
+        f"""SELECT {_COLUMNS}, {enterprise_columns("e")} FROM instruments i {_CATALOG}
+            LEFT JOIN enterprises e ON e.id = i.enterprise_id WHERE i.id = $1""",
+        instrument_id,
+    )
+    if record is None:
+        return None
+    data = dict(record)
+    enterprise = enterprise_from(data)
+    return _row(data), enterprise
 
 
 async def select_enterprise_id(db: asyncpg.Connection, instrument_id: uuid.UUID) -> uuid.UUID | None:
@@ -271,6 +294,20 @@ def list_query(
     return sql, bind.values
 
 
+async def prefer_ordered_scan(db: asyncpg.Connection, filters: InstrumentFilters) -> None:
+    """Steer the rest of the transaction's page reads to an index scan in page order (not search).
+
+    Every filter but search has an (enterprise_id, …, due_key, id) index that yields rows in page
+    order, so a page stops after limit + 1 matches. Row-level security and the status predicates
+    make the planner expect far fewer matches than there are, and it then prefers a bitmap scan
+    that reads every match in the range and sorts them: on an enterprise of 100,000 instruments,
+    3,000 rows and 220 ms for a page an ordered scan reads in 2 ms (make bench, "List 100 rows
+    filtered"). Search keeps bitmap scans: its trigram index has no order to offer.
+    """
+    if filters.q is None:
+        await db.execute("SET LOCAL enable_bitmapscan = off")
+
+
 async def select_instruments(
     db: asyncpg.Connection,
     enterprise: Enterprise,
@@ -284,6 +321,7 @@ async def select_instruments(
     Returns the page and the cursor of the next one (None on the last page).
     """
     sql, args = list_query(enterprise, filters, limit=limit, cursor=cursor)
+    await prefer_ordered_scan(db, filters)
     rows, next_cursor = split_page(
         [_row(r) for r in await db.fetch(sql, *args)], limit, lambda last: _PageKey(due=last.valid_until, id=last.id)
     )

@@ -13,6 +13,7 @@ import random
 import re
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -24,11 +25,12 @@ from jobs.plan import PLAN_LOCK, PlanResult, plan
 from service.catalog.rules import Regime
 from service.cli import main
 from service.dates import local_today
+from service.db import init_connection
 from service.enterprises.queries import insert_enterprise
 from service.enterprises.schemas import Enterprise, EnterpriseCreate
 from service.instruments.rules import Lifecycle
 from service.notices.rules import NoticeKind, Pacing, due_notices
-from tests.conftest import GAUGE, NOW, LabAccount, Tenant, accepted_request, new_credit_code
+from tests.conftest import GAUGE, NOW, LabAccount, Tenant, accepted_request, fresh_database, new_credit_code
 
 V = dt.date(2026, 7, 14)  # a gauge verified 2026-01-15 (6 months) is valid until 2026-07-14
 REMINDERS = {NoticeKind.DUE_SOON.value, NoticeKind.ROTATION_DUE.value}
@@ -529,13 +531,24 @@ class _Register:
             pytest.fail(f"{now}: expected but not found {missing}; found, not expected {extra}")
 
 
-async def test_the_planner_sql_agrees_with_due_notices_day_by_day(pool: asyncpg.Pool) -> None:
+@pytest.fixture
+async def own_pool() -> AsyncIterator[asyncpg.Pool]:
+    """A database of the test's own: the planner reads every enterprise of its database, and the
+    shared one holds every other test's registers, which would only slow each planning day."""
+    async with (
+        fresh_database("metreg_planner") as dsn,
+        asyncpg.create_pool(dsn, min_size=1, max_size=4, init=init_connection) as own,
+    ):
+        yield own
+
+
+async def test_the_planner_sql_agrees_with_due_notices_day_by_day(own_pool: asyncpg.Pool) -> None:
     """Over a generated register (three enterprises with different settings and time zones, every
     lifecycle and regime, valid-until dates around the run), planning on consecutive days — with an
     outage, a settings change and instruments sealed, scrapped and re-verified on the way — leaves
     exactly the notices that due_notices (plus the catch-up rule and the cancellation rules) gives,
     with their due dates, audiences, statuses and reasons."""
-    register = _Register(pool, random.Random(4))
+    register = _Register(own_pool, random.Random(4))
     await register.build()
     for i in RUN_DAYS:
         if i == 12:  # the first enterprise changes its reminder settings

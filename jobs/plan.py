@@ -41,6 +41,8 @@ PLAN_LOCK = 0x706C616E
 #: reads a whole enterprise (or register), and the worker must not hold it all in memory.
 BATCH = 5000
 
+_DAY = dt.timedelta(days=1)
+
 # Every enterprise with its local "today" ($2 overrides it, for `metreg plan --today`).
 _ENTERPRISES = """
     SELECT id, region_code, reminder_days, rotation_reminder_days, overdue_repeat_days, escalate_after_days,
@@ -51,12 +53,11 @@ _ENTERPRISES = """
 # The smallest reminder step of the current cycle already written: a larger step is never sent
 # after it (catch-up after the settings changed, see due_notices' callers' rule in the tests).
 _KIND = "CASE WHEN i.regime = 'initial_only_limited_life' THEN 'rotation_due' ELSE 'due_soon' END"
-_COLUMNS = f"""
+_REMINDED = f"""(SELECT min(n.step) FROM notices n
+     WHERE n.instrument_id = i.id AND n.kind = {_KIND} AND n.cycle = i.valid_until AND n.certificate_id IS NULL)"""
+_COLUMNS = """
     e.id AS enterprise_id, e.region_code, e.today, e.reminder_days, e.rotation_reminder_days,
-    e.overdue_repeat_days, e.escalate_after_days, i.id AS instrument_id, i.lifecycle, i.regime, i.valid_until,
-    (SELECT min(n.step) FROM notices n
-     WHERE n.instrument_id = i.id AND n.kind = {_KIND} AND n.cycle = i.valid_until
-       AND n.certificate_id IS NULL) AS reminded
+    e.overdue_repeat_days, e.escalate_after_days, i.id AS instrument_id, i.lifecycle, i.regime, i.valid_until
 """
 
 # The instruments whose day has come: one range of the schedule's index up to $4, the latest local
@@ -65,17 +66,23 @@ _COLUMNS = f"""
 # register), each then held to its own enterprise's today; those _REPACED read ($3: enterprises
 # whose settings changed) are not read twice. The instrument is read by its key, row by row (the
 # locking subquery is not flattened into a join): a hash join would read the whole register
-# wherever the statistics overrate the range.
+# wherever the statistics overrate the range. The schedule row is locked too (after the instrument,
+# the order the triggers take them in), so that one changed while this run waited for its
+# instrument is read as changed. ``scheduled``, the day the last run left, bounds what can be new:
+# see _Run._write. Only an instrument that changed since can have a smaller reminder step of its
+# cycle already written (``reminded``).
 _LATEST = "SELECT max(coalesce($2::date, ($1::timestamptz AT TIME ZONE timezone)::date)) FROM enterprises"
 _DUE = f"""
 WITH e AS ({_ENTERPRISES})
-SELECT {_COLUMNS}
+SELECT {_COLUMNS}, s.next_on AS scheduled,
+       CASE WHEN s.next_on = '-infinity' THEN {_REMINDED} END AS reminded
 FROM notice_schedule s
 JOIN LATERAL (SELECT i.id, i.enterprise_id, i.lifecycle, i.regime, i.valid_until, i.due_key
               FROM instruments i WHERE i.id = s.instrument_id FOR SHARE) i ON true
 JOIN e ON e.id = i.enterprise_id
 WHERE s.next_on <= $4::date AND s.next_on < 'infinity' AND s.next_on <= e.today
   AND NOT (e.id = ANY($3::uuid[]) AND i.lifecycle = 'in_service' AND i.due_key < 'infinity')
+FOR SHARE OF s
 """
 
 # Enterprises whose reminder settings are not those their schedule was computed with (or that
@@ -98,7 +105,7 @@ RETURNING p.enterprise_id
 """
 _REPACED = f"""
 WITH e AS ({_ENTERPRISES})
-SELECT {_COLUMNS}
+SELECT {_COLUMNS}, '-infinity'::date AS scheduled, {_REMINDED} AS reminded
 FROM e JOIN instruments i ON i.enterprise_id = e.id
 WHERE e.id = ANY($3::uuid[]) AND i.lifecycle = 'in_service' AND i.due_key < 'infinity'
 FOR SHARE OF i
@@ -170,6 +177,7 @@ class _Run:
         planned = _Planned()
         ids: list[uuid.UUID] = []
         next_days: list[dt.date | None] = []
+        stale: list[uuid.UUID] = []
         for row in rows:
             facts: dict[str, Any] = {
                 "lifecycle": Lifecycle(row["lifecycle"]),
@@ -178,16 +186,28 @@ class _Run:
                 "pacing": self._pacing(row),
                 "today": row["today"],
             }
+            # The day the last run that read the instrument left for it (date.min: changed since,
+            # or never read). due_notices gave the same on every day from that run up to this day,
+            # so a notice due before it was offered then, and exists (or was rightly skipped).
+            scheduled: dt.date = row["scheduled"]
             reminded = row["reminded"]
             for notice in due_notices(**facts):
+                if notice.due_on < scheduled:
+                    continue
                 if notice.kind in REMINDERS and reminded is not None and reminded <= notice.step:
                     continue  # that step or a later one of this cycle was sent (the settings changed since)
                 planned.add(row, notice.kind.value, notice.audience.value, notice.step, notice.due_on)
             ids.append(row["instrument_id"])
             next_days.append(next_notice_on(**facts))
-        # Stale notices of these instruments go before the new ones come (a reminder of a cycle
-        # that ran out, say, when its overdue notice is written).
-        self.cancelled += await cancel_stale(self.db, self.now, today=self.today, instrument_ids=ids)
+            # Pending notices go stale when the instrument changes (date.min) or its reminders'
+            # cycle runs out, which the first run after valid_until sees (its day was at most then).
+            until = row["valid_until"]
+            if scheduled == dt.date.min or (until is not None and until < row["today"] and scheduled <= until + _DAY):
+                stale.append(row["instrument_id"])
+        # Stale notices go before the new ones come (a reminder of a cycle that ran out, say, when
+        # its overdue notice is written).
+        if stale:
+            self.cancelled += await cancel_stale(self.db, self.now, today=self.today, instrument_ids=stale)
         for row in await self.db.fetch(_INSERT, self.now, *planned.columns):
             self.created[row["kind"]] = self.created.get(row["kind"], 0) + 1
         await self.db.execute(_RESCHEDULE, ids, next_days)
@@ -212,8 +232,13 @@ async def plan(db: asyncpg.Connection, now: dt.datetime, *, today: dt.date | Non
         if not await db.fetchval("SELECT pg_try_advisory_xact_lock($1)", PLAN_LOCK):
             return PlanResult(ran=False, created={}, cancelled=0)
         # A generic plan (after five runs on one connection) would estimate the schedule's range
-        # without its bound, as a third of the table.
-        await db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        # without its bound, as a third of the table. Every statement here is meant to look rows
+        # up by key, as many as are due: a hash or merge join reads a whole table to find them
+        # (the schedule's update from a batch's keys did: a million rows for 20,000).
+        await db.execute(
+            "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_hashjoin = off;"
+            " SET LOCAL enable_mergejoin = off"
+        )
         run = _Run(db, now, today)
         repaced = [r["enterprise_id"] for r in await db.fetch(_PACING)]
         if repaced:

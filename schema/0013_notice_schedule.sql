@@ -28,8 +28,11 @@ CREATE TABLE notice_pacing (
 
 -- Backfill: every instrument is looked at once by the next run, as the planner used to every day
 -- (it also cancels what was left stale); its schedule and its enterprise's pacing follow from there.
+-- That one run reads the whole register (a minute or so for a million instruments).
 INSERT INTO notice_schedule (instrument_id) SELECT id FROM instruments;
 
+-- Rows written with triggers off (session_replication_role = replica) get no schedule row and are
+-- never planned until they get one.
 -- The API and imports write instruments; the schedule is kept by these triggers as their owner
 -- (SECURITY DEFINER), so metreg_api needs no grant on it. Inserts are handled per statement: an
 -- import or a generated register adds thousands of rows in one.

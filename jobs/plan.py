@@ -50,8 +50,8 @@ _ENTERPRISES = """
     FROM enterprises
 """
 
-# The smallest reminder step of the current cycle already written: a larger step is never sent
-# after it (catch-up after the settings changed, see due_notices' callers' rule in the tests).
+# The smallest reminder step of the current cycle already written: a step is skipped when it or a
+# later (smaller) one exists, which happens when reminder_days grew after a step was sent.
 _KIND = "CASE WHEN i.regime = 'initial_only_limited_life' THEN 'rotation_due' ELSE 'due_soon' END"
 _REMINDED = f"""(SELECT min(n.step) FROM notices n
      WHERE n.instrument_id = i.id AND n.kind = {_KIND} AND n.cycle = i.valid_until AND n.certificate_id IS NULL)"""

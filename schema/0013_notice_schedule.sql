@@ -62,6 +62,8 @@ CREATE TRIGGER notice_schedule_recheck AFTER UPDATE OF valid_until, lifecycle, r
     EXECUTE FUNCTION notice_schedule_recheck();
 
 -- The worker plans for every tenant; the API has no business here and sees no row.
+-- (The role's comment from 0008, "writes only notices and deliveries", is left alone: roles are
+-- cluster-wide, and a COMMENT racing another database's migration can fail.)
 GRANT INSERT, UPDATE ON notice_schedule, notice_pacing TO metreg_worker;
 ALTER TABLE notice_schedule ENABLE ROW LEVEL SECURITY;
 ALTER TABLE notice_pacing ENABLE ROW LEVEL SECURITY;

@@ -11,7 +11,8 @@ Rules (design.md §6, issue 4; dates are the enterprise's local dates, R7):
 - Only instruments in service are planned for: sealed, failed, scrapped, replaced and pending ones
   get nothing, and a pending notice of a cycle that no longer governs is cancelled.
 
-``jobs.plan`` implements the same in set-based SQL; a test holds the two together.
+``jobs.plan`` applies these to the instruments whose day has come: :func:`next_notice_on` is the
+first day after a run on which :func:`due_notices` can give an instrument something new.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import msgspec
 from service.catalog.rules import Regime
 from service.instruments.rules import Lifecycle
 
-__all__ = ("Audience", "DueNotice", "NoticeKind", "NoticeStatus", "Pacing", "due_notices")
+__all__ = ("Audience", "DueNotice", "NoticeKind", "NoticeStatus", "Pacing", "due_notices", "next_notice_on")
 
 
 class NoticeKind(enum.StrEnum):
@@ -38,6 +39,8 @@ class NoticeKind(enum.StrEnum):
 
 #: Notices the planner makes from dates; the others are written with the result they report.
 PLANNED = frozenset({NoticeKind.DUE_SOON, NoticeKind.ROTATION_DUE, NoticeKind.OVERDUE, NoticeKind.ESCALATION})
+#: The planned notices sent before valid_until, one series per cycle.
+REMINDERS = frozenset({NoticeKind.DUE_SOON, NoticeKind.ROTATION_DUE})
 
 
 class NoticeStatus(enum.StrEnum):
@@ -113,3 +116,29 @@ def due_notices(
             )
         )
     return found
+
+
+def next_notice_on(
+    *,
+    lifecycle: Lifecycle,
+    regime: Regime,
+    valid_until: dt.date | None,
+    pacing: Pacing,
+    today: dt.date,
+) -> dt.date | None:
+    """The first local date after ``today`` on which :func:`due_notices` gives something it does not
+    give on ``today`` (a smaller reminder step, the first overdue day — when pending reminders are
+    also cancelled —, the next overdue step, the escalation); None while nothing can come until the
+    instrument or its enterprise's settings change. On every day before it, planning again would
+    find only what ``today``'s run already wrote."""
+    if lifecycle is not Lifecycle.IN_SERVICE or valid_until is None:
+        return None
+    first = valid_until + dt.timedelta(days=1)
+    if today < first:
+        offsets = pacing.rotation_reminder_days if regime is Regime.INITIAL_ONLY_LIMITED_LIFE else pacing.reminder_days
+        steps = [valid_until - dt.timedelta(days=days) for days in offsets]
+        return min([step for step in steps if step > today] + [first])
+    repeat = pacing.overdue_repeat_days
+    following = first + dt.timedelta(days=((today - first).days // repeat + 1) * repeat)
+    escalate_on = first + dt.timedelta(days=pacing.escalate_after_days)
+    return min(following, escalate_on) if escalate_on > today else following

@@ -269,6 +269,93 @@ async def test_planning_twice_on_the_same_day_creates_nothing_new(pool: asyncpg.
     assert await _rows(pool, *ids) == before
 
 
+async def _next_on(pool: asyncpg.Pool, *instrument_ids: uuid.UUID) -> list[dt.date]:
+    """The schedule's next planning day of each instrument (date.min for '-infinity': look next run)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT instrument_id, next_on FROM notice_schedule WHERE instrument_id = ANY($1::uuid[])",
+            list(instrument_ids),
+        )
+    by_id = {r["instrument_id"]: r["next_on"] for r in rows}
+    return [by_id[i] for i in instrument_ids]
+
+
+async def test_after_a_run_nothing_is_due_again_until_its_next_day(pool: asyncpg.Pool) -> None:
+    """The schedule: a run leaves every instrument it planned on a later day (its next step's, the
+    first overdue day, the next repeat, the escalation), so a second run the same day reads none of
+    them; out of service or without valid_until, on no day at all."""
+    enterprise = await _enterprise(pool)
+    rows = [(Lifecycle.IN_SERVICE, Regime.PERIODIC, day(d)) for d in (40, 30, 3, 0, -6, -30)]
+    rows += [(Lifecycle.SEALED, Regime.PERIODIC, V), (Lifecycle.IN_SERVICE, Regime.PERIODIC, None)]
+    ids = await _instruments(pool, enterprise.id, rows)
+    assert await _next_on(pool, *ids) == [dt.date.min] * len(ids)  # new: looked at by the next run
+    await _plan(pool, today=V)
+    infinity = dt.date.max
+    assert await _next_on(pool, *ids) == [day(10), day(23), day(4), day(1), day(2), day(1), infinity, infinity]
+    async with pool.acquire() as conn:
+        due = await conn.fetchval(
+            "SELECT count(*) FROM notice_schedule WHERE instrument_id = ANY($1::uuid[]) AND next_on <= $2",
+            ids,
+            V,
+        )
+    assert due == 0
+
+
+async def test_an_instrument_whose_date_changes_is_planned_on_its_new_day(pool: asyncpg.Pool) -> None:
+    """A valid_until changed behind the API's back (the schedule's trigger): moved later, the old
+    cycle's reminder is cancelled and the new cycle's first step comes on its own new day, not on
+    the day the old cycle had scheduled; moved earlier, its step that has come is sent on the next
+    run."""
+    enterprise = await _enterprise(pool)
+    later, earlier = await _instruments(
+        pool, enterprise.id, [(Lifecycle.IN_SERVICE, Regime.PERIODIC, V), (Lifecycle.IN_SERVICE, Regime.PERIODIC, V)]
+    )
+    await _plan(pool, today=day(-30))
+    assert await _next_on(pool, later, earlier) == [day(-7), day(-7)]
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE instruments SET valid_until = $2 WHERE id = $1", later, day(20))
+        await conn.execute("UPDATE instruments SET valid_until = $2 WHERE id = $1", earlier, day(-20))
+    assert await _next_on(pool, later, earlier) == [dt.date.min, dt.date.min]
+    await _plan(pool, today=day(-29))
+    assert await _next_on(pool, later, earlier) == [day(-10), day(-27)]
+    assert {(r["cycle"], r["step"], r["status"]) for r in await _rows(pool, later)} == {(V, 30, "cancelled")}
+    assert {(r["cycle"], r["step"], r["status"]) for r in await _rows(pool, earlier)} == {
+        (V, 30, "cancelled"),
+        (day(-20), 30, "pending"),
+    }
+    await _plan(pool, today=day(-10))
+    assert (day(20), 30, "pending") in {(r["cycle"], r["step"], r["status"]) for r in await _rows(pool, later)}
+
+
+async def test_a_settings_change_replans_the_enterprise_at_once(pool: asyncpg.Pool) -> None:
+    """notice_pacing: with reminder_days [7] the gauge is next looked at on V − 7; once the
+    enterprise asks for [30, 7] on V − 20, the next run sends the 30-day reminder (its day has
+    passed: catch-up) instead of waiting for the day the old settings scheduled."""
+    enterprise, gauge = await _gauge(pool, reminder_days=[7])
+    await _plan(pool, today=day(-20))
+    assert await _next_on(pool, gauge) == [day(-7)]
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE enterprises SET reminder_days = '{30,7}' WHERE id = $1", enterprise.id)
+    await _plan(pool, today=day(-19))
+    assert await _keys(pool, gauge) == {("due_soon", 30, -30)}
+    assert await _next_on(pool, gauge) == [day(-7)]
+
+
+async def test_an_instrument_back_in_service_is_planned_again(pool: asyncpg.Pool) -> None:
+    """Sealed, the gauge leaves the schedule ('infinity'); back in service (the trigger), the next
+    run plans it as if it had never left."""
+    _, gauge = await _gauge(pool)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE instruments SET lifecycle = 'sealed' WHERE id = $1", gauge)
+    await _plan(pool, today=day(2))
+    assert await _next_on(pool, gauge) == [dt.date.max]
+    assert await _rows(pool, gauge) == []
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE instruments SET lifecycle = 'in_service' WHERE id = $1", gauge)
+    await _plan(pool, today=day(3))
+    assert await _keys(pool, gauge) == {("overdue", 0, 1)}
+
+
 async def test_an_overlapping_run_does_nothing_while_another_holds_the_lock(pool: asyncpg.Pool) -> None:
     """The advisory lock: a run that cannot take it reports ran=False and writes nothing."""
     _, gauge = await _gauge(pool)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from service.catalog.rules import Regime
 from service.dates import local_today
 from service.instruments.rules import Lifecycle
-from service.notices.rules import PLANNED, Audience, DueNotice, NoticeKind, Pacing, due_notices
+from service.notices.rules import PLANNED, Audience, DueNotice, NoticeKind, Pacing, due_notices, next_notice_on
 
 V = dt.date(2026, 7, 14)  # a gauge verified 2026-01-15 on a 6-month cycle
 DEFAULT = Pacing(reminder_days=(30, 7), rotation_reminder_days=(90, 30), overdue_repeat_days=7, escalate_after_days=30)
@@ -180,3 +180,70 @@ def test_invariants_of_every_answer(
     assert bool(escalated) == (offset >= 1 + escalate)
     assert all(n.audience is Audience.REGULATOR and n.step == 0 for n in escalated)
     assert all(n.audience is Audience.ENTERPRISE for n in found if n.kind is not NoticeKind.ESCALATION)
+
+
+# --- next_notice_on: the planner's schedule ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "regime", "pacing", "today", "expected"),
+    [
+        ("before any reminder: the first step's day", P, DEFAULT, day(-100), day(-30)),
+        ("on a step's day: the next step's", P, DEFAULT, day(-30), day(-7)),
+        ("after the last step: the first overdue day", P, DEFAULT, day(-7), day(1)),
+        ("on the last valid day: the first overdue day", P, DEFAULT, day(0), day(1)),
+        ("limited life: the rotation steps", L, DEFAULT, day(-100), day(-90)),
+        ("first overdue day: the next repeat", P, DEFAULT, day(1), day(8)),
+        ("between repeats: the next repeat", P, DEFAULT, day(10), day(15)),
+        ("the escalation comes before the next repeat", P, DEFAULT, day(30), day(31)),
+        ("after the escalation: repeats only", P, DEFAULT, day(31), day(36)),
+        ("daily repeats", P, BUSY, day(5), day(6)),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_next_notice_on(rule: str, regime: Regime, pacing: Pacing, today: dt.date, expected: dt.date) -> None:
+    assert next_notice_on(lifecycle=IN, regime=regime, valid_until=V, pacing=pacing, today=today) == expected, rule
+
+
+@pytest.mark.parametrize("lifecycle", [lc for lc in Lifecycle if lc is not IN])
+def test_next_notice_on_is_none_out_of_service(lifecycle: Lifecycle) -> None:
+    """Nothing comes until the instrument changes (and the schedule's trigger brings it back)."""
+    assert next_notice_on(lifecycle=lifecycle, regime=P, valid_until=V, pacing=DEFAULT, today=day(0)) is None
+    assert next_notice_on(lifecycle=IN, regime=P, valid_until=None, pacing=DEFAULT, today=day(0)) is None
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(
+    regime=st.sampled_from([P, L, C]),
+    reminder=offsets,
+    rotation_days=offsets,
+    repeat=st.integers(1, 40),
+    escalate=st.integers(1, 60),
+    offset=st.integers(-130, 130),
+)
+def test_nothing_new_is_due_before_next_notice_on_and_something_is_on_it(
+    regime: Regime, reminder: tuple[int, ...], rotation_days: tuple[int, ...], repeat: int, escalate: int, offset: int
+) -> None:
+    """The schedule skips no notice: on every day after ``today`` and before next_notice_on,
+    due_notices gives exactly what it gave on ``today`` (so a run on any of them has nothing to
+    write or cancel), and on next_notice_on it gives something else."""
+    pacing = Pacing(
+        reminder_days=reminder,
+        rotation_reminder_days=rotation_days,
+        overdue_repeat_days=repeat,
+        escalate_after_days=escalate,
+    )
+    today = day(offset)
+
+    def due(on: dt.date) -> list[DueNotice]:
+        return due_notices(lifecycle=IN, regime=regime, valid_until=V, pacing=pacing, today=on)
+
+    following = next_notice_on(lifecycle=IN, regime=regime, valid_until=V, pacing=pacing, today=today)
+    assert following is not None
+    assert following > today
+    on_today = due(today)
+    between = today + dt.timedelta(days=1)
+    while between < following:
+        assert due(between) == on_today, between
+        between += dt.timedelta(days=1)
+    assert due(following) != on_today

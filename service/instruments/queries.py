@@ -52,8 +52,11 @@ __all__ = (
 )
 
 
-class InstrumentRow(msgspec.Struct, frozen=True, kw_only=True):
-    """An instrument as stored, with its catalogue rule (null when uncatalogued)."""
+class InstrumentRow(msgspec.Struct, frozen=True):
+    """An instrument as stored, with its catalogue rule (null when uncatalogued).
+
+    Fields in the order of :data:`_COLUMNS`: :func:`_row` builds it by position.
+    """
 
     id: uuid.UUID
     enterprise_id: uuid.UUID
@@ -106,22 +109,59 @@ def _written(write: str) -> str:
     return f"WITH i AS ({write} RETURNING *) SELECT {_COLUMNS} FROM i {_CATALOG}"
 
 
-def _row(record: asyncpg.Record | dict[str, Any]) -> InstrumentRow:
-    data = dict(record)
+# str → member, for building rows positionally: a dict lookup is several times cheaper than calling the enum.
+_LEGAL_USES: Final = {m.value: m for m in LegalUse}
+_REGIMES: Final = {m.value: m for m in Regime}
+_LIFECYCLES: Final = {m.value: m for m in Lifecycle}
+_VALIDITY_SOURCES: Final = {m.value: m for m in ValiditySource}
+
+
+def _row(record: asyncpg.Record) -> InstrumentRow:
+    """The row of a record whose first columns are :data:`_COLUMNS`, in order (later ones ignored).
+
+    Built by position, not through a dict and ``msgspec.convert``: a page of 100 rows spent ~2.5 ms
+    that way (make bench, "List 100 rows filtered").
+    """
     rule = None
-    if data["catalog_code"] is not None:
+    if record[2] is not None:
         rule = CatalogRule(
-            code=data["catalog_code"],
-            regime=Regime(data["c_regime"]),
-            compulsory_uses=tuple(LegalUse(u) for u in data["c_compulsory_uses"]),
-            legal_max_cycle_months=data["c_legal_max_cycle_months"],
-            default_cycle_months=data["c_default_cycle_months"],
-            regulation=data["c_regulation"],
+            code=record[2],
+            regime=_REGIMES[record[27]],
+            compulsory_uses=tuple(_LEGAL_USES[u] for u in record[28]),
+            legal_max_cycle_months=record[29],
+            default_cycle_months=record[30],
+            regulation=record[31],
         )
-    for key in [k for k in data if k.startswith("c_")]:
-        del data[key]
-    data["rule"] = rule
-    return msgspec.convert(data, InstrumentRow)
+    return InstrumentRow(
+        record[0],
+        record[1],
+        record[2],
+        record[3],
+        record[4],
+        record[5],
+        record[6],
+        record[7],
+        record[8],
+        record[9],
+        record[10],
+        record[11],
+        record[12],
+        _LEGAL_USES[record[13]],
+        _REGIMES[record[14]],
+        record[15],
+        _LIFECYCLES[record[16]],
+        record[17],
+        record[18],
+        _VALIDITY_SOURCES[record[19]],
+        record[20],
+        record[21],
+        record[22],
+        record[23],
+        record[24],
+        record[25],
+        record[26],
+        rule,
+    )
 
 
 def to_instrument(row: InstrumentRow, enterprise: Enterprise, as_of: dt.date) -> Instrument:
@@ -139,42 +179,43 @@ def to_instrument(row: InstrumentRow, enterprise: Enterprise, as_of: dt.date) ->
         today=as_of,
         certificate_number=row.current_certificate_number,
     )
+    # By position, in Instrument's field order: a third of the cost of keywords, paid per row of a list.
     return Instrument(
-        id=row.id,
-        enterprise_id=row.enterprise_id,
-        catalog_code=row.catalog_code,
-        name=row.name,
-        model=row.model,
-        serial_no=row.serial_no,
-        manufacturer=row.manufacturer,
-        management_no=row.management_no,
-        measuring_range=row.measuring_range,
-        accuracy_class=row.accuracy_class,
-        mpe=row.mpe,
-        location=row.location,
-        department=row.department,
-        legal_use=row.legal_use,
-        compulsory=found.compulsory,
-        regime=found.regime,
-        traceability=found.traceability,
-        cycle_months=found.cycle_months,
-        lifecycle=row.lifecycle,
-        last_verified_on=row.last_verified_on,
-        valid_until=found.valid_until,
-        next_due=found.next_due,
-        status=found.status,
-        status_reason=found.status_reason,
-        days_until_due=found.days_until_due,
-        required_action=found.required_action,
-        basis=found.basis,
-        current_certificate_id=row.current_certificate_id,
-        current_certificate_number=row.current_certificate_number,
-        replaces=row.replaces,
-        replaced_by=row.replaced_by,
-        as_of=as_of,
-        version=row.version,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        row.id,
+        row.enterprise_id,
+        row.catalog_code,
+        row.name,
+        row.model,
+        row.serial_no,
+        row.manufacturer,
+        row.management_no,
+        row.measuring_range,
+        row.accuracy_class,
+        row.mpe,
+        row.location,
+        row.department,
+        row.legal_use,
+        found.compulsory,
+        found.regime,
+        found.traceability,
+        found.cycle_months,
+        row.lifecycle,
+        row.last_verified_on,
+        found.valid_until,
+        found.next_due,
+        found.status,
+        found.status_reason,
+        found.days_until_due,
+        found.required_action,
+        found.basis,
+        row.current_certificate_id,
+        row.current_certificate_number,
+        row.replaces,
+        row.replaced_by,
+        as_of,
+        row.version,
+        row.created_at,
+        row.updated_at,
     )
 
 
@@ -201,9 +242,7 @@ async def select_instrument_in_enterprise(
     )
     if record is None:
         return None
-    data = dict(record)
-    enterprise = enterprise_from(data)
-    return _row(data), enterprise
+    return _row(record), enterprise_from(dict(record))
 
 
 async def select_enterprise_id(db: asyncpg.Connection, instrument_id: uuid.UUID) -> uuid.UUID | None:

@@ -73,7 +73,8 @@ __all__ = ("MetregApp", "create_app", "guarded_handlers")
 
 log = logging.getLogger("metreg.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_AUTHENTICATED = frozenset({"principal", "admin"})
+# "reader" authenticates too: the only read it offers is the authenticated one.
+_AUTHENTICATED = frozenset({"principal", "admin", "reader"})
 _SLASHES = re.compile(r"/{2,}")
 # Routes that take no key, limited per client address instead: path prefix -> bucket name.
 _KEYLESS = (("/v1/public/", "address"), (f"{FEED_PATH}/", "calendar"))

@@ -36,6 +36,8 @@ __all__ = (
     "InstrumentFilters",
     "InstrumentRow",
     "insert_instrument",
+    "instrument_in_enterprise",
+    "instrument_in_enterprise_sql",
     "list_query",
     "prefer_ordered_scan",
     "recompute_validity",
@@ -235,13 +237,20 @@ async def select_instrument_in_enterprise(
     A read of one instrument is a handful of round trips in all (transaction, key, row, commit);
     reading the enterprise in the same statement saves one of them.
     """
-    record = await db.fetchrow(
-        f"""SELECT {_COLUMNS}, {enterprise_columns("e")} FROM instruments i {_CATALOG}
-            LEFT JOIN enterprises e ON e.id = i.enterprise_id WHERE i.id = $1""",
-        instrument_id,
-    )
-    if record is None:
-        return None
+    record = await db.fetchrow(instrument_in_enterprise_sql("$1"), instrument_id)
+    return None if record is None else instrument_in_enterprise(record)
+
+
+def instrument_in_enterprise_sql(instrument: str, extra: str = "") -> str:
+    """The SELECT of :func:`select_instrument_in_enterprise` for the instrument ``instrument`` (a
+    placeholder), with ``extra`` columns after the enterprise's: for a read that is part of a
+    larger statement (``service.auth.AuthenticatedReader``)."""
+    return f"""SELECT {_COLUMNS}, {enterprise_columns("e")}{extra} FROM instruments i {_CATALOG}
+               LEFT JOIN enterprises e ON e.id = i.enterprise_id WHERE i.id = {instrument}"""
+
+
+def instrument_in_enterprise(record: asyncpg.Record) -> tuple[InstrumentRow, Enterprise | None]:
+    """The row and enterprise of a record read by :func:`instrument_in_enterprise_sql`."""
     return _row(record), enterprise_from(dict(record))
 
 

@@ -12,12 +12,12 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from service import dates
 from service.catalog.rules import LegalUse
-from service.deps import ClockDep, Db, PrincipalDep
+from service.deps import ClockDep, Db, PrincipalDep, ReaderDep
 from service.enterprises.access import readable_enterprise, writable_enterprise
 from service.errors import InvalidInputError, StaleVersionError
 from service.history.queries import record_event
 from service.history.schemas import EventKind
-from service.instruments.access import visible_instrument, writable_instrument
+from service.instruments.access import read_visible_instrument, writable_instrument
 from service.instruments.queries import (
     InstrumentFilters,
     select_instruments,
@@ -135,16 +135,12 @@ class InstrumentController(Controller):
         responses=problem_responses(400, 401, 404),
     )
     async def get_instrument(
-        self,
-        db: Db,
-        clock: ClockDep,
-        principal: PrincipalDep,
-        instrument_id: FromPath[uuid.UUID],
-        as_of: AsOf = None,
+        self, reader: ReaderDep, instrument_id: FromPath[uuid.UUID], as_of: AsOf = None
     ) -> Response[Instrument]:
-        row, enterprise = await visible_instrument(db, principal, instrument_id)
+        # One statement authenticates and reads, outside a transaction: a third of the round trips.
+        _, row, enterprise = await read_visible_instrument(reader, instrument_id)
         validate_date("as_of", as_of)
-        instrument = to_instrument(row, enterprise, as_of or dates.local_today(clock.now(), enterprise.timezone))
+        instrument = to_instrument(row, enterprise, as_of or dates.local_today(reader.now, enterprise.timezone))
         return Response(instrument, headers=_etag(instrument))
 
     @patch(

@@ -229,16 +229,18 @@ def _presented_key(request: Request[Any, Any, Any]) -> tuple[str, str]:
 
 
 async def provide_reader(
-    request: Request[Any, Any, Any],
-    conn: NamedDependency[SkipValidation[asyncpg.Connection]],
-    clock: NamedDependency[SkipValidation[Clock]],
+    request: Request[Any, Any, Any], conn: NamedDependency[SkipValidation[asyncpg.Connection]]
 ) -> AuthenticatedReader:
     """The request's :class:`AuthenticatedReader` on a connection outside any transaction.
+
+    The clock comes from the app's state, not as the ``clock`` dependency: two dependencies at one
+    level are resolved in a task group of their own, a task apiece (~10 % of a read's time here).
 
     Raises:
         UnauthorizedError: no ``Authorization: Bearer`` header, or a malformed key (before any query).
     """
     prefix, secret = _presented_key(request)
+    clock: Clock = request.app.state.clock
     return AuthenticatedReader(conn, (prefix, hash_secret(secret)), clock.now(), request_context(request))
 
 

@@ -23,12 +23,14 @@ from service.instruments.queries import (
     select_enterprise_id,
     select_instrument,
     select_instrument_in_enterprise,
+    select_register_enterprise,
 )
 
 __all__ = (
     "lab_knows_instrument",
     "locked_instrument",
     "read_visible_instrument",
+    "readable_register",
     "visible_instrument",
     "writable_instrument",
 )
@@ -56,6 +58,21 @@ async def lab_knows_instrument(db: asyncpg.Connection, principal: Principal, ins
         return False
     known: bool = await db.fetchval(f"SELECT {_lab_knows('$1', '$2')}", instrument_id, principal.lab_id)
     return known
+
+
+async def readable_register(
+    db: asyncpg.Connection, principal: Principal, enterprise_id: uuid.UUID, *, ordered_scan: bool
+) -> Enterprise:
+    """The enterprise, if the principal may read its register: ``readable_enterprise``'s answer,
+    read with the page's scan setting (:func:`select_register_enterprise`).
+
+    Raises:
+        NotFoundError: absent, or outside the principal's scope.
+    """
+    found = await select_register_enterprise(db, enterprise_id, ordered_scan=ordered_scan)
+    if found is None or not principal.may_read_enterprise(found.id, found.region_code):
+        raise NotFoundError(f"enterprise {enterprise_id} not found")
+    return found
 
 
 async def _visible(

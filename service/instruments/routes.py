@@ -13,11 +13,11 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from service import dates
 from service.catalog.rules import LegalUse
 from service.deps import ClockDep, Db, PrincipalDep, ReaderDep
-from service.enterprises.access import readable_enterprise, writable_enterprise
+from service.enterprises.access import writable_enterprise
 from service.errors import InvalidInputError, StaleVersionError
 from service.history.queries import record_event
 from service.history.schemas import EventKind
-from service.instruments.access import read_visible_instrument, writable_instrument
+from service.instruments.access import read_visible_instrument, readable_register, writable_instrument
 from service.instruments.queries import (
     InstrumentFilters,
     select_instruments,
@@ -104,7 +104,7 @@ class EnterpriseInstrumentController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> Page[Instrument]:
-        enterprise = await readable_enterprise(db, principal, enterprise_id)
+        enterprise = await readable_register(db, principal, enterprise_id, ordered_scan=q is None)
         validate_date("as_of", as_of)
         validate_date("due_before", due_before)
         if q is not None and not q.strip():
@@ -117,7 +117,7 @@ class EnterpriseInstrumentController(Controller):
             due_before=due_before,
             q=q.strip() if q else None,
         )
-        items, next_cursor = await select_instruments(db, enterprise, filters, limit=limit, cursor=cursor)
+        items, next_cursor = await select_instruments(db, enterprise, filters, limit=limit, cursor=cursor, steered=True)
         return Page(items=items, next_cursor=next_cursor)
 
 

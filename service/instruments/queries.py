@@ -122,8 +122,8 @@ _VALIDITY_SOURCES: Final = {m.value: m for m in ValiditySource}
 def _row(record: asyncpg.Record) -> InstrumentRow:
     """The row of a record whose first columns are :data:`_COLUMNS`, in order (later ones ignored).
 
-    Built by position, not through a dict and ``msgspec.convert``: a page of 100 rows spent ~2.5 ms
-    that way (make bench, "List 100 rows filtered").
+    Built by position, not through a dict and ``msgspec.convert``: ~1.5 µs a row instead of ~12,
+    paid by every row of a list page.
     """
     rule = None
     if record[2] is not None:

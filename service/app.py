@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 import redis.asyncio as aioredis
 from litestar import Litestar, Router, get
-from litestar.datastructures import MutableScopeHeaders, State
+from litestar.datastructures import State
 from litestar.enums import ScopeType
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
@@ -73,7 +73,8 @@ __all__ = ("MetregApp", "create_app", "guarded_handlers")
 
 log = logging.getLogger("metreg.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_AUTHENTICATED = frozenset({"principal", "admin"})
+# "reader" authenticates too: the only read it offers is the authenticated one.
+_AUTHENTICATED = frozenset({"principal", "admin", "reader"})
 _SLASHES = re.compile(r"/{2,}")
 # Routes that take no key, limited per client address instead: path prefix -> bucket name.
 _KEYLESS = (("/v1/public/", "address"), (f"{FEED_PATH}/", "calendar"))
@@ -122,6 +123,9 @@ _API_ONLY_HEADERS: tuple[tuple[str, str], ...] = (
     ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
     ("Cache-Control", "no-store"),
 )
+# As ASGI carries them: lower-case names, bytes.
+_SECURITY_RAW = tuple((name.lower().encode(), value.encode()) for name, value in _SECURITY_HEADERS)
+_API_RAW = _SECURITY_RAW + tuple((name.lower().encode(), value.encode()) for name, value in _API_ONLY_HEADERS)
 
 
 class MetregApp(Litestar):
@@ -150,18 +154,19 @@ class MetregApp(Litestar):
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
-        extra_headers = _SECURITY_HEADERS
-        if not scope["path"].startswith("/docs"):
-            extra_headers += _API_ONLY_HEADERS
+        extra_headers = _SECURITY_RAW if scope["path"].startswith("/docs") else _API_RAW
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = MutableScopeHeaders.from_message(message)
-                headers["X-Request-ID"] = request_id
-                for name, value in extra_headers:
-                    headers.setdefault(name, value)
+                # One pass over the raw headers: MutableScopeHeaders.setdefault decodes and scans them
+                # all for each name, ~0.1 ms a response (make bench, "Instrument read").
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
+                present = {k.lower() for k, _ in headers}
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                headers.extend(h for h in extra_headers if h[0] not in present)
+                message["headers"] = headers
             await http_send(message)
 
         try:

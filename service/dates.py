@@ -47,6 +47,9 @@ class PeriodRule(enum.StrEnum):
     CIVIL_CODE = "civil_code"
 
 
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
 def add_months(start: dt.date, months: int) -> dt.date:
     """Add calendar months, clamping to the last day of the target month.
 
@@ -61,8 +64,10 @@ def add_months(start: dt.date, months: int) -> dt.date:
     year, month0 = divmod(index, 12)
     if not 1 <= year <= 9999:
         raise OverflowError(f"{start.isoformat()} + {months} months is outside the calendar")
-    last_day = calendar.monthrange(year, month0 + 1)[1]
-    return dt.date(year, month0 + 1, min(start.day, last_day))
+    day = start.day
+    if day > 28:  # only then can the target month be too short (monthrange also computes a weekday)
+        day = min(day, 29 if month0 == 1 and calendar.isleap(year) else _MONTH_DAYS[month0])
+    return dt.date(year, month0 + 1, day)
 
 
 def valid_until(verified_on: dt.date, cycle_months: int, rule: PeriodRule) -> dt.date:

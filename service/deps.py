@@ -1,5 +1,6 @@
 """Dependencies every controller may ask for, by name: ``db``, ``clock``, ``settings``, ``principal``,
-``admin``."""
+``admin``, and for a handler that is one authenticated read, ``reader`` (on ``conn``, a connection
+outside any transaction) instead of ``db`` and ``principal``."""
 
 from __future__ import annotations
 
@@ -9,12 +10,21 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import SkipValidation
 
-from service.auth import Principal, provide_admin, provide_principal
+from service.auth import AuthenticatedReader, Principal, provide_admin, provide_principal, provide_reader
 from service.clock import Clock
-from service.db import Connection, provide_db
+from service.db import Connection, provide_connection, provide_db
 from service.settings import Settings
 
-__all__ = ("AdminDep", "ClockDep", "Db", "PrincipalDep", "SettingsDep", "dependencies", "provide_clock")
+__all__ = (
+    "AdminDep",
+    "ClockDep",
+    "Db",
+    "PrincipalDep",
+    "ReaderDep",
+    "SettingsDep",
+    "dependencies",
+    "provide_clock",
+)
 
 
 async def provide_settings(state: State) -> Settings:
@@ -32,6 +42,8 @@ async def provide_clock(state: State) -> Clock:
 def dependencies() -> dict[str, Provide]:
     return {
         "db": Provide(provide_db),
+        "conn": Provide(provide_connection),
+        "reader": Provide(provide_reader),
         "clock": Provide(provide_clock),
         "settings": Provide(provide_settings),
         "principal": Provide(provide_principal),
@@ -47,3 +59,5 @@ PrincipalDep: TypeAlias = NamedDependency[SkipValidation[Principal]]
 """The authenticated caller (any role)."""
 AdminDep: TypeAlias = NamedDependency[SkipValidation[Principal]]
 """The authenticated caller, who must be an admin (403 otherwise)."""
+ReaderDep: TypeAlias = NamedDependency[SkipValidation[AuthenticatedReader]]
+"""Authentication and one read as the caller, in one statement (``service.auth.AuthenticatedReader``)."""

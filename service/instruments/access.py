@@ -12,18 +12,43 @@ import uuid
 
 import asyncpg
 
-from service.auth import Principal, Role
+from service.auth import AuthenticatedReader, Principal, Role
 from service.enterprises.queries import select_enterprise
 from service.enterprises.schemas import Enterprise
 from service.errors import ForbiddenError, NotFoundError
 from service.instruments.queries import (
     InstrumentRow,
+    instrument_in_enterprise,
+    instrument_in_enterprise_sql,
     select_enterprise_id,
     select_instrument,
     select_instrument_in_enterprise,
+    select_register_enterprise,
 )
 
-__all__ = ("lab_knows_instrument", "locked_instrument", "visible_instrument", "writable_instrument")
+__all__ = (
+    "lab_knows_instrument",
+    "locked_instrument",
+    "read_visible_instrument",
+    "readable_register",
+    "visible_instrument",
+    "writable_instrument",
+)
+
+
+def _lab_knows(instrument: str, lab: str) -> str:
+    """SQL: whether the lab ``lab`` has or had a request item for ``instrument`` or issued one of its
+    documents (both SQL expressions)."""
+    return f"""EXISTS (SELECT 1 FROM request_items ri JOIN verification_requests r ON r.id = ri.request_id
+                       WHERE ri.instrument_id = {instrument} AND r.lab_id = {lab})
+               OR EXISTS (SELECT 1 FROM certificates WHERE instrument_id = {instrument} AND lab_id = {lab})"""
+
+
+# The instrument $6 with its enterprise, and for a lab key the check lab_knows_instrument makes,
+# for AuthenticatedReader: all of GET /v1/instruments/{id} in one statement.
+_READ_VISIBLE = instrument_in_enterprise_sql(
+    "$6", f", CASE WHEN principal_role() = 'lab' THEN {_lab_knows('i.id', 'principal_lab()')} END AS lab_knows"
+)
 
 
 async def lab_knows_instrument(db: asyncpg.Connection, principal: Principal, instrument_id: uuid.UUID) -> bool:
@@ -31,14 +56,23 @@ async def lab_knows_instrument(db: asyncpg.Connection, principal: Principal, ins
     one of its documents (an admin may record on a lab's behalf)."""
     if principal.role is not Role.LAB:
         return False
-    known: bool = await db.fetchval(
-        """SELECT EXISTS (SELECT 1 FROM request_items ri JOIN verification_requests r ON r.id = ri.request_id
-                          WHERE ri.instrument_id = $1 AND r.lab_id = $2)
-               OR EXISTS (SELECT 1 FROM certificates WHERE instrument_id = $1 AND lab_id = $2)""",
-        instrument_id,
-        principal.lab_id,
-    )
+    known: bool = await db.fetchval(f"SELECT {_lab_knows('$1', '$2')}", instrument_id, principal.lab_id)
     return known
+
+
+async def readable_register(
+    db: asyncpg.Connection, principal: Principal, enterprise_id: uuid.UUID, *, ordered_scan: bool
+) -> Enterprise:
+    """The enterprise, if the principal may read its register: ``readable_enterprise``'s answer,
+    read with the page's scan setting (:func:`select_register_enterprise`).
+
+    Raises:
+        NotFoundError: absent, or outside the principal's scope.
+    """
+    found = await select_register_enterprise(db, enterprise_id, ordered_scan=ordered_scan)
+    if found is None or not principal.may_read_enterprise(found.id, found.region_code):
+        raise NotFoundError(f"enterprise {enterprise_id} not found")
+    return found
 
 
 async def _visible(
@@ -65,6 +99,26 @@ async def visible_instrument(
         raise NotFoundError(f"instrument {instrument_id} not found")
     row, enterprise = found
     return row, await _visible(db, principal, enterprise, instrument_id)
+
+
+async def read_visible_instrument(
+    reader: AuthenticatedReader, instrument_id: uuid.UUID
+) -> tuple[Principal, InstrumentRow, Enterprise]:
+    """The caller, and the instrument and its enterprise if the caller may see them: what
+    :func:`visible_instrument` finds, with the authentication, in one round trip.
+
+    Raises:
+        UnauthorizedError: the key is unknown, expired or revoked.
+        NotFoundError: absent, or not visible to the caller.
+    """
+    principal, record = await reader.fetchrow(_READ_VISIBLE, instrument_id)
+    if record is not None:
+        row, enterprise = instrument_in_enterprise(record)
+        if enterprise is not None and (
+            principal.may_read_enterprise(enterprise.id, enterprise.region_code) or record["lab_knows"] is True
+        ):
+            return principal, row, enterprise
+    raise NotFoundError(f"instrument {instrument_id} not found")
 
 
 async def locked_instrument(

@@ -12,12 +12,12 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from service import dates
 from service.catalog.rules import LegalUse
-from service.deps import ClockDep, Db, PrincipalDep
-from service.enterprises.access import readable_enterprise, writable_enterprise
+from service.deps import ClockDep, Db, PrincipalDep, ReaderDep
+from service.enterprises.access import writable_enterprise
 from service.errors import InvalidInputError, StaleVersionError
 from service.history.queries import record_event
 from service.history.schemas import EventKind
-from service.instruments.access import visible_instrument, writable_instrument
+from service.instruments.access import read_visible_instrument, readable_register, writable_instrument
 from service.instruments.queries import (
     InstrumentFilters,
     select_instruments,
@@ -104,7 +104,7 @@ class EnterpriseInstrumentController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> Page[Instrument]:
-        enterprise = await readable_enterprise(db, principal, enterprise_id)
+        enterprise = await readable_register(db, principal, enterprise_id, ordered_scan=q is None)
         validate_date("as_of", as_of)
         validate_date("due_before", due_before)
         if q is not None and not q.strip():
@@ -117,7 +117,7 @@ class EnterpriseInstrumentController(Controller):
             due_before=due_before,
             q=q.strip() if q else None,
         )
-        items, next_cursor = await select_instruments(db, enterprise, filters, limit=limit, cursor=cursor)
+        items, next_cursor = await select_instruments(db, enterprise, filters, limit=limit, cursor=cursor, steered=True)
         return Page(items=items, next_cursor=next_cursor)
 
 
@@ -135,16 +135,12 @@ class InstrumentController(Controller):
         responses=problem_responses(400, 401, 404),
     )
     async def get_instrument(
-        self,
-        db: Db,
-        clock: ClockDep,
-        principal: PrincipalDep,
-        instrument_id: FromPath[uuid.UUID],
-        as_of: AsOf = None,
+        self, reader: ReaderDep, instrument_id: FromPath[uuid.UUID], as_of: AsOf = None
     ) -> Response[Instrument]:
-        row, enterprise = await visible_instrument(db, principal, instrument_id)
+        # One statement authenticates and reads, outside a transaction: a third of the round trips.
+        _, row, enterprise = await read_visible_instrument(reader, instrument_id)
         validate_date("as_of", as_of)
-        instrument = to_instrument(row, enterprise, as_of or dates.local_today(clock.now(), enterprise.timezone))
+        instrument = to_instrument(row, enterprise, as_of or dates.local_today(reader.now, enterprise.timezone))
         return Response(instrument, headers=_etag(instrument))
 
     @patch(

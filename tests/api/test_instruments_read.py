@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import asyncpg
+import httpx
 import pytest
 
+from service.app import create_app
 from service.auth import Role
 from service.clock import FixedClock
-from tests.conftest import GAUGE, Api, MakeTenant, Tenant, fields_of, mint, problem
+from tests.conftest import GAUGE, Api, MakeTenant, Tenant, app_settings, fields_of, mint, problem, running
 
 
 async def _ids(api: Api, url: str, **params: object) -> list[str]:
@@ -181,3 +184,61 @@ async def test_today_is_the_enterprise_local_date(tenant: Tenant, make_tenant: M
     berlin_read = (await berlin.api.get(f"/v1/instruments/{twin['id']}")).json()
     assert (berlin_read["as_of"], berlin_read["status"]) == ("2026-07-14", "due_soon")
     assert await _ids(tenant.api, tenant.instruments_url, status="overdue") == [gauge["id"]]
+
+
+async def test_a_read_is_one_statement_and_leaves_no_principal_on_the_connection(
+    tenant: Tenant, database_url: str, clock: FixedClock
+) -> None:
+    """Authentication and the read are one round trip (design.md §9), outside a transaction, and the
+    principal it set is gone with the statement: the next user of the pooled connection has none."""
+    gauge = await tenant.register(**GAUGE, last_verified_on="2026-01-15")
+    app = create_app(app_settings(database_url, db_pool_min=1, db_pool_max=1), clock=clock)
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        statements: list[str] = []
+        async with app.state.db_pool.acquire() as conn:  # the pool's only connection
+            conn.add_query_logger(lambda logged: statements.append(logged.query))
+        api = Api(client, tenant.api.key)
+        assert (await api.get(f"/v1/instruments/{gauge['id']}")).status_code == 200
+        await asyncio.sleep(0)
+        statements.clear()  # the first use of a statement also looks its types up, once per connection
+        read = await api.get(f"/v1/instruments/{gauge['id']}")
+        assert read.status_code == 200, read.text
+        assert read.json()["id"] == gauge["id"]
+        await asyncio.sleep(0)  # query loggers are called soon, not at once
+        assert len(statements) == 1
+        assert "api_keys" in statements[0]
+        assert "instruments" in statements[0]
+        async with app.state.db_pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            left = await conn.fetchrow(
+                "SELECT current_setting('metreg.role', true) AS role, current_setting('metreg.key_id', true) AS key"
+            )
+            assert (left["role"] or "", left["key"] or "") == ("", "")
+            assert await conn.fetchval("SELECT count(*) FROM instruments") == 0  # no principal: RLS shows nothing
+        # A wrong key costs that one statement too, and is a 401 like everywhere else.
+        problem(await Api(client, tenant.api.key[:-4] + "AAAA").get(f"/v1/instruments/{gauge['id']}"), 401)
+
+
+async def test_a_page_reads_its_enterprise_and_steers_its_scan_in_one_statement(
+    tenant: Tenant, database_url: str, clock: FixedClock
+) -> None:
+    """BEGIN, the key, the enterprise with the ordered-scan setting, the page, COMMIT: no statement
+    of its own for the setting, and none at all for a search page, which keeps bitmap scans."""
+    await tenant.register(**GAUGE, name="锅炉压力表", last_verified_on="2026-01-15")
+    app = create_app(app_settings(database_url, db_pool_min=1, db_pool_max=1), clock=clock)
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        statements: list[str] = []
+        async with app.state.db_pool.acquire() as conn:
+            conn.add_query_logger(lambda logged: statements.append(logged.query))
+        api = Api(client, tenant.api.key)
+        for params, steered in [({"due_before": "2100-01-01"}, True), ({"q": "锅炉"}, False)]:
+            assert (await api.get(tenant.instruments_url, params=params)).status_code == 200
+            await asyncio.sleep(0)
+            statements.clear()  # past the first use's type look-ups
+            page = await api.get(tenant.instruments_url, params=params)
+            assert page.status_code == 200, page.text
+            assert len(page.json()["items"]) == 1
+            await asyncio.sleep(0)
+            assert len(statements) == 5, statements
+            assert not any("SET LOCAL" in s for s in statements)
+            assert any("set_config('enable_bitmapscan', 'off', true)" in s for s in statements) is steered

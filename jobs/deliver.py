@@ -1,38 +1,64 @@
-"""The ``deliver_notice`` job: one notice to every target, each try recorded.
+"""The ``deliver_notices`` job: a batch of notices to every target, each try recorded.
 
 It may run more than once for a notice (arq runs jobs at least once; the dispatcher re-dispatches
 what looks lost), so it starts from the rows: a closed notice is left alone, a planned notice whose
 cycle no longer governs is cancelled instead of sent, and only deliveries whose next try is due are
 claimed. Targets are fixed at the first run; the sends themselves happen outside any transaction.
+
+One job handles a batch in a fixed number of statements (lock, cancel, targets, claim, bodies;
+then record and settle), whatever the batch's size, and sends its tries side by side over the
+runtime's shared HTTP client, at most :data:`PARALLEL_SENDS` at a time. Claims are leases of the
+dispatch timeout: a batch claims no more tries than it can send within one (the rest stay due and
+go with the next dispatch), so a slow batch never outlives its own claims and sends twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import uuid
+from collections.abc import Sequence
 
 import msgspec
 
 from jobs.runtime import Runtime
 from service.deliveries.attempt import Attempted
 from service.deliveries.email import notice_message
-from service.deliveries.payload import NoticeEvent, load_event
-from service.deliveries.queries import Claimed, claim_live, create_targets, lock_notice, record, settle_notice
+from service.deliveries.payload import NoticeEvent, load_events
+from service.deliveries.queries import (
+    Claimed,
+    claim_live_of,
+    create_targets_of,
+    lock_notices,
+    record_many,
+    settle_notices,
+)
 from service.deliveries.rules import Outcome, next_digest_at
 from service.deliveries.webhook import WebhookCall, post_webhook
-from service.notices.queries import cancel_stale
+from service.notices.queries import cancel_stale_notices
 from service.notices.rules import NoticeStatus
 
-__all__ = ("deliver", "send")
+__all__ = ("PARALLEL_SENDS", "claim_limit", "deliver", "deliver_batch", "send")
 
 log = logging.getLogger("metreg.worker")
 
 _CLOSED = {NoticeStatus.DELIVERED, NoticeStatus.FAILED, NoticeStatus.CANCELLED}
 
+#: Tries of one job in flight at once: enough to hide a receiver's latency, few enough that one
+#: slow receiver cannot hold every connection of the shared client.
+PARALLEL_SENDS = 64
 
-async def send(runtime: Runtime, claimed: Claimed, event: NoticeEvent) -> Attempted:
-    """One try of one delivery of ``event``."""
+
+def claim_limit(*, lease_s: float, send_timeout_s: float) -> int:
+    """How many tries one job claims: as many rounds of :data:`PARALLEL_SENDS` sends, each at most
+    ``send_timeout_s``, as fit in the lease with one round to spare for the database work."""
+    rounds = max(1, int(lease_s // send_timeout_s) - 1)
+    return PARALLEL_SENDS * rounds
+
+
+async def send(runtime: Runtime, claimed: Claimed, event: NoticeEvent, body: bytes | None = None) -> Attempted:
+    """One try of one delivery of ``event``; ``body``: the event already encoded (shared by its targets)."""
     if claimed.channel == "email":
         return await runtime.mailer.send(notice_message(event, sender=runtime.settings.mail_from, to=claimed.target))
     if claimed.secret is None:
@@ -42,7 +68,7 @@ async def send(runtime: Runtime, claimed: Claimed, event: NoticeEvent) -> Attemp
         secret=claimed.secret,
         event=event.kind,
         delivery_id=str(claimed.id),
-        body=msgspec.json.encode(event),
+        body=body if body is not None else msgspec.json.encode(event),
         timestamp=int(runtime.clock.now().timestamp()),
     )
     settings = runtime.settings
@@ -64,30 +90,53 @@ def _attempted(result: Attempted | BaseException) -> Attempted:
 
 async def deliver(runtime: Runtime, notice_id: uuid.UUID) -> None:
     """Make every due try of notice ``notice_id`` and settle it."""
+    await deliver_batch(runtime, [notice_id])
+
+
+async def deliver_batch(runtime: Runtime, notice_ids: Sequence[uuid.UUID]) -> None:
+    """Make the due tries of the notices ``notice_ids`` and settle them."""
     now = runtime.clock.now()
+    settings = runtime.settings
     async with runtime.connection() as db:
         async with db.transaction():
-            notice = await lock_notice(db, notice_id)
-            if notice is None or notice.status in _CLOSED:
+            notices = [n for n in await lock_notices(db, notice_ids) if n.status not in _CLOSED]
+            planned = [n.id for n in notices if n.certificate_id is None]
+            cancelled = await cancel_stale_notices(db, now, planned) if planned else set()
+            notices = [n for n in notices if n.id not in cancelled]
+            if not notices:
                 return
-            if notice.certificate_id is None:
-                await cancel_stale(db, now, instrument_id=notice.instrument_id)
-                if await db.fetchval("SELECT status FROM notices WHERE id = $1", notice_id) == NoticeStatus.CANCELLED:
-                    return
-            if notice.attempts == 0:
-                await create_targets(db, notice, now, next_digest_at(now, notice.timezone))
-            await db.execute("UPDATE notices SET attempts = attempts + 1 WHERE id = $1", notice_id)
-            claimed = await claim_live(db, notice_id, now, runtime.lease)
-            event = await load_event(db, notice_id, now) if claimed else None
-            if event is None:
-                await settle_notice(db, notice_id, now, runtime.lease)
-                return
-        results = [
-            _attempted(r)
-            for r in await asyncio.gather(*(send(runtime, c, event) for c in claimed), return_exceptions=True)
-        ]
+            ids = [n.id for n in notices]
+            fresh = [n for n in notices if n.attempts == 0]
+            if fresh:
+                await create_targets_of(db, fresh, now, [next_digest_at(now, n.timezone) for n in fresh])
+            await db.execute("UPDATE notices SET attempts = attempts + 1 WHERE id = ANY ($1::uuid[])", ids)
+            limit = claim_limit(lease_s=runtime.lease.total_seconds(), send_timeout_s=settings.send_timeout_s)
+            claimed = await claim_live_of(db, ids, now, runtime.lease, limit=limit)
+            events = await load_events(db, sorted({c.notice_id for c in claimed}), now) if claimed else {}
+            # Nothing to send for these now (held for the digest, waiting for a retry, no target):
+            # they are settled here; the others once their tries are recorded.
+            idle = [i for i in ids if i not in events]
+            if idle:
+                await settle_notices(db, idle, now, runtime.lease)
+        if not claimed:
+            return
+        bodies = {notice_id: msgspec.json.encode(event) for notice_id, event in events.items()}
+        slots = asyncio.Semaphore(PARALLEL_SENDS)
+
+        async def one(claim: Claimed) -> Attempted:
+            async with slots:
+                return await send(runtime, claim, events[claim.notice_id], bodies[claim.notice_id])
+
+        results = [_attempted(r) for r in await asyncio.gather(*(one(c) for c in claimed), return_exceptions=True)]
         done = runtime.clock.now()
         async with db.transaction():
-            for claim, attempted in zip(claimed, results, strict=True):
-                await record(db, claim, attempted, started_at=now, now=done, **runtime.retries())
-            await settle_notice(db, notice_id, done, runtime.lease)
+            await record_many(
+                db,
+                list(zip(claimed, results, strict=True)),
+                started_at=now,
+                now=done,
+                jitter=runtime.rng.random,
+                max_tries=settings.retry_tries,
+                first_delay=dt.timedelta(seconds=settings.retry_delay_s),
+            )
+            await settle_notices(db, list(events), done, runtime.lease)

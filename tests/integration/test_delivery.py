@@ -39,7 +39,7 @@ from jobs.deliver import deliver
 from jobs.digest import send_digests
 from jobs.dispatch import dispatch, job_id
 from jobs.plan import plan
-from jobs.runtime import Runtime, open_queue
+from jobs.runtime import Runtime, job_deserializer, open_queue
 from jobs.worker import run_burst
 from service.catalog.rules import Regime
 from service.clock import FixedClock
@@ -648,15 +648,22 @@ async def test_a_notice_without_any_target_fails_naming_it(
 # --- a lost queue ------------------------------------------------------------------------------------
 
 
-async def lose_queue(settings: Settings) -> list[str]:
+async def lose_queue(settings: Settings) -> set[str]:
     """What a flushed Redis does to this test's work: the queue and every job on it are gone.
 
     Only this test's keys are dropped (not FLUSHDB): other sessions may share the test Redis.
-    Returns the job ids that were lost.
+    Returns the ids of the notices whose jobs were lost.
     """
     redis = Redis.from_url(settings.redis_url)
     try:
         lost = [j.decode() for j in await redis.zrange(settings.queue_name, 0, -1)]
+        notices: set[str] = set()
+        for job in lost:
+            stored = await redis.get(f"arq:job:{job}")
+            assert stored is not None
+            payload = job_deserializer(stored)["a"][0]
+            assert job == job_id([uuid.UUID(n) for n in payload["notice_ids"]])
+            notices |= set(payload["notice_ids"])
         keys = [settings.queue_name] + [
             f"{prefix}{j}" for j in lost for prefix in ("arq:job:", "arq:in-progress:", "arq:retry:", "arq:result:")
         ]
@@ -664,7 +671,7 @@ async def lose_queue(settings: Settings) -> list[str]:
         assert await redis.exists(*keys) == 0
     finally:
         await redis.aclose()
-    return lost
+    return notices
 
 
 @pytest.mark.timeout(60)
@@ -690,7 +697,7 @@ async def test_notices_dispatched_before_redis_lost_them_are_swept_after_the_tim
             ("dispatched", NOW + dt.timedelta(seconds=60))
         }
         lost = await lose_queue(settings)
-        assert {job_id(n["id"]) for n in notices} <= set(lost)
+        assert {str(n["id"]) for n in notices} <= lost
 
         # Before the sweep deadline nothing is handed over again: the rows say "dispatched".
         await run_burst(settings, clock)

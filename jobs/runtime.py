@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator
 from typing import TypedDict, cast
 
 import asyncpg
-import httpx
 import msgspec
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from service.clock import Clock
 from service.db import create_pool as create_db_pool
 from service.deliveries.email import Mailer, SmtpConfig
-from service.deliveries.webhook import new_http_client
+from service.deliveries.webhook import WebhookClient, new_http_client
 from service.settings import Settings
 
 __all__ = ("RetryTerms", "Runtime", "job_deserializer", "job_serializer", "open_queue")
@@ -53,7 +52,7 @@ class Runtime:
         clock: Clock,
         pool: asyncpg.Pool,
         queue: ArqRedis,
-        http: httpx.AsyncClient,
+        http: WebhookClient,
         mailer: Mailer,
         owns_queue: bool,
     ) -> None:

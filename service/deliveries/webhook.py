@@ -1,10 +1,13 @@
 """Calling a webhook: resolve, refuse internal addresses, pin the address, sign, POST once.
 
-The name is resolved here and the call goes to the address that was checked (the URL carries the
-IP; ``Host`` and TLS SNI carry the name, so the certificate is still verified for the name): a name
-that resolves to a public address when checked and to an internal one when called (DNS rebinding)
-cannot turn a webhook into a probe of metreg's own network. Connections are not kept alive, so a
-connection opened for one name is never reused for another name on the same address.
+The name is resolved here and the connection goes to the address that was checked (the client's
+network backend connects a name only to the address :func:`post_webhook` last checked for it;
+``Host`` and TLS SNI carry the name, so the certificate is verified for the name): a name that
+resolves to a public address when checked and to an internal one when called (DNS rebinding)
+cannot turn a webhook into a probe of metreg's own network. Connections are kept alive and
+pooled by name, never by address, so a connection opened for one name is never reused for
+another name on the same address, and one worker sends many notices to a receiver over a few
+connections instead of opening one per notice.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import datetime as dt
 import ipaddress
 import socket
 import time
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Iterable
 
+import httpcore
 import httpx
 import msgspec
 
@@ -25,22 +29,73 @@ from service.deliveries.rules import Outcome, outcome_of_http
 from service.webhooks.rules import is_public_address
 from service.webhooks.signing import SIGNATURE_HEADER, sign
 
-__all__ = ("USER_AGENT", "WebhookCall", "new_http_client", "post_webhook")
+__all__ = ("USER_AGENT", "WebhookCall", "WebhookClient", "new_http_client", "post_webhook")
 
 USER_AGENT = "metreg-webhooks/1"
 
 
-def new_http_client(timeout_s: float) -> httpx.AsyncClient:
-    """The client webhook calls share: no redirects, no keep-alive, no proxies from the environment.
+#: Idle connections kept per client, and how long: one worker's sends to its busiest receivers.
+_KEEPALIVE = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=5.0)
+
+
+class _PinnedBackend(httpcore.AsyncNetworkBackend):
+    """Opens a connection to a name only at the address checked for it (never resolves by itself)."""
+
+    def __init__(self) -> None:
+        self._network = httpcore.AnyIOBackend()
+        self.checked: dict[str, str] = {}
+        """Each name's address, as :func:`post_webhook` last checked it."""
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        address = self.checked.get(host)
+        if address is None:
+            raise httpcore.ConnectError(f"{host} was not checked before connecting")
+        return await self._network.connect_tcp(address, port, timeout, local_address, socket_options)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("webhooks are not called over Unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._network.sleep(seconds)
+
+
+class WebhookClient(httpx.AsyncClient):
+    """The client webhook calls share (:func:`new_http_client`)."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.pins = _PinnedBackend()
+        transport = httpx.AsyncHTTPTransport(limits=_KEEPALIVE, trust_env=False)
+        # httpx builds its connection pool with the default network backend and takes no other:
+        # the same pool (httpx's own arguments, pinned httpx 0.28), connecting through the pins.
+        transport._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=_KEEPALIVE.max_connections,
+            max_keepalive_connections=_KEEPALIVE.max_keepalive_connections,
+            keepalive_expiry=_KEEPALIVE.keepalive_expiry,
+            network_backend=self.pins,
+        )
+        super().__init__(timeout=httpx.Timeout(timeout_s), follow_redirects=False, trust_env=False, transport=transport)
+
+
+def new_http_client(timeout_s: float) -> WebhookClient:
+    """The client webhook calls share: no redirects, no proxies from the environment, connections
+    kept alive per name and opened only to checked addresses.
 
     Its time-outs bound each phase of a call; :func:`post_webhook` bounds the whole call.
     """
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(timeout_s),
-        follow_redirects=False,
-        trust_env=False,
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=0),
-    )
+    return WebhookClient(timeout_s)
 
 
 # Lookups block a thread until the resolver answers or gives up, and a call that times out does
@@ -84,7 +139,7 @@ class WebhookCall(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def post_webhook(
-    client: httpx.AsyncClient, call: WebhookCall, *, allow_private: bool, deadline_s: float
+    client: WebhookClient, call: WebhookCall, *, allow_private: bool, deadline_s: float
 ) -> Attempted:
     """POST the call once, signed, and say how it went (never raises for the network).
 
@@ -98,13 +153,14 @@ async def post_webhook(
         return Attempted(outcome=Outcome.RETRY, duration_ms=int((time.monotonic() - started) * 1000), error="timed out")
 
 
-async def _post(client: httpx.AsyncClient, call: WebhookCall, *, allow_private: bool, started: float) -> Attempted:
+async def _post(client: WebhookClient, call: WebhookCall, *, allow_private: bool, started: float) -> Attempted:
     def took() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    parts = urlsplit(call.url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    url = httpx.URL(call.url)
+    # As the connection pool names it (IDNA, lower case, no IPv6 brackets).
+    host = url.raw_host.decode("ascii")
+    port = url.port or (443 if url.scheme == "https" else 80)
     try:
         addresses = await _resolve(host, port)
     except OSError as exc:
@@ -115,20 +171,16 @@ async def _post(client: httpx.AsyncClient, call: WebhookCall, *, allow_private: 
             return Attempted(
                 outcome=Outcome.FAILED, duration_ms=took(), error=f"{host} resolves to a non-public address"
             )
-    address = addresses[0]
-    literal = f"[{address}]" if isinstance(ipaddress.ip_address(address), ipaddress.IPv6Address) else address
-    pinned = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
+    client.pins.checked[host] = addresses[0]
     headers = {
-        "Host": parts.netloc.rpartition("@")[2],
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
         "Metreg-Event": call.event,
         "Metreg-Delivery": call.delivery_id,
         SIGNATURE_HEADER: sign(call.secret, call.timestamp, call.body),
     }
-    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
     try:
-        async with client.stream("POST", pinned, content=call.body, headers=headers, extensions=extensions) as response:
+        async with client.stream("POST", url, content=call.body, headers=headers) as response:
             status = response.status_code  # the body is never read: a receiver cannot make us hold it
             retry_after = _retry_after(response)
     except httpx.TimeoutException:

@@ -7,7 +7,8 @@ resolves to a public address when checked and to an internal one when called (DN
 cannot turn a webhook into a probe of metreg's own network. Connections are kept alive and
 pooled by name, never by address, so a connection opened for one name is never reused for
 another name on the same address, and one worker sends many notices to a receiver over a few
-connections instead of opening one per notice.
+connections instead of opening one per notice. An answer's body is read only as far as keeping its
+connection needs (:func:`_drain`), and never decides or delays what a call came to.
 """
 
 from __future__ import annotations
@@ -126,6 +127,29 @@ def _retry_after(response: httpx.Response) -> dt.timedelta | None:
     return dt.timedelta(seconds=int(digits) if len(digits) <= 9 else 10**9)
 
 
+#: The most of an answer's body read, and for how long, so that its connection can carry the next call.
+_DRAIN_BYTES = 64 * 1024
+_DRAIN_S = 0.5
+
+
+async def _drain(response: httpx.Response, deadline: float) -> None:
+    """Read a short answer's body to its end, which is what lets the connection be kept; a long or
+    slow one is cut off (its connection is closed instead). The status decided the call already:
+    nothing here changes what it came to, and it ends before the call's deadline."""
+    budget = min(_DRAIN_S, deadline - time.monotonic() - 0.05)
+    if budget <= 0:
+        return
+    read = 0
+    try:
+        async with asyncio.timeout(budget):
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read > _DRAIN_BYTES:
+                    return
+    except (TimeoutError, httpx.HTTPError, httpx.StreamError, OSError):
+        return
+
+
 class WebhookCall(msgspec.Struct, frozen=True, kw_only=True):
     """One signed POST: where, with which secret, and what."""
 
@@ -148,12 +172,16 @@ async def post_webhook(
     started = time.monotonic()
     try:
         async with asyncio.timeout(deadline_s):
-            return await _post(client, call, allow_private=allow_private, started=started)
+            return await _post(
+                client, call, allow_private=allow_private, started=started, deadline=started + deadline_s
+            )
     except TimeoutError:
         return Attempted(outcome=Outcome.RETRY, duration_ms=int((time.monotonic() - started) * 1000), error="timed out")
 
 
-async def _post(client: WebhookClient, call: WebhookCall, *, allow_private: bool, started: float) -> Attempted:
+async def _post(
+    client: WebhookClient, call: WebhookCall, *, allow_private: bool, started: float, deadline: float
+) -> Attempted:
     def took() -> int:
         return int((time.monotonic() - started) * 1000)
 
@@ -181,8 +209,9 @@ async def _post(client: WebhookClient, call: WebhookCall, *, allow_private: bool
     }
     try:
         async with client.stream("POST", url, content=call.body, headers=headers) as response:
-            status = response.status_code  # the body is never read: a receiver cannot make us hold it
+            status = response.status_code
             retry_after = _retry_after(response)
+            await _drain(response, deadline)
     except httpx.TimeoutException:
         return Attempted(outcome=Outcome.RETRY, duration_ms=took(), error="timed out")
     except (httpx.TransportError, OSError) as exc:

@@ -130,6 +130,9 @@ async def deliver_batch(runtime: Runtime, notice_ids: Sequence[uuid.UUID]) -> No
         results = [_attempted(r) for r in await asyncio.gather(*(one(c) for c in claimed), return_exceptions=True)]
         done = runtime.clock.now()
         async with db.transaction():
+            # The notices first, in id order, as every writer of deliveries takes them (the first
+            # transaction here, a manual retry): recording cannot deadlock with either.
+            await lock_notices(db, list(events))
             await record_many(
                 db,
                 list(zip(claimed, results, strict=True)),

@@ -6,10 +6,11 @@ cycle no longer governs is cancelled instead of sent, and only deliveries whose 
 claimed. Targets are fixed at the first run; the sends themselves happen outside any transaction.
 
 One job handles a batch in a fixed number of statements (lock, cancel, targets, claim, bodies;
-then record and settle), whatever the batch's size, and sends its tries side by side over the
-runtime's shared HTTP client, at most :data:`PARALLEL_SENDS` at a time. Claims are leases of the
-dispatch timeout: a batch claims no more tries than it can send within one (the rest stay due and
-go with the next dispatch), so a slow batch never outlives its own claims and sends twice.
+then record and settle), whatever the batch's size, and sends its tries side by side over a
+keep-alive HTTP client it has to itself while it runs, at most :data:`PARALLEL_SENDS` at a time.
+Claims are leases of the dispatch timeout: a batch claims no more tries than it can send within
+one (the rest stay due and go with the next dispatch), so a slow batch never outlives its own
+claims and sends twice.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from jobs.runtime import Runtime
+from jobs.runtime import PARALLEL_SENDS, Runtime
 from service.deliveries.attempt import Attempted
 from service.deliveries.email import notice_message
 from service.deliveries.payload import NoticeEvent, load_events
@@ -35,7 +36,7 @@ from service.deliveries.queries import (
     settle_notices,
 )
 from service.deliveries.rules import Outcome, next_digest_at
-from service.deliveries.webhook import WebhookCall, post_webhook
+from service.deliveries.webhook import WebhookCall, WebhookClient, post_webhook
 from service.notices.queries import cancel_stale_notices
 from service.notices.rules import NoticeStatus
 
@@ -45,10 +46,6 @@ log = logging.getLogger("metreg.worker")
 
 _CLOSED = {NoticeStatus.DELIVERED, NoticeStatus.FAILED, NoticeStatus.CANCELLED}
 
-#: Tries of one job in flight at once: enough to hide a receiver's latency, few enough that one
-#: slow receiver cannot hold every connection of the shared client.
-PARALLEL_SENDS = 64
-
 
 def claim_limit(*, lease_s: float, send_timeout_s: float) -> int:
     """How many tries one job claims: as many rounds of :data:`PARALLEL_SENDS` sends, each at most
@@ -57,8 +54,11 @@ def claim_limit(*, lease_s: float, send_timeout_s: float) -> int:
     return PARALLEL_SENDS * rounds
 
 
-async def send(runtime: Runtime, claimed: Claimed, event: NoticeEvent, body: bytes | None = None) -> Attempted:
-    """One try of one delivery of ``event``; ``body``: the event already encoded (shared by its targets)."""
+async def send(
+    runtime: Runtime, client: WebhookClient, claimed: Claimed, event: NoticeEvent, body: bytes | None = None
+) -> Attempted:
+    """One try of one delivery of ``event`` (a webhook over ``client``); ``body``: the event already
+    encoded (shared by its targets)."""
     if claimed.channel == "email":
         return await runtime.mailer.send(notice_message(event, sender=runtime.settings.mail_from, to=claimed.target))
     if claimed.secret is None:
@@ -73,7 +73,7 @@ async def send(runtime: Runtime, claimed: Claimed, event: NoticeEvent, body: byt
     )
     settings = runtime.settings
     return await post_webhook(
-        runtime.http, call, allow_private=settings.allow_private_webhooks, deadline_s=settings.send_timeout_s
+        client, call, allow_private=settings.allow_private_webhooks, deadline_s=settings.send_timeout_s
     )
 
 
@@ -123,11 +123,14 @@ async def deliver_batch(runtime: Runtime, notice_ids: Sequence[uuid.UUID]) -> No
         bodies = {notice_id: msgspec.json.encode(event) for notice_id, event in events.items()}
         slots = asyncio.Semaphore(PARALLEL_SENDS)
 
-        async def one(claim: Claimed) -> Attempted:
-            async with slots:
-                return await send(runtime, claim, events[claim.notice_id], bodies[claim.notice_id])
+        async with runtime.webhook_client() as client:
 
-        results = [_attempted(r) for r in await asyncio.gather(*(one(c) for c in claimed), return_exceptions=True)]
+            async def one(claim: Claimed) -> Attempted:
+                async with slots:
+                    return await send(runtime, client, claim, events[claim.notice_id], bodies[claim.notice_id])
+
+            tried = await asyncio.gather(*(one(c) for c in claimed), return_exceptions=True)
+        results = [_attempted(r) for r in tried]
         done = runtime.clock.now()
         async with db.transaction():
             # The notices first, in id order, as every writer of deliveries takes them (the first

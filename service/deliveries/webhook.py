@@ -35,8 +35,8 @@ __all__ = ("USER_AGENT", "WebhookCall", "WebhookClient", "new_http_client", "pos
 USER_AGENT = "metreg-webhooks/1"
 
 
-#: Idle connections kept per client, and how long: one worker's sends to its busiest receivers.
-_KEEPALIVE = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=5.0)
+#: How long an idle connection is kept for the next call.
+_KEEPALIVE_S = 5.0
 
 
 class _PinnedBackend(httpcore.AsyncNetworkBackend):
@@ -75,28 +75,32 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
 class WebhookClient(httpx.AsyncClient):
     """The client webhook calls share (:func:`new_http_client`)."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, connections: int) -> None:
         self.pins = _PinnedBackend()
-        transport = httpx.AsyncHTTPTransport(limits=_KEEPALIVE, trust_env=False)
+        limits = httpx.Limits(
+            max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=_KEEPALIVE_S
+        )
+        transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
         # httpx builds its connection pool with the default network backend and takes no other:
         # the same pool (httpx's own arguments, pinned httpx 0.28), connecting through the pins.
         transport._pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=_KEEPALIVE.max_connections,
-            max_keepalive_connections=_KEEPALIVE.max_keepalive_connections,
-            keepalive_expiry=_KEEPALIVE.keepalive_expiry,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
             network_backend=self.pins,
         )
         super().__init__(timeout=httpx.Timeout(timeout_s), follow_redirects=False, trust_env=False, transport=transport)
 
 
-def new_http_client(timeout_s: float) -> WebhookClient:
-    """The client webhook calls share: no redirects, no proxies from the environment, connections
-    kept alive per name and opened only to checked addresses.
+def new_http_client(timeout_s: float, *, connections: int = 200) -> WebhookClient:
+    """A client for webhook calls: no redirects, no proxies from the environment, at most
+    ``connections`` open, kept alive per name and opened only to checked addresses (an idle one
+    is closed to make room for a call to another name).
 
     Its time-outs bound each phase of a call; :func:`post_webhook` bounds the whole call.
     """
-    return WebhookClient(timeout_s)
+    return WebhookClient(timeout_s, connections)
 
 
 # Lookups block a thread until the resolver answers or gives up, and a call that times out does

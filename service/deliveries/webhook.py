@@ -1,14 +1,19 @@
 """Calling a webhook: resolve, refuse internal addresses, pin the address, sign, POST once.
 
-The name is resolved here and the connection goes to the address that was checked (the client's
-network backend connects a name only to the address :func:`post_webhook` last checked for it;
-``Host`` and TLS SNI carry the name, so the certificate is verified for the name): a name that
-resolves to a public address when checked and to an internal one when called (DNS rebinding)
-cannot turn a webhook into a probe of metreg's own network. Connections are kept alive and
-pooled by name, never by address, so a connection opened for one name is never reused for
-another name on the same address, and one worker sends many notices to a receiver over a few
-connections instead of opening one per notice. An answer's body is read only as far as keeping its
-connection needs (:func:`_drain`), and never decides or delays what a call came to.
+The name is resolved here and the connection goes to the address that was checked (``Host`` and
+TLS SNI carry the name, so the certificate is verified for the name): a name that resolves to a
+public address when checked and to an internal one when called (DNS rebinding) cannot turn a
+webhook into a probe of metreg's own network. Connections are kept alive and pooled by name and
+port, never by address, so a connection opened for one name is never reused for another name on
+the same address, and one worker sends many notices to a receiver over a few connections instead
+of opening one per notice.
+
+The calls are made by :class:`WebhookClient`, a small HTTP/1.1 client on asyncio streams, not by
+httpx: a webhook call is one POST whose answer is only a status line and headers, and httpx's
+layers (client, transport, pool, AnyIO streams) cost about 1.4 ms of CPU a call, more than the
+1 ms a notice that design.md §9's 1,000 notices a second per worker leaves for everything. An
+answer's body is read only as far as keeping its connection needs, and never decides or delays
+what a call came to.
 """
 
 from __future__ import annotations
@@ -18,10 +23,9 @@ import concurrent.futures
 import datetime as dt
 import ipaddress
 import socket
+import ssl
 import time
-from collections.abc import Iterable
 
-import httpcore
 import httpx
 import msgspec
 
@@ -30,75 +34,187 @@ from service.deliveries.rules import Outcome, outcome_of_http
 from service.webhooks.rules import is_public_address
 from service.webhooks.signing import SIGNATURE_HEADER, sign
 
-__all__ = ("USER_AGENT", "WebhookCall", "WebhookClient", "new_http_client", "post_webhook")
+__all__ = (
+    "USER_AGENT",
+    "Answer",
+    "MalformedAnswerError",
+    "WebhookCall",
+    "WebhookClient",
+    "new_http_client",
+    "post_webhook",
+)
 
 USER_AGENT = "metreg-webhooks/1"
 
 
-#: How long an idle connection is kept for the next call.
-_KEEPALIVE_S = 5.0
+#: How long an idle connection is kept for the next call: under the 5 s after which common servers
+#: (uvicorn, gunicorn) close one, so that a call seldom meets a connection closing under it.
+_KEEPALIVE_S = 4.0
+#: The longest answer head (status line and headers) read; a longer one is a failed call.
+_HEAD_BYTES = 64 * 1024
+#: The most of an answer's body read, and for how long, so that its connection can carry the next call.
+_DRAIN_BYTES = 64 * 1024
+_DRAIN_S = 0.5
 
 
-class _PinnedBackend(httpcore.AsyncNetworkBackend):
-    """Opens a connection to a name only at the address checked for it (never resolves by itself)."""
-
-    def __init__(self) -> None:
-        self._network = httpcore.AnyIOBackend()
-        self.checked: dict[str, str] = {}
-        """Each name's address, as :func:`post_webhook` last checked it."""
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        address = self.checked.get(host)
-        if address is None:
-            raise httpcore.ConnectError(f"{host} was not checked before connecting")
-        return await self._network.connect_tcp(address, port, timeout, local_address, socket_options)
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("webhooks are not called over Unix sockets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._network.sleep(seconds)
+class MalformedAnswerError(Exception):
+    """The receiver's answer is not HTTP/1.x."""
 
 
-class WebhookClient(httpx.AsyncClient):
-    """The client webhook calls share (:func:`new_http_client`)."""
+class _Connection:
+    __slots__ = ("idle_since", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.idle_since = 0.0
+
+    def usable(self, now: float) -> bool:
+        """Still open on both ends and not idle too long (a receiver closes idle connections too)."""
+        return now - self.idle_since < _KEEPALIVE_S and not self.writer.is_closing() and not self.reader.at_eof()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Answer(msgspec.Struct, frozen=True):
+    status: int
+    headers: dict[str, str]
+    """Lower-case names; a repeated header keeps its last value."""
+
+
+class WebhookClient:
+    """POSTs over HTTP/1.1, at most ``connections`` kept idle, reused per (scheme, name, port)."""
 
     def __init__(self, timeout_s: float, connections: int) -> None:
-        self.pins = _PinnedBackend()
-        limits = httpx.Limits(
-            max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=_KEEPALIVE_S
-        )
-        transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-        # httpx builds its connection pool with the default network backend and takes no other:
-        # the same pool (httpx's own arguments, pinned httpx 0.28), connecting through the pins.
-        transport._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=self.pins,
-        )
-        super().__init__(timeout=httpx.Timeout(timeout_s), follow_redirects=False, trust_env=False, transport=transport)
+        self.timeout_s = timeout_s
+        self.connections = connections
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._idle_count = 0
+        self._tls = ssl.create_default_context()
+
+    async def __aenter__(self) -> WebhookClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for pool in self._idle.values():
+            for connection in pool:
+                connection.close()
+        self._idle.clear()
+        self._idle_count = 0
+
+    def _take(self, key: tuple[str, str, int]) -> _Connection | None:
+        pool = self._idle.get(key)
+        now = time.monotonic()
+        while pool:
+            connection = pool.pop()
+            self._idle_count -= 1
+            if connection.usable(now):
+                return connection
+            connection.close()
+        return None
+
+    def _give_back(self, key: tuple[str, str, int], connection: _Connection) -> None:
+        if self._idle_count >= self.connections:
+            # Room for this one: the longest idle of the fullest origin goes.
+            fullest = max(self._idle.values(), key=len)
+            fullest.pop(0).close()
+            self._idle_count -= 1
+        connection.idle_since = time.monotonic()
+        self._idle.setdefault(key, []).append(connection)
+        self._idle_count += 1
+
+    async def post(
+        self, url: httpx.URL, address: str, headers: dict[str, str], body: bytes, *, deadline: float
+    ) -> Answer:
+        """POST ``body`` to ``url`` at ``address`` (checked by the caller) and read the answer head.
+
+        Raises:
+            OSError, EOFError, MalformedAnswerError, asyncio.LimitOverrunError: no answer, or not HTTP.
+        """
+        scheme, host = url.scheme, url.raw_host.decode("ascii")
+        port = url.port or (443 if scheme == "https" else 80)
+        key = (scheme, host, port)
+        connection = self._take(key)
+        if connection is None:
+            reader, writer = await asyncio.open_connection(
+                address,
+                port,
+                ssl=self._tls if scheme == "https" else None,
+                server_hostname=host if scheme == "https" else None,
+                limit=_HEAD_BYTES,
+            )
+            connection = _Connection(reader, writer)
+        kept = False
+        try:
+            authority = host if ":" not in host else f"[{host}]"
+            if url.port is not None:
+                authority = f"{authority}:{url.port}"
+            lines = [f"POST {url.raw_path.decode('ascii')} HTTP/1.1", f"Host: {authority}"]
+            lines += [f"{name}: {value}" for name, value in headers.items()]
+            lines.append(f"Content-Length: {len(body)}")
+            connection.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            await connection.writer.drain()
+            version, answer = await _read_head(connection.reader)
+            kept = await _drain(connection.reader, version, answer, deadline)
+            return answer
+        finally:
+            if kept:
+                self._give_back(key, connection)
+            else:
+                connection.close()
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[str, Answer]:
+    """The answer's version and head, past any interim (1xx) answers."""
+    while True:
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *fields = head[:-4].decode("latin-1").split("\r\n")
+        version, _, rest = status_line.partition(" ")
+        code = rest[:3]
+        if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
+            raise MalformedAnswerError(status_line[:80])
+        headers: dict[str, str] = {}
+        for field in fields:
+            name, colon, value = field.partition(":")
+            if not colon:
+                raise MalformedAnswerError(field[:80])
+            headers[name.strip().lower()] = value.strip()
+        if not 100 <= int(code) < 200:
+            return version, Answer(int(code), headers)
+
+
+async def _drain(reader: asyncio.StreamReader, version: str, answer: Answer, deadline: float) -> bool:
+    """Read a short answer's body to its end, which is what lets the connection be kept (True); a
+    long, slow or unframed one is left unread and its connection closed. The status decided the
+    call already: nothing here changes what it came to, and it ends before the call's deadline."""
+    headers = answer.headers
+    if version != "HTTP/1.1" or headers.get("connection", "").lower() == "close" or "transfer-encoding" in headers:
+        return False
+    length = headers.get("content-length", "")
+    if not (length.isascii() and length.isdigit()) or int(length) > _DRAIN_BYTES:
+        return False
+    if int(length) == 0:
+        return True
+    budget = min(_DRAIN_S, deadline - time.monotonic() - 0.05)
+    if budget <= 0:
+        return False
+    try:
+        async with asyncio.timeout(budget):
+            await reader.readexactly(int(length))
+    except (TimeoutError, EOFError, OSError):
+        return False
+    return True
 
 
 def new_http_client(timeout_s: float, *, connections: int = 200) -> WebhookClient:
-    """A client for webhook calls: no redirects, no proxies from the environment, at most
-    ``connections`` open, kept alive per name and opened only to checked addresses (an idle one
-    is closed to make room for a call to another name).
+    """A client for webhook calls: redirects are not followed, no proxies, at most ``connections``
+    kept idle (per name and port; the longest idle goes first), each opened to a checked address.
 
-    Its time-outs bound each phase of a call; :func:`post_webhook` bounds the whole call.
+    :func:`post_webhook` bounds each call by its deadline (``timeout_s`` for the ping route's).
     """
     return WebhookClient(timeout_s, connections)
 
@@ -118,40 +234,17 @@ async def _resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def _retry_after(response: httpx.Response) -> dt.timedelta | None:
+def _retry_after(answer: Answer) -> dt.timedelta | None:
     """The receiver's ``Retry-After`` in seconds; None when it is not ASCII digits (an HTTP date, ``²``).
 
     Any number will do: more than nine digits (decades) reads as 10⁹ seconds, which neither int()
     nor timedelta refuses; the delivery rules cap the wait at hours anyway.
     """
-    value = response.headers.get("retry-after", "")
+    value = answer.headers.get("retry-after", "")
     if not (value.isascii() and value.isdigit()):
         return None
     digits = value.lstrip("0") or "0"
     return dt.timedelta(seconds=int(digits) if len(digits) <= 9 else 10**9)
-
-
-#: The most of an answer's body read, and for how long, so that its connection can carry the next call.
-_DRAIN_BYTES = 64 * 1024
-_DRAIN_S = 0.5
-
-
-async def _drain(response: httpx.Response, deadline: float) -> None:
-    """Read a short answer's body to its end, which is what lets the connection be kept; a long or
-    slow one is cut off (its connection is closed instead). The status decided the call already:
-    nothing here changes what it came to, and it ends before the call's deadline."""
-    budget = min(_DRAIN_S, deadline - time.monotonic() - 0.05)
-    if budget <= 0:
-        return
-    read = 0
-    try:
-        async with asyncio.timeout(budget):
-            async for chunk in response.aiter_raw():
-                read += len(chunk)
-                if read > _DRAIN_BYTES:
-                    return
-    except (TimeoutError, httpx.HTTPError, httpx.StreamError, OSError):
-        return
 
 
 class WebhookCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -190,7 +283,7 @@ async def _post(
         return int((time.monotonic() - started) * 1000)
 
     url = httpx.URL(call.url)
-    # As the connection pool names it (IDNA, lower case, no IPv6 brackets).
+    # IDNA, lower case, no IPv6 brackets: as it is resolved, sent and pooled.
     host = url.raw_host.decode("ascii")
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
@@ -203,7 +296,6 @@ async def _post(
             return Attempted(
                 outcome=Outcome.FAILED, duration_ms=took(), error=f"{host} resolves to a non-public address"
             )
-    client.pins.checked[host] = addresses[0]
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
@@ -212,16 +304,14 @@ async def _post(
         SIGNATURE_HEADER: sign(call.secret, call.timestamp, call.body),
     }
     try:
-        async with client.stream("POST", url, content=call.body, headers=headers) as response:
-            status = response.status_code
-            retry_after = _retry_after(response)
-            await _drain(response, deadline)
-    except httpx.TimeoutException:
-        return Attempted(outcome=Outcome.RETRY, duration_ms=took(), error="timed out")
-    except (httpx.TransportError, OSError) as exc:
+        answer = await client.post(url, addresses[0], headers, call.body, deadline=deadline)
+    except (OSError, EOFError, MalformedAnswerError, asyncio.LimitOverrunError) as exc:
         return Attempted(outcome=Outcome.RETRY, duration_ms=took(), error=f"connection failed ({type(exc).__name__})")
+    status = answer.status
     outcome = outcome_of_http(status)
     error = None
     if outcome is not Outcome.DELIVERED:
         error = "redirects are not followed" if 300 <= status < 400 else f"answered {status}"
-    return Attempted(outcome=outcome, duration_ms=took(), status_code=status, error=error, retry_after=retry_after)
+    return Attempted(
+        outcome=outcome, duration_ms=took(), status_code=status, error=error, retry_after=_retry_after(answer)
+    )

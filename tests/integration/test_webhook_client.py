@@ -124,3 +124,120 @@ async def test_an_answer_whose_body_never_ends_is_still_the_status_it_gave() -> 
         listening.close()
         await listening.wait_closed()
     assert (sent.outcome, sent.status_code, sent.error) == (Outcome.DELIVERED, 200, None)
+
+
+class _Scripted:
+    """A server that answers each request on a connection with the next of ``answers`` (raw bytes),
+    counting connections; ``b""`` closes the connection instead of answering."""
+
+    def __init__(self, answers: list[bytes], *, hang_up: bool = False) -> None:
+        self.answers = answers
+        self.hang_up = hang_up
+        """Close each connection after its first answer, silently (as on an idle time-out)."""
+        self.hung_up = asyncio.Event()
+        self.connections = 0
+        self.requests = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                answer = self.answers[self.requests % len(self.answers)]
+                self.requests += 1
+                if not answer:
+                    break
+                writer.write(answer)
+                await writer.drain()
+                if self.hang_up:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            await writer.wait_closed()
+            if self.hang_up:
+                self.hung_up.set()
+
+
+async def _post_all(
+    answers: list[bytes], calls: int, *, hang_up: bool = False
+) -> tuple[_Scripted, list[tuple[Outcome, int | None, str | None]]]:
+    scripted = _Scripted(answers, hang_up=hang_up)
+    listening = await asyncio.start_server(scripted.handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}/hooks"
+    got = []
+    try:
+        async with new_http_client(2.0) as client:
+            for n in range(calls):
+                sent = await post_webhook(client, _call(url, n), allow_private=True, deadline_s=2.0)
+                got.append((sent.outcome, sent.status_code, sent.error))
+                if hang_up:
+                    # The receiver's close has reached this end; one turn of the loop takes it in.
+                    await scripted.hung_up.wait()
+                    scripted.hung_up.clear()
+                    await asyncio.sleep(0)
+    finally:
+        listening.close()
+        await listening.wait_closed()
+    return scripted, got
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+    ],
+    ids=["chunked", "connection-close", "http-1.0", "no-length"],
+)
+async def test_an_answer_that_cannot_be_framed_or_asks_to_close_delivers_on_a_connection_of_its_own(
+    answer: bytes,
+) -> None:
+    scripted, got = await _post_all([answer], 3)
+    assert got == [(Outcome.DELIVERED, 200, None)] * 3
+    assert scripted.connections == 3
+
+
+async def test_a_body_and_an_interim_answer_are_read_and_the_connection_kept() -> None:
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Busy\r\nRetry-After: 120\r\nContent-Length: 4\r\n\r\nbusy"
+    scripted, got = await _post_all([answer], 3)
+    assert got == [(Outcome.RETRY, 503, "answered 503")] * 3
+    assert scripted.connections == 1
+
+
+async def test_a_connection_the_receiver_closed_is_not_reused_and_garbage_is_a_failed_try() -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    # Answered, then closed by the receiver without a word: the next call opens a new connection.
+    scripted, got = await _post_all([ok], 2, hang_up=True)
+    assert got == [(Outcome.DELIVERED, 200, None)] * 2
+    assert scripted.connections == 2
+    _, got = await _post_all([b"SMTP ready\r\n\r\n"], 1)
+    assert got == [(Outcome.RETRY, None, "connection failed (MalformedAnswerError)")]
+
+
+async def test_an_https_receiver_without_a_verified_handshake_is_not_sent_to() -> None:
+    # A plain-text server on an https URL: the handshake fails before a byte of the notice is written.
+    async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(plain, "127.0.0.1", 0)
+    url = f"https://127.0.0.1:{listening.sockets[0].getsockname()[1]}/hooks"
+    try:
+        async with new_http_client(2.0) as client:
+            sent = await post_webhook(client, _call(url, 0), allow_private=True, deadline_s=2.0)
+    finally:
+        listening.close()
+        await listening.wait_closed()
+    assert (sent.outcome, sent.status_code) == (Outcome.RETRY, None)
+    assert str(sent.error).startswith("connection failed (SSL")

@@ -8,7 +8,9 @@ claimed. Targets are fixed at the first run; the sends themselves happen outside
 One job handles a batch in a fixed number of statements (lock, cancel, targets, claim, bodies;
 then record and settle), whatever the batch's size, and sends its tries side by side over a
 keep-alive HTTP client it has to itself while it runs, at most :data:`PARALLEL_SENDS` at a time.
-Claims are leases of the dispatch timeout: a batch claims no more tries than it can send within
+Each try is recorded as soon as it finishes (with whatever else finished meanwhile), so a crash
+repeats only the calls on the wire and those being recorded, not the batch's. Claims are leases
+of the dispatch timeout: a batch claims no more tries than it can send within
 one (the rest stay due and go with the next dispatch), so a slow batch never outlives its own
 claims and sends twice.
 """
@@ -21,6 +23,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 
+import asyncpg
 import msgspec
 
 from jobs.runtime import PARALLEL_SENDS, Runtime
@@ -77,15 +80,11 @@ async def send(
     )
 
 
-def _attempted(result: Attempted | BaseException) -> Attempted:
+def _not_sent(exc: Exception) -> Attempted:
     """A send that raised (a bug, not the network: senders classify those) fails that delivery
     only, so the others are still recorded and the notice settles."""
-    if isinstance(result, Attempted):
-        return result
-    if not isinstance(result, Exception):
-        raise result
-    log.exception("a delivery could not be sent", exc_info=result)
-    return Attempted(outcome=Outcome.FAILED, duration_ms=0, error=f"not sent: {type(result).__name__}")
+    log.exception("a delivery could not be sent", exc_info=exc)
+    return Attempted(outcome=Outcome.FAILED, duration_ms=0, error=f"not sent: {type(exc).__name__}")
 
 
 async def deliver(runtime: Runtime, notice_id: uuid.UUID) -> None:
@@ -122,27 +121,55 @@ async def deliver_batch(runtime: Runtime, notice_ids: Sequence[uuid.UUID]) -> No
             return
         bodies = {notice_id: msgspec.json.encode(event) for notice_id, event in events.items()}
         slots = asyncio.Semaphore(PARALLEL_SENDS)
+        finished: asyncio.Queue[tuple[Claimed, Attempted]] = asyncio.Queue()
 
         async with runtime.webhook_client() as client:
 
-            async def one(claim: Claimed) -> Attempted:
+            async def one(claim: Claimed) -> None:
                 async with slots:
-                    return await send(runtime, client, claim, events[claim.notice_id], bodies[claim.notice_id])
+                    try:
+                        attempted = await send(runtime, client, claim, events[claim.notice_id], bodies[claim.notice_id])
+                    except Exception as exc:
+                        attempted = _not_sent(exc)
+                finished.put_nowait((claim, attempted))
 
-            tried = await asyncio.gather(*(one(c) for c in claimed), return_exceptions=True)
-        results = [_attempted(r) for r in tried]
-        done = runtime.clock.now()
-        async with db.transaction():
-            # The notices first, in id order, as every writer of deliveries takes them (the first
-            # transaction here, a manual retry): recording cannot deadlock with either.
-            await lock_notices(db, list(events))
-            await record_many(
-                db,
-                list(zip(claimed, results, strict=True)),
-                started_at=now,
-                now=done,
-                jitter=runtime.rng.random,
-                max_tries=settings.retry_tries,
-                first_delay=dt.timedelta(seconds=settings.retry_delay_s),
-            )
-            await settle_notices(db, list(events), done, runtime.lease)
+            # Tries are recorded as they finish, whatever is ready at once in one transaction (the
+            # slower the database, the larger): a crash repeats only the calls made since the last
+            # record, not the whole batch's.
+            sending = [asyncio.create_task(one(claim)) for claim in claimed]
+            try:
+                left = len(claimed)
+                while left:
+                    ready = [await finished.get()]
+                    while not finished.empty():
+                        ready.append(finished.get_nowait())
+                    await _record(runtime, db, ready, started_at=now)
+                    left -= len(ready)
+            finally:
+                # Only when recording failed or the job was cancelled: the calls go with it.
+                for task in sending:
+                    task.cancel()
+                await asyncio.gather(*sending, return_exceptions=True)
+
+
+async def _record(
+    runtime: Runtime, db: asyncpg.Connection, tries: list[tuple[Claimed, Attempted]], *, started_at: dt.datetime
+) -> None:
+    """Record finished tries and settle their notices (again, if more of their tries are to come)."""
+    settings = runtime.settings
+    done = runtime.clock.now()
+    notice_ids = sorted({claim.notice_id for claim, _ in tries})
+    async with db.transaction():
+        # The notices first, in id order, as every writer of deliveries takes them (the first
+        # transaction of a job, a manual retry): recording cannot deadlock with either.
+        await lock_notices(db, notice_ids)
+        await record_many(
+            db,
+            tries,
+            started_at=started_at,
+            now=done,
+            jitter=runtime.rng.random,
+            max_tries=settings.retry_tries,
+            first_delay=dt.timedelta(seconds=settings.retry_delay_s),
+        )
+        await settle_notices(db, notice_ids, done, runtime.lease)

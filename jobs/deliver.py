@@ -5,14 +5,14 @@ what looks lost), so it starts from the rows: a closed notice is left alone, a p
 cycle no longer governs is cancelled instead of sent, and only deliveries whose next try is due are
 claimed. Targets are fixed at the first run; the sends themselves happen outside any transaction.
 
-One job handles a batch in a fixed number of statements (lock, cancel, targets, claim, bodies;
-then record and settle), whatever the batch's size, and sends its tries side by side over a
-keep-alive HTTP client it has to itself while it runs, at most :data:`PARALLEL_SENDS` at a time.
-Each try is recorded as soon as it finishes (with whatever else finished meanwhile), so a crash
-repeats only the calls on the wire and those being recorded, not the batch's. Claims are leases
-of the dispatch timeout: a batch claims no more tries than it can send within
-one (the rest stay due and go with the next dispatch), so a slow batch never outlives its own
-claims and sends twice.
+One job handles a batch in a fixed number of statements before it sends (lock, cancel, targets,
+claim, bodies) and three for each group of tries recorded, whatever the batch's size, and sends
+its tries side by side over a keep-alive HTTP client it has to itself while it runs, at most
+:data:`PARALLEL_SENDS` at a time. Each try is recorded as soon as it finishes (with whatever else
+finished meanwhile), so a crash repeats only the calls on the wire and those being recorded, not
+the batch's. Claims are leases of the dispatch timeout: a batch claims no more tries than it can
+send within one (the rest stay due and go with the next dispatch), so a slow batch never outlives
+its own claims and sends twice.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime as dt
+import functools
 import ipaddress
 import socket
 import ssl
@@ -38,6 +39,7 @@ __all__ = (
     "USER_AGENT",
     "Answer",
     "MalformedAnswerError",
+    "Target",
     "WebhookCall",
     "WebhookClient",
     "new_http_client",
@@ -83,6 +85,42 @@ class Answer(msgspec.Struct, frozen=True):
     """Lower-case names; a repeated header keeps its last value."""
 
 
+class Target(msgspec.Struct, frozen=True):
+    """Where a webhook URL posts to, as sent: IDNA, lower case, percent-encoded."""
+
+    scheme: str
+    host: str
+    """Without IPv6 brackets: as it is resolved and pooled."""
+    port: int
+    authority: str
+    """The ``Host`` header: the name, and the port when the URL gives one."""
+    path: str
+    """The request target: path and query."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _target(url: str) -> Target:
+    """``url`` taken apart once: a worker posts to the same few URLs over and over."""
+    parsed = httpx.URL(url)
+    host = parsed.raw_host.decode("ascii")
+    authority = host if ":" not in host else f"[{host}]"
+    if parsed.port is not None:
+        authority = f"{authority}:{parsed.port}"
+    return Target(
+        scheme=parsed.scheme,
+        host=host,
+        port=parsed.port or (443 if parsed.scheme == "https" else 80),
+        authority=authority,
+        path=parsed.raw_path.decode("ascii"),
+    )
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The system's trust store, loaded once (tens of milliseconds) and only if a URL is https."""
+    return ssl.create_default_context()
+
+
 class WebhookClient:
     """POSTs over HTTP/1.1, at most ``connections`` kept idle, reused per (scheme, name, port)."""
 
@@ -91,7 +129,6 @@ class WebhookClient:
         self.connections = connections
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._idle_count = 0
-        self._tls = ssl.create_default_context()
 
     async def __aenter__(self) -> WebhookClient:
         return self
@@ -128,32 +165,28 @@ class WebhookClient:
         self._idle_count += 1
 
     async def post(
-        self, url: httpx.URL, address: str, headers: dict[str, str], body: bytes, *, deadline: float
+        self, target: Target, address: str, headers: dict[str, str], body: bytes, *, deadline: float
     ) -> Answer:
-        """POST ``body`` to ``url`` at ``address`` (checked by the caller) and read the answer head.
+        """POST ``body`` to ``target`` at ``address`` (checked by the caller) and read the answer head.
 
         Raises:
             OSError, EOFError, MalformedAnswerError, asyncio.LimitOverrunError: no answer, or not HTTP.
         """
-        scheme, host = url.scheme, url.raw_host.decode("ascii")
-        port = url.port or (443 if scheme == "https" else 80)
-        key = (scheme, host, port)
+        key = (target.scheme, target.host, target.port)
         connection = self._take(key)
         if connection is None:
+            tls = target.scheme == "https"
             reader, writer = await asyncio.open_connection(
                 address,
-                port,
-                ssl=self._tls if scheme == "https" else None,
-                server_hostname=host if scheme == "https" else None,
+                target.port,
+                ssl=_tls_context() if tls else None,
+                server_hostname=target.host if tls else None,
                 limit=_HEAD_BYTES,
             )
             connection = _Connection(reader, writer)
         kept = False
         try:
-            authority = host if ":" not in host else f"[{host}]"
-            if url.port is not None:
-                authority = f"{authority}:{url.port}"
-            lines = [f"POST {url.raw_path.decode('ascii')} HTTP/1.1", f"Host: {authority}"]
+            lines = [f"POST {target.path} HTTP/1.1", f"Host: {target.authority}"]
             lines += [f"{name}: {value}" for name, value in headers.items()]
             lines.append(f"Content-Length: {len(body)}")
             connection.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
@@ -282,12 +315,10 @@ async def _post(
     def took() -> int:
         return int((time.monotonic() - started) * 1000)
 
-    url = httpx.URL(call.url)
-    # IDNA, lower case, no IPv6 brackets: as it is resolved, sent and pooled.
-    host = url.raw_host.decode("ascii")
-    port = url.port or (443 if url.scheme == "https" else 80)
+    target = _target(call.url)
+    host = target.host
     try:
-        addresses = await _resolve(host, port)
+        addresses = await _resolve(host, target.port)
     except OSError as exc:
         return Attempted(outcome=Outcome.RETRY, duration_ms=took(), error=f"{host} does not resolve ({exc})")
     if not allow_private:
@@ -304,7 +335,7 @@ async def _post(
         SIGNATURE_HEADER: sign(call.secret, call.timestamp, call.body),
     }
     try:
-        answer = await client.post(url, addresses[0], headers, call.body, deadline=deadline)
+        answer = await client.post(target, addresses[0], headers, call.body, deadline=deadline)
     except (OSError, EOFError, MalformedAnswerError, asyncio.LimitOverrunError) as exc:
         return Attempted(outcome=Outcome.RETRY, duration_ms=took(), error=f"connection failed ({type(exc).__name__})")
     status = answer.status

@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import asyncpg
@@ -23,9 +24,9 @@ from arq.connections import RedisSettings
 from arq.worker import Function, Worker, func
 from redis.exceptions import RedisError
 
-from jobs.deliver import deliver
+from jobs.deliver import deliver, deliver_batch
 from jobs.digest import send_digests
-from jobs.dispatch import DELIVER_NOTICE, DeliverNotice, dispatch
+from jobs.dispatch import DELIVER_NOTICE, DELIVER_NOTICES, DeliverNotice, DeliverNotices, dispatch
 from jobs.plan import plan
 from jobs.runtime import Runtime, job_deserializer, job_serializer
 from service.clock import Clock
@@ -36,7 +37,15 @@ __all__ = ("BurstResult", "run_burst", "run_worker", "worker_options")
 log = logging.getLogger("metreg.worker")
 
 # Trouble that passes: the database or Redis is restarting or unreachable for a moment.
-_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError)
+# A deadlock too: jobs whose batches share instruments or webhooks may meet in PostgreSQL, which
+# aborts one of them; tried again, it finds the other's work done.
+_TRANSIENT = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.DeadlockDetectedError,
+)
 _JOB_TRIES = 5
 # Pause between a lost Redis and the next start (arq itself then tries to connect 5 times, 1 s apart).
 _RESTART_DELAY_S = 1.0
@@ -47,13 +56,22 @@ def _runtime(ctx: dict[str, Any]) -> Runtime:
     return runtime
 
 
+async def deliver_notices(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
+    job = msgspec.convert(payload, DeliverNotices)
+    await _retrying(ctx, deliver_batch(_runtime(ctx), job.notice_ids))
+
+
 async def deliver_notice(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
     job = msgspec.convert(payload, DeliverNotice)
+    await _retrying(ctx, deliver(_runtime(ctx), job.notice_id))
+
+
+async def _retrying(ctx: dict[str, Any], delivery: Coroutine[Any, Any, None]) -> None:
     try:
-        await deliver(_runtime(ctx), job.notice_id)
+        await delivery
     except _TRANSIENT as exc:
         if ctx["job_try"] >= _JOB_TRIES:
-            raise  # the notice stays dispatched; the sweep hands it over again after the timeout
+            raise  # the notices stay dispatched; the sweep hands them over again after the timeout
         raise Retry(defer=min(2 ** ctx["job_try"], 60)) from exc
 
 
@@ -76,15 +94,12 @@ async def digest_tick(ctx: dict[str, Any]) -> None:
     await send_digests(_runtime(ctx))
 
 
-def _deliver_function(settings: Settings) -> Function:
-    # keep_result=0: a finished job must not block the next dispatch of its notice under the same id.
-    return func(
-        deliver_notice,
-        name=DELIVER_NOTICE,
-        keep_result=0,
-        max_tries=_JOB_TRIES,
-        timeout=settings.dispatch_timeout_s,
-    )
+def _deliver_functions(settings: Settings) -> list[Function]:
+    # keep_result=0: a finished job must not block the next dispatch of its notices under the same id.
+    return [
+        func(coroutine, name=name, keep_result=0, max_tries=_JOB_TRIES, timeout=settings.dispatch_timeout_s)
+        for coroutine, name in ((deliver_notices, DELIVER_NOTICES), (deliver_notice, DELIVER_NOTICE))
+    ]
 
 
 def worker_options(settings: Settings, clock: Clock) -> dict[str, Any]:
@@ -102,7 +117,7 @@ def worker_options(settings: Settings, clock: Clock) -> dict[str, Any]:
     # Cron job ids are global in Redis: the queue name keeps two deployments on one Redis apart.
     prefix = settings.queue_name
     return {
-        "functions": [_deliver_function(settings)],
+        "functions": _deliver_functions(settings),
         "cron_jobs": [
             cron(plan_tick, name=f"{prefix}:plan", minute=every_5_minutes, second=0, run_at_startup=True),
             cron(dispatch_tick, name=f"{prefix}:dispatch", second=set(range(0, 60, 10)), run_at_startup=True),
@@ -165,7 +180,7 @@ async def run_burst(settings: Settings, clock: Clock, *, max_rounds: int = 1000)
     """Dispatch every due notice, send every held digest, drain the queue; repeat until nothing is due."""
     runtime = await Runtime.open(settings, clock)
     worker = Worker(
-        functions=[_deliver_function(settings)],
+        functions=_deliver_functions(settings),
         queue_name=settings.queue_name,
         redis_pool=runtime.queue,
         burst=True,

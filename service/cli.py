@@ -18,6 +18,7 @@ from typing import IO, Any, TypeVar
 import asyncpg
 import click
 import msgspec
+import uvloop
 from redis.exceptions import RedisError
 
 from service import dates
@@ -54,9 +55,10 @@ def _settings() -> Settings:
         raise click.ClickException(f"configuration: {exc}") from None
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def _run(coro: Coroutine[Any, Any, T], *, fast_loop: bool = False) -> T:
+    """Run ``coro``; ``fast_loop``: on uvloop, as the long-running worker and the server run."""
     try:
-        return asyncio.run(coro)
+        return uvloop.run(coro) if fast_loop else asyncio.run(coro)
     except (OSError, asyncpg.PostgresError, migrations.MigrationError, RedisError) as exc:
         raise click.ClickException(str(exc) or type(exc).__name__) from None
 
@@ -307,7 +309,7 @@ def worker(burst: bool, check: bool) -> None:
     if burst:
         from jobs.worker import run_burst
 
-        result = _run(run_burst(settings, SystemClock()))
+        result = _run(run_burst(settings, SystemClock()), fast_loop=True)
         click.echo(f"dispatched {result.dispatched} notices; sent {result.digests} digest e-mails", err=True)
         return
     from jobs.worker import run_worker

@@ -105,7 +105,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     queue_name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] = "metreg:queue"
     """The arq queue the worker consumes (one per deployment sharing a Redis)."""
     worker_jobs: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
-    """Deliveries one worker process runs at once."""
+    """Delivery jobs one worker process runs at once (each a batch of up to 100 notices)."""
     send_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=120)] = 10.0
     """How long one webhook call or SMTP session may take before it counts as a (retried) failure."""
     dispatch_timeout_s: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 300.0

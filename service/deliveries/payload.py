@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 
 import asyncpg
 import msgspec
 
 from service.dates import local_today
 from service.enterprises.queries import select_enterprise
-from service.instruments.queries import select_instrument, to_instrument
+from service.enterprises.schemas import Enterprise
+from service.instruments.queries import (
+    InstrumentRow,
+    select_instrument,
+    select_instruments_in_enterprises,
+    to_instrument,
+)
 from service.instruments.rules import Lifecycle, RequiredAction, Status
 from service.notices.rules import Audience, NoticeKind
 
-__all__ = ("EnterpriseSummary", "InstrumentSummary", "NoticeEvent", "Ping", "load_event")
+__all__ = ("EnterpriseSummary", "InstrumentSummary", "NoticeEvent", "Ping", "load_event", "load_events")
 
 
 class EnterpriseSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,13 +77,12 @@ class Ping(msgspec.Struct, frozen=True, kw_only=True):
     sent_at: dt.datetime
 
 
+_NOTICE_COLUMNS = "id, enterprise_id, instrument_id, kind, audience, due_on, cycle, step, certificate_id, created_at"
+
+
 async def load_event(db: asyncpg.Connection, notice_id: uuid.UUID, now: dt.datetime) -> NoticeEvent | None:
     """The body of notice ``notice_id`` as of ``now``; None if it does not exist."""
-    notice = await db.fetchrow(
-        """SELECT id, enterprise_id, instrument_id, kind, audience, due_on, cycle, step, certificate_id, created_at
-           FROM notices WHERE id = $1""",
-        notice_id,
-    )
+    notice = await db.fetchrow(f"SELECT {_NOTICE_COLUMNS} FROM notices WHERE id = $1", notice_id)
     if notice is None:
         return None
     enterprise = await select_enterprise(db, notice["enterprise_id"])
@@ -84,6 +90,25 @@ async def load_event(db: asyncpg.Connection, notice_id: uuid.UUID, now: dt.datet
     # Both are referenced by the notice.
     assert enterprise is not None
     assert row is not None
+    return _event(notice, row, enterprise, now)
+
+
+async def load_events(
+    db: asyncpg.Connection, notice_ids: Sequence[uuid.UUID], now: dt.datetime
+) -> dict[uuid.UUID, NoticeEvent]:
+    """The bodies of many notices as of ``now``, in two statements whatever their number (one
+    delivery job sends a batch of notices); a notice that does not exist is left out."""
+    notices = await db.fetch(f"SELECT {_NOTICE_COLUMNS} FROM notices WHERE id = ANY ($1::uuid[])", list(notice_ids))
+    instruments = await select_instruments_in_enterprises(db, list({n["instrument_id"] for n in notices}))
+    events: dict[uuid.UUID, NoticeEvent] = {}
+    for notice in notices:
+        # Referenced by the notice, and the worker sees every enterprise.
+        row, enterprise = instruments[notice["instrument_id"]]
+        events[notice["id"]] = _event(notice, row, enterprise, now)
+    return events
+
+
+def _event(notice: asyncpg.Record, row: InstrumentRow, enterprise: Enterprise, now: dt.datetime) -> NoticeEvent:
     instrument = to_instrument(row, enterprise, local_today(now, enterprise.timezone))
     return NoticeEvent(
         notice_id=notice["id"],

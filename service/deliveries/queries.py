@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable, Sequence
 
 import asyncpg
 import msgspec
@@ -32,11 +33,16 @@ __all__ = (
     "LockedNotice",
     "claim_held",
     "claim_live",
+    "claim_live_of",
     "create_targets",
+    "create_targets_of",
     "lock_notice",
+    "lock_notices",
     "record",
+    "record_many",
     "reopen_delivery",
     "settle_notice",
+    "settle_notices",
 )
 
 
@@ -80,6 +86,19 @@ async def lock_notice(db: asyncpg.Connection, notice_id: uuid.UUID) -> LockedNot
     return msgspec.convert(dict(row), LockedNotice) if row else None
 
 
+async def lock_notices(db: asyncpg.Connection, notice_ids: Sequence[uuid.UUID]) -> list[LockedNotice]:
+    """:func:`lock_notice` for many: rows are locked in id order, so two jobs whose batches overlap
+    wait for each other instead of deadlocking."""
+    rows = await db.fetch(
+        """SELECT n.id, n.enterprise_id, n.instrument_id, n.kind, n.audience, n.region_code, n.status, n.attempts,
+                  n.certificate_id, e.timezone, e.digest
+           FROM notices n JOIN enterprises e ON e.id = n.enterprise_id
+           WHERE n.id = ANY ($1::uuid[]) ORDER BY n.id FOR UPDATE OF n""",
+        list(notice_ids),
+    )
+    return [msgspec.convert(dict(r), LockedNotice) for r in rows]
+
+
 async def create_targets(db: asyncpg.Connection, notice: LockedNotice, now: dt.datetime, digest_at: dt.datetime) -> int:
     """One delivery per target of the notice, as they are now: every active webhook of the owner
     subscribed to its kind (an escalation's owner is every regulator whose region covers the
@@ -111,6 +130,39 @@ async def create_targets(db: asyncpg.Connection, notice: LockedNotice, now: dt.d
     return int(status.split()[-1])
 
 
+async def create_targets_of(
+    db: asyncpg.Connection, notices: Sequence[LockedNotice], now: dt.datetime, digest_at: Sequence[dt.datetime]
+) -> int:
+    """:func:`create_targets` for many notices in one statement; ``digest_at``: each notice's.
+
+    The two owners are joined apart (by enterprise, by region) so that an enterprise's webhooks are
+    found by their index rather than by testing every webhook against every notice."""
+    status = await db.execute(
+        """
+        WITH t AS (SELECT * FROM unnest($1::uuid[], $3::timestamptz[]) AS t(id, digest_at)),
+        n AS (SELECT n.id, n.kind, n.audience, n.region_code, n.enterprise_id, t.digest_at
+              FROM t JOIN notices n ON n.id = t.id)
+        INSERT INTO deliveries (notice_id, channel, webhook_id, target, digest, next_attempt_at, created_at, updated_at)
+        SELECT n.id, 'webhook', w.id, w.url, false, $2::timestamptz, $2, $2
+        FROM n JOIN webhooks w ON w.enterprise_id = n.enterprise_id
+        WHERE n.audience <> 'regulator' AND w.active AND (cardinality(w.events) = 0 OR n.kind = ANY (w.events))
+        UNION ALL
+        SELECT n.id, 'webhook', w.id, w.url, false, $2::timestamptz, $2, $2
+        FROM n JOIN webhooks w ON w.region_code IS NOT NULL AND starts_with(n.region_code, w.region_code)
+        WHERE n.audience = 'regulator' AND w.active AND (cardinality(w.events) = 0 OR n.kind = ANY (w.events))
+        UNION ALL
+        SELECT n.id, 'email', NULL, address, e.digest, CASE WHEN e.digest THEN n.digest_at ELSE $2 END, $2, $2
+        FROM n JOIN enterprises e ON e.id = n.enterprise_id, unnest(e.notify_emails) AS address
+        WHERE n.audience = 'enterprise'
+        ON CONFLICT DO NOTHING
+        """,
+        [n.id for n in notices],
+        now,
+        list(digest_at),
+    )
+    return int(status.split()[-1])
+
+
 _CLAIM = """
 UPDATE deliveries d
 SET attempts = d.attempts + 1, next_attempt_at = $1::timestamptz + $2::interval, updated_at = $1
@@ -136,6 +188,16 @@ async def claim_live(
     return [msgspec.convert(dict(r), Claimed) for r in rows]
 
 
+async def claim_live_of(
+    db: asyncpg.Connection, notice_ids: Sequence[uuid.UUID], now: dt.datetime, lease: dt.timedelta, *, limit: int
+) -> list[Claimed]:
+    """:func:`claim_live` for many notices, at most ``limit`` deliveries (the rest stay due)."""
+    rows = await db.fetch(
+        _CLAIM.format(where="notice_id = ANY ($5::uuid[]) AND NOT digest"), now, lease, now, limit, list(notice_ids)
+    )
+    return [msgspec.convert(dict(r), Claimed) for r in rows]
+
+
 async def claim_held(
     db: asyncpg.Connection, now: dt.datetime, lease: dt.timedelta, *, limit: int, everything: bool = False
 ) -> list[Claimed]:
@@ -143,6 +205,28 @@ async def claim_held(
     due_by = _EVERYTHING if everything else now
     rows = await db.fetch(_CLAIM.format(where="digest"), now, lease, due_by, limit)
     return [msgspec.convert(dict(r), Claimed) for r in rows]
+
+
+def _recording(
+    claimed: Claimed,
+    attempted: Attempted,
+    *,
+    now: dt.datetime,
+    jitter: float,
+    max_tries: int,
+    first_delay: dt.timedelta,
+) -> tuple[DeliveryStatus, dt.datetime, Outcome, str | None]:
+    """What a try comes to: the delivery's status, its next try, the attempt's outcome and error."""
+    tries = claimed.attempts - claimed.series_start
+    status = next_status(attempted.outcome, tries, max_tries=max_tries)
+    outcome = attempted.outcome if status is not DeliveryStatus.FAILED else Outcome.FAILED
+    next_at = now
+    if status is DeliveryStatus.PENDING:
+        next_at = now + retry_delay(tries, jitter, attempted.retry_after, first=first_delay)
+    error = attempted.error
+    if status is DeliveryStatus.FAILED and attempted.outcome is Outcome.RETRY:
+        error = f"{error}; gave up after {tries} tries"
+    return status, next_at, outcome, error
 
 
 async def record(
@@ -160,15 +244,9 @@ async def record(
     lost meanwhile (the lease ran out and another try took over: its result counts, not this one).
 
     ``max_tries`` and ``first_delay``: the retry series (``METREG_RETRY_TRIES``, ``METREG_RETRY_DELAY``)."""
-    tries = claimed.attempts - claimed.series_start
-    status = next_status(attempted.outcome, tries, max_tries=max_tries)
-    outcome = attempted.outcome if status is not DeliveryStatus.FAILED else Outcome.FAILED
-    next_at = now
-    if status is DeliveryStatus.PENDING:
-        next_at = now + retry_delay(tries, jitter, attempted.retry_after, first=first_delay)
-    error = attempted.error
-    if status is DeliveryStatus.FAILED and attempted.outcome is Outcome.RETRY:
-        error = f"{error}; gave up after {tries} tries"
+    status, next_at, outcome, error = _recording(
+        claimed, attempted, now=now, jitter=jitter, max_tries=max_tries, first_delay=first_delay
+    )
     recorded = await db.fetchval(
         """
         WITH d AS (
@@ -194,6 +272,56 @@ async def record(
         outcome.value,
     )
     return status if recorded is not None else None
+
+
+async def record_many(
+    db: asyncpg.Connection,
+    tries: Sequence[tuple[Claimed, Attempted]],
+    *,
+    started_at: dt.datetime,
+    now: dt.datetime,
+    jitter: Callable[[], float],
+    max_tries: int = MAX_TRIES,
+    first_delay: dt.timedelta = FIRST_DELAY,
+) -> dict[uuid.UUID, DeliveryStatus]:
+    """:func:`record` for many tries in one statement (``jitter``: a fresh one for each try).
+
+    Returns the status of each delivery whose claim still held; the others are left out, as
+    :func:`record` leaves them unrecorded."""
+    columns: tuple[list[object], ...] = ([], [], [], [], [], [], [], [])
+    planned: dict[uuid.UUID, DeliveryStatus] = {}
+    for claimed, attempted in sorted(tries, key=lambda t: t[0].id):
+        status, next_at, outcome, error = _recording(
+            claimed, attempted, now=now, jitter=jitter(), max_tries=max_tries, first_delay=first_delay
+        )
+        planned[claimed.id] = status
+        row = (claimed.id, status.value, next_at, attempted.status_code, error, claimed.attempts,
+               attempted.duration_ms, outcome.value)  # fmt: skip
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    recorded = await db.fetch(
+        """
+        WITH r AS (
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::int[], $5::text[], $6::int[],
+                                 $7::int[], $8::text[])
+                          AS r(id, status, next_at, status_code, error, attempt, duration_ms, outcome)),
+        d AS (
+            UPDATE deliveries
+            SET status = r.status, next_attempt_at = r.next_at, last_status = r.status_code, last_error = r.error,
+                updated_at = $9::timestamptz,
+                delivered_at = CASE WHEN r.status = 'delivered' THEN $9::timestamptz END
+            FROM r
+            WHERE deliveries.id = r.id AND deliveries.status = 'pending' AND deliveries.attempts = r.attempt
+            RETURNING deliveries.id)
+        INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, outcome)
+        SELECT r.id, r.attempt, $10, r.duration_ms, r.status_code, r.error, r.outcome FROM r JOIN d ON d.id = r.id
+        RETURNING delivery_id
+        """,
+        *columns,
+        now,
+        started_at,
+    )
+    return {r["delivery_id"]: planned[r["delivery_id"]] for r in recorded}
 
 
 async def settle_notice(
@@ -225,6 +353,42 @@ async def settle_notice(
         settlement.closed,
     )
     return settlement
+
+
+async def settle_notices(
+    db: asyncpg.Connection, notice_ids: Sequence[uuid.UUID], now: dt.datetime, sweep_after: dt.timedelta
+) -> dict[uuid.UUID, Settlement]:
+    """:func:`settle_notice` for many notices, in two statements whatever their number."""
+    ids = sorted(set(notice_ids))
+    rows = await db.fetch(
+        """SELECT notice_id,
+                  count(*) FILTER (WHERE status = 'pending' AND NOT digest) AS live,
+                  min(next_attempt_at) FILTER (WHERE status = 'pending' AND NOT digest) AS next_live,
+                  count(*) FILTER (WHERE status = 'pending' AND digest) AS held,
+                  max(next_attempt_at) FILTER (WHERE status = 'pending' AND digest) AS next_held,
+                  count(*) FILTER (WHERE status = 'delivered') AS delivered,
+                  count(*) FILTER (WHERE status = 'failed') AS failed
+           FROM deliveries WHERE notice_id = ANY ($1::uuid[]) GROUP BY notice_id""",
+        ids,
+    )
+    tallies = {r["notice_id"]: msgspec.convert({k: v for k, v in r.items() if k != "notice_id"}, Tally) for r in rows}
+    # A notice without deliveries has no row: the empty tally (no target) settles it.
+    settlements = {i: settle(tallies.get(i, Tally()), now, sweep_after) for i in ids}
+    await db.execute(
+        """UPDATE notices n
+           SET status = s.status, next_attempt_at = s.next_at, last_error = s.error, updated_at = $6::timestamptz,
+               closed_at = CASE WHEN s.closed THEN $6::timestamptz END
+           FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::boolean[])
+                AS s(id, status, next_at, error, closed)
+           WHERE n.id = s.id AND n.status <> 'cancelled'""",
+        ids,
+        [settlements[i].status.value for i in ids],
+        [settlements[i].next_attempt_at for i in ids],
+        [settlements[i].last_error for i in ids],
+        [settlements[i].closed for i in ids],
+        now,
+    )
+    return settlements
 
 
 async def reopen_delivery(

@@ -47,6 +47,7 @@ __all__ = (
     "select_instrument",
     "select_instrument_in_enterprise",
     "select_instruments",
+    "select_instruments_in_enterprises",
     "select_register_batches",
     "select_register_enterprise",
     "status_predicate",
@@ -253,6 +254,26 @@ def instrument_in_enterprise_sql(instrument: str, extra: str = "") -> str:
 def instrument_in_enterprise(record: asyncpg.Record) -> tuple[InstrumentRow, Enterprise | None]:
     """The row and enterprise of a record read by :func:`instrument_in_enterprise_sql`."""
     return _row(record), enterprise_from(dict(record))
+
+
+async def select_instruments_in_enterprises(
+    db: asyncpg.Connection, instrument_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[InstrumentRow, Enterprise]]:
+    """Many instruments, each with its enterprise, in one statement (a batch of notices to send);
+    an instrument whose enterprise is not visible is left out."""
+    records = await db.fetch(
+        f"""SELECT {_COLUMNS}, {enterprise_columns("e")} FROM instruments i {_CATALOG}
+            JOIN enterprises e ON e.id = i.enterprise_id WHERE i.id = ANY ($1::uuid[])""",
+        list(instrument_ids),
+    )
+    found: dict[uuid.UUID, tuple[InstrumentRow, Enterprise]] = {}
+    for record in records:
+        data = dict(record)
+        enterprise = enterprise_from(data)
+        if enterprise is not None:
+            row = _row(data)
+            found[row.id] = (row, enterprise)
+    return found
 
 
 async def select_enterprise_id(db: asyncpg.Connection, instrument_id: uuid.UUID) -> uuid.UUID | None:

@@ -16,6 +16,7 @@ from service.pagination import Params, decode_cursor, split_page
 __all__ = (
     "NoticeFilters",
     "cancel_stale",
+    "cancel_stale_notices",
     "delivery_scope",
     "insert_event_notice",
     "notice_scope",
@@ -47,7 +48,7 @@ dropped AS (
 UPDATE deliveries d SET status = 'failed', last_error = 'not sent: the notice was cancelled', updated_at = $1
 FROM cancelled c WHERE d.notice_id = c.id AND d.status = 'pending'
 )
-SELECT count(*) FROM cancelled
+SELECT {result} FROM cancelled
 """
 
 
@@ -62,13 +63,25 @@ async def cancel_stale(
     """Cancel pending planned notices that no longer apply: all of them, or one instrument's or
     some instruments' (in the transaction that changed them). Returns how many were cancelled."""
     if instrument_ids is not None:
-        count = await db.fetchval(_CANCEL.format(scope="n.instrument_id = ANY($3::uuid[])"), now, today, instrument_ids)
+        count = await db.fetchval(
+            _CANCEL.format(scope="n.instrument_id = ANY($3::uuid[])", result="count(*)"), now, today, instrument_ids
+        )
     elif instrument_id is None:
-        count = await db.fetchval(_CANCEL.format(scope="TRUE"), now, today)
+        count = await db.fetchval(_CANCEL.format(scope="TRUE", result="count(*)"), now, today)
     else:
         # Its own statement, so the plan walks the instrument's notices, not every pending one.
-        count = await db.fetchval(_CANCEL.format(scope="n.instrument_id = $3"), now, today, instrument_id)
+        count = await db.fetchval(
+            _CANCEL.format(scope="n.instrument_id = $3", result="count(*)"), now, today, instrument_id
+        )
     return int(count)
+
+
+async def cancel_stale_notices(db: asyncpg.Connection, now: dt.datetime, notice_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Cancel those of ``notice_ids`` that no longer apply (the delivery job's last look before
+    sending); only these rows are touched, so jobs of other notices of the same instruments are not
+    waited for. Returns the ids cancelled."""
+    rows = await db.fetch(_CANCEL.format(scope="n.id = ANY ($3::uuid[])", result="id"), now, None, notice_ids)
+    return {r["id"] for r in rows}
 
 
 async def insert_event_notice(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import itertools
 import os
 import socket
 import threading
@@ -35,15 +36,17 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from jobs.deliver import deliver
+from jobs.deliver import PARALLEL_SENDS, claim_limit, deliver, deliver_batch
 from jobs.digest import send_digests
 from jobs.dispatch import dispatch, job_id
 from jobs.plan import plan
-from jobs.runtime import Runtime, open_queue
+from jobs.runtime import Runtime, job_deserializer, open_queue
 from jobs.worker import run_burst
 from service.catalog.rules import Regime
 from service.clock import FixedClock
 from service.db import init_connection
+from service.deliveries.attempt import Attempted
+from service.deliveries.queries import Claimed, record_many
 from service.instruments.rules import Lifecycle
 from service.notices.rules import Pacing, due_notices
 from service.settings import Settings
@@ -648,15 +651,22 @@ async def test_a_notice_without_any_target_fails_naming_it(
 # --- a lost queue ------------------------------------------------------------------------------------
 
 
-async def lose_queue(settings: Settings) -> list[str]:
+async def lose_queue(settings: Settings) -> set[str]:
     """What a flushed Redis does to this test's work: the queue and every job on it are gone.
 
     Only this test's keys are dropped (not FLUSHDB): other sessions may share the test Redis.
-    Returns the job ids that were lost.
+    Returns the ids of the notices whose jobs were lost.
     """
     redis = Redis.from_url(settings.redis_url)
     try:
         lost = [j.decode() for j in await redis.zrange(settings.queue_name, 0, -1)]
+        notices: set[str] = set()
+        for job in lost:
+            stored = await redis.get(f"arq:job:{job}")
+            assert stored is not None
+            payload = job_deserializer(stored)["a"][0]
+            assert job == job_id([uuid.UUID(n) for n in payload["notice_ids"]])
+            notices |= set(payload["notice_ids"])
         keys = [settings.queue_name] + [
             f"{prefix}{j}" for j in lost for prefix in ("arq:job:", "arq:in-progress:", "arq:retry:", "arq:result:")
         ]
@@ -664,7 +674,7 @@ async def lose_queue(settings: Settings) -> list[str]:
         assert await redis.exists(*keys) == 0
     finally:
         await redis.aclose()
-    return lost
+    return notices
 
 
 @pytest.mark.timeout(60)
@@ -690,7 +700,7 @@ async def test_notices_dispatched_before_redis_lost_them_are_swept_after_the_tim
             ("dispatched", NOW + dt.timedelta(seconds=60))
         }
         lost = await lose_queue(settings)
-        assert {job_id(n["id"]) for n in notices} <= set(lost)
+        assert {str(n["id"]) for n in notices} <= lost
 
         # Before the sweep deadline nothing is handed over again: the rows say "dispatched".
         await run_burst(settings, clock)
@@ -1111,3 +1121,201 @@ async def test_a_healthy_receiver_is_reached_while_other_host_names_resolve_slow
     (delivery,) = await deliveries_of(pool, [notice["id"]])
     assert (delivery["status"], delivery["last_error"]) == ("delivered", None)
     assert len(got) == 1
+
+
+# --- batches -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_one_batch_delivers_to_good_targets_and_records_each_failing_target_on_its_own(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    today = NOW.date()
+    await register(tenant, [today - 4 * DAY, today - 12 * DAY, today + 3 * DAY])
+    runtime = await Runtime.open(worker_settings(database_url), FixedClock(NOW))
+    try:
+        with (
+            WebhookReceiver().running() as good,
+            WebhookReceiver(respond=lambda n, got: 410).running() as gone,
+            WebhookReceiver(respond=lambda n, got: 503).running() as busy,
+        ):
+            hooks = {
+                name: (await add_webhook(pool, r.url, enterprise_id=tenant.id))[0]
+                for name, r in (("good", good), ("gone", gone), ("busy", busy))
+            }
+            await plan_at(pool, NOW)
+            notices = await notices_of(pool, tenant.id)
+            assert len(notices) == 3
+            await deliver_batch(runtime, [n["id"] for n in notices])
+            calls = {
+                name: of_enterprise(r.requests, tenant.id)
+                for name, r in (("good", good), ("gone", gone), ("busy", busy))
+            }
+    finally:
+        await runtime.close()
+
+    ids = sorted(str(n["id"]) for n in notices)
+    for name in ("good", "gone", "busy"):
+        assert sorted(r.json()["notice_id"] for r in calls[name]) == ids, name
+    deliveries = await deliveries_of(pool, [n["id"] for n in notices])
+    by_hook = collections.defaultdict(set)
+    for d in deliveries:
+        by_hook[d["webhook_id"]].add((d["status"], d["attempts"], d["last_status"]))
+    assert by_hook[hooks["good"]] == {("delivered", 1, 200)}
+    assert by_hook[hooks["gone"]] == {("failed", 1, 410)}
+    assert by_hook[hooks["busy"]] == {("pending", 1, 503)}
+    attempts = await attempts_of(pool, [d["id"] for d in deliveries])
+    assert sorted(len(a) for a in attempts.values()) == [1] * 9
+    # The 503s wait for their retry, so every notice does too.
+    retry_at = {d["next_attempt_at"] for d in deliveries if d["webhook_id"] == hooks["busy"]}
+    assert all(NOW < at_ <= NOW + dt.timedelta(seconds=36) for at_ in retry_at)
+    for notice in await notices_of(pool, tenant.id):
+        assert notice["status"] == "pending"
+        assert notice["next_attempt_at"] in retry_at
+    await deactivate(pool, *hooks.values())
+
+
+@pytest.mark.timeout(60)
+async def test_a_crash_between_send_and_record_sends_again_after_the_lease_and_records_once(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    today = NOW.date()
+    await register(tenant, [today - 4 * DAY, today + 3 * DAY])
+    settings = worker_settings(database_url, dispatch_timeout_s=60)
+    clock = FixedClock(NOW)
+    lost: list[tuple[Claimed, Attempted]] = []
+
+    async def crash(db: asyncpg.Connection, tries: list[tuple[Claimed, Attempted]], **kwargs: Any) -> None:
+        lost.extend(tries)
+        raise RuntimeError("the worker died before it recorded what it sent")
+
+    with WebhookReceiver().running() as receiver:
+        webhook_id, _ = await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
+        await plan_at(pool, NOW)
+        with monkeypatch.context() as patched:
+            patched.setattr("jobs.deliver.record_many", crash)
+            await run_burst(settings, clock)
+        notices = await notices_of(pool, tenant.id)
+        assert len(notices) == 2
+        # The first tries to finish were being recorded when the worker died; a call still on its
+        # way then died with it.
+        before_crash = collections.Counter(r.json()["notice_id"] for r in of_enterprise(receiver.requests, tenant.id))
+        assert set(before_crash) <= {str(n["id"]) for n in notices}
+        assert set(before_crash.values()) == {1}
+        assert lost
+        assert {str(claim.notice_id) for claim, _ in lost} <= set(before_crash)
+        # Sent, not recorded: the claims hold the deliveries and the notices wait for the sweep.
+        deliveries = await deliveries_of(pool, [n["id"] for n in notices])
+        assert {(d["status"], d["attempts"], d["next_attempt_at"]) for d in deliveries} == {
+            ("pending", 1, NOW + dt.timedelta(seconds=60))
+        }
+        assert await attempts_of(pool, [d["id"] for d in deliveries]) == {}
+        assert {(n["status"], n["next_attempt_at"]) for n in notices} == {
+            ("dispatched", NOW + dt.timedelta(seconds=60))
+        }
+
+        await run_burst(settings, clock)  # within the lease nothing is sent again
+        assert len(of_enterprise(receiver.requests, tenant.id)) == len(before_crash)
+        clock.set(NOW + dt.timedelta(seconds=61))
+        await run_burst(settings, clock)
+        clock.set(NOW + dt.timedelta(hours=2))
+        await run_burst(settings, clock)
+        sent = of_enterprise(receiver.requests, tenant.id)
+    await deactivate(pool, webhook_id)
+
+    # Twice what was sent before the crash, the only doubling allowed: the same notice_id and
+    # delivery id for the receiver to drop; once what was not.
+    assert collections.Counter(r.json()["notice_id"] for r in sent) == {
+        str(n["id"]): 1 + before_crash[str(n["id"])] for n in notices
+    }
+    for delivery_id, calls in itertools.groupby(
+        sorted(sent, key=lambda r: r.headers["metreg-delivery"]), key=lambda r: r.headers["metreg-delivery"]
+    ):
+        assert len({r.body for r in calls}) == 1, delivery_id
+    deliveries = await deliveries_of(pool, [n["id"] for n in notices])
+    assert {(d["status"], d["attempts"]) for d in deliveries} == {("delivered", 2)}
+    attempts = await attempts_of(pool, [d["id"] for d in deliveries])
+    assert {d: [a["attempt"] for a in rows] for d, rows in attempts.items()} == {d["id"]: [2] for d in deliveries}
+    assert [n["status"] for n in await notices_of(pool, tenant.id)] == ["delivered"] * 2
+
+    # What the lost claims would have recorded, had the worker come back: the claims no longer hold.
+    async with pool.acquire() as conn:
+        late = await record_many(conn, lost, started_at=NOW, now=NOW + dt.timedelta(hours=3), jitter=lambda: 0.5)
+    assert late == {}
+    assert await attempts_of(pool, [d["id"] for d in deliveries]) == attempts
+
+
+@pytest.mark.timeout(60)
+async def test_a_batch_claims_no_more_tries_than_fit_in_its_lease_and_leaves_the_rest_due(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    await register(tenant, [NOW.date() - 4 * DAY])
+    # The shortest lease the settings allow: one round of sends.
+    settings = worker_settings(database_url, send_timeout_s=2.0, dispatch_timeout_s=5.0)
+    limit = claim_limit(lease_s=5.0, send_timeout_s=2.0)
+    assert limit == PARALLEL_SENDS
+    runtime = await Runtime.open(settings, FixedClock(NOW))
+    try:
+        with WebhookReceiver().running() as receiver:
+            # A delivery per target URL: one receiver, as many URLs.
+            hooks = [
+                (await add_webhook(pool, f"{receiver.url}?hook={n}", enterprise_id=tenant.id))[0]
+                for n in range(limit + 1)
+            ]
+            await plan_at(pool, NOW)
+            (notice,) = await notices_of(pool, tenant.id)
+            await deliver(runtime, notice["id"])
+            first = len(of_enterprise(receiver.requests, tenant.id))
+            (waiting,) = await notices_of(pool, tenant.id)
+            await deliver(runtime, notice["id"])
+            calls = of_enterprise(receiver.requests, tenant.id)
+    finally:
+        await runtime.close()
+        await deactivate(pool, *hooks)
+    assert first == limit
+    # The one left over is due at once, and so is its notice: the next dispatch takes it.
+    assert (waiting["status"], waiting["next_attempt_at"]) == ("pending", NOW)
+    assert len(calls) == limit + 1
+    assert len({r.headers["metreg-delivery"] for r in calls}) == limit + 1
+    deliveries = await deliveries_of(pool, [notice["id"]])
+    assert {(d["status"], d["attempts"]) for d in deliveries} == {("delivered", 1)}
+    assert [n["status"] for n in await notices_of(pool, tenant.id)] == ["delivered"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_batch_records_each_try_as_it_finishes_not_when_the_slowest_does(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    quick, slow = await register(tenant, [NOW.date() - 4 * DAY, NOW.date() - 12 * DAY])
+    release = threading.Event()
+
+    def respond(n: int, got: Received) -> int:
+        if got.json()["instrument"]["id"] == slow:
+            release.wait(20)  # held until the quick one is seen recorded
+        return 200
+
+    runtime = await Runtime.open(
+        worker_settings(database_url, send_timeout_s=30.0, dispatch_timeout_s=61.0), FixedClock(NOW)
+    )
+    try:
+        with WebhookReceiver(respond=respond).running() as receiver:
+            webhook_id, _ = await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
+            await plan_at(pool, NOW)
+            notices = {n["instrument_id"]: n["id"] for n in await notices_of(pool, tenant.id)}
+            batch = asyncio.create_task(deliver_batch(runtime, list(notices.values())))
+            try:
+                while not [
+                    d for d in await deliveries_of(pool, [notices[uuid.UUID(quick)]]) if d["status"] == "delivered"
+                ]:
+                    assert not batch.done(), "the batch ended before its quick try was recorded"
+                    await asyncio.sleep(0.02)
+                (held,) = await deliveries_of(pool, [notices[uuid.UUID(slow)]])
+                assert (held["status"], held["attempts"]) == ("pending", 1)
+                assert [n["status"] for n in await notices_for(pool, quick)] == ["delivered"]
+            finally:
+                release.set()
+                await batch
+    finally:
+        await runtime.close()
+        await deactivate(pool, webhook_id)
+    assert {n["status"] for n in await notices_of(pool, tenant.id)} == {"delivered"}

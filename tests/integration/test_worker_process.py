@@ -14,6 +14,7 @@ import collections
 import contextlib
 import datetime as dt
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -30,7 +31,9 @@ import pytest
 
 from drills.harness import background, metreg_env
 from drills.harness import run_metreg as metreg
+from jobs.dispatch import BATCH
 from jobs.plan import plan
+from jobs.runtime import PARALLEL_SENDS
 from service.app import create_app
 from service.auth import Role
 from service.clock import SystemClock
@@ -215,7 +218,7 @@ async def test_plan_then_burst_delivers_every_notice_due_once_and_a_second_run_n
 async def test_a_worker_killed_mid_delivery_loses_nothing_and_records_each_delivery_once(
     own_admin: Api, own_pool: asyncpg.Pool, own_dsn: str, tmp_path: Path, record_property: Any
 ) -> None:
-    """SIGKILL while five deliveries are in flight: once the dispatch timeout has passed and arq's
+    """SIGKILL while deliveries are in flight: once the dispatch timeout has passed and arq's
     in-progress marks have run out, ``metreg worker --burst`` delivers the rest. Every notice is
     delivered and recorded delivered once; only the calls in flight at the kill reach the receiver
     twice (the receiver dedupes on ``notice_id``)."""
@@ -265,7 +268,10 @@ async def test_a_worker_killed_mid_delivery_loses_nothing_and_records_each_deliv
             }
         in_flight = set(before) - recorded
         assert 0 < len(before) < count, before
-        assert len(in_flight) <= jobs, (in_flight, recorded)
+        # What a kill can leave unrecorded: each running job's calls on the wire and as many
+        # finished ones being recorded (a job records each try as it finishes).
+        running = min(jobs, math.ceil(count / BATCH))
+        assert len(in_flight) <= running * 2 * PARALLEL_SENDS < count, (in_flight, recorded)
 
         await asyncio.sleep(max(0.0, dispatch_timeout + 0.5 - (time.monotonic() - killed_at)))
         runs = []

@@ -268,10 +268,9 @@ async def select_instruments_in_enterprises(
     )
     found: dict[uuid.UUID, tuple[InstrumentRow, Enterprise]] = {}
     for record in records:
-        data = dict(record)
-        enterprise = enterprise_from(data)
+        enterprise = enterprise_from(dict(record))
         if enterprise is not None:
-            row = _row(data)
+            row = _row(record)
             found[row.id] = (row, enterprise)
     return found
 

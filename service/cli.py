@@ -4,6 +4,7 @@ and export ledgers."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import os
 import shutil
@@ -265,12 +266,14 @@ Try:
     "--today",
     type=click.DateTime(formats=["%Y-%m-%d"]),
     default=None,
-    help="Plan as if every enterprise's local date were this one (default: each enterprise's own today).",
+    help="Plan as if every enterprise's local date were this one, a day not later than today "
+    "(default: each enterprise's own today).",
 )
 def plan(today: Any) -> None:
     """Plan reminders, overdue notices and escalations that are due (idempotent).
 
-    The worker does this every few minutes; run it by hand to catch up or to rehearse a date.
+    The worker does this every few minutes; run it by hand to catch up, or to plan a day that was
+    missed with --today.
 
     Example: metreg plan --today 2026-07-15 && metreg worker --burst
     """
@@ -278,7 +281,15 @@ def plan(today: Any) -> None:
 
     settings = _settings()
     day = today.date() if today is not None else None
-    result = _run(_connected(settings.database_url, lambda db: run_plan(db, SystemClock().now(), today=day)))
+    now = SystemClock().now()
+    # No enterprise's local date is later than UTC's by more than a day (UTC+14 at most).
+    if day is not None and day > now.date() + dt.timedelta(days=1):
+        raise click.BadParameter(
+            f"{day} is still to come: planning it now would send its notices early, and the planner's "
+            "schedule would pass over the days before it (rehearse future dates on a copy of the database)",
+            param_hint="--today",
+        )
+    result = _run(_connected(settings.database_url, lambda db: run_plan(db, now, today=day)))
     if not result.ran:
         click.echo("another planning run holds the lock: nothing done", err=True)
         return

@@ -768,3 +768,13 @@ async def test_a_planning_run_overlapping_a_change_of_the_instrument_leaves_no_s
         (r["kind"], r["cycle"], r["status"]) for r in rows if r["certificate_id"] is None and r["status"] == "pending"
     ]
     assert stale == []
+
+
+def test_metreg_plan_refuses_a_day_still_to_come(database_url: str) -> None:
+    """Planning a future day would send its notices early and move the planner's schedule past the
+    reminders of the days before it."""
+    coming = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=2)).isoformat()
+    result = CliRunner().invoke(main, ["plan", "--today", coming], env={"DATABASE_URL": database_url})
+    assert result.exit_code == 2, result.output
+    assert "still to come" in result.output
+    assert "--today" in result.output

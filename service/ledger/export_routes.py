@@ -27,9 +27,10 @@ from litestar.response import Stream
 
 from service import dates
 from service.auth import Principal, act_as, request_context
+from service.db import ACQUIRE_TIMEOUT_S
 from service.deps import ClockDep, Db, PrincipalDep, SettingsDep
 from service.enterprises.access import readable_enterprise
-from service.errors import NotAcceptableError
+from service.errors import NotAcceptableError, UnavailableError
 from service.ledger.exporting import LedgerExport, ledger_csv, ledger_xlsx
 from service.ledger.filing import FILING_TITLE, filing_xlsx
 from service.ledger.writing import CSV_MEDIA_TYPE, XLSX_MEDIA_TYPE, ExportFormat, Lang
@@ -81,16 +82,39 @@ async def _file_chunks(file: IO[bytes]) -> AsyncIterator[bytes]:
         file.close()
 
 
+#: Seconds a CSV export's transaction may wait on a client that stops reading: the connection and
+#: the snapshot it holds go back to the pool (the file is cut short) rather than stay held.
+_STALLED_CLIENT_S: Final = 30
+
+
+def _refuse_when_busy(state: State, pool_max: int) -> None:
+    """Refuse a CSV export while as many run in this process as half its pool: slow downloads hold
+    a connection each, and must leave the rest of the API its connections. (The stream counts
+    itself once it starts: a stream that never starts then holds nothing.)
+
+    Raises:
+        UnavailableError: 503, retry in a moment.
+    """
+    running = state.get("csv_exports", 0)
+    if running >= max(1, pool_max // 2):
+        raise UnavailableError(f"{running} ledger downloads are running on this server: retry in a moment")
+
+
 async def _csv_stream(
-    pool: asyncpg.Pool, principal: Principal, context: tuple[str, str], now: dt.datetime, export: LedgerExport
+    state: State, principal: Principal, context: tuple[str, str], now: dt.datetime, export: LedgerExport
 ) -> AsyncIterator[bytes]:
-    async with pool.acquire() as proxy:
-        # The pool hands out proxies that behave as connections; queries are typed for the latter.
-        conn = cast(asyncpg.Connection, proxy)
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            await act_as(conn, principal, request_id=context[0], action=context[1], now=now)
-            async for chunk in ledger_csv(conn, export):
-                yield chunk
+    state.csv_exports = state.get("csv_exports", 0) + 1
+    try:
+        async with state.db_pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as proxy:
+            # The pool hands out proxies that behave as connections; queries are typed for the latter.
+            conn = cast(asyncpg.Connection, proxy)
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{_STALLED_CLIENT_S}s'")
+                await act_as(conn, principal, request_id=context[0], action=context[1], now=now)
+                async for chunk in ledger_csv(conn, export):
+                    yield chunk
+    finally:
+        state.csv_exports -= 1
 
 
 @dataclass
@@ -166,7 +190,8 @@ class LedgerExportController(Controller):
         headers = {"Content-Disposition": attachment(name, f"instrument-ledger-{today.isoformat()}.{chosen.value}")}
         export = LedgerExport(enterprise=enterprise, today=today, lang=lang, batch_rows=settings.export_batch_rows)
         if chosen is ExportFormat.CSV:
-            stream = _csv_stream(state.db_pool, principal, request_context(request), now, export)
+            _refuse_when_busy(state, settings.db_pool_max)
+            stream = _csv_stream(state, principal, request_context(request), now, export)
             return Stream(stream, media_type=CSV_MEDIA_TYPE, headers=headers)
         file = await _written(lambda f: ledger_xlsx(db, export, f))
         return Stream(_file_chunks(file), media_type=XLSX_MEDIA_TYPE, headers=headers)

@@ -666,3 +666,30 @@ async def test_metreg_export_writes_csv_to_standard_output_and_refuses_a_csv_fil
     unknown = await asyncio.to_thread(_cli, database_url, "export", "--enterprise", str(uuid.uuid4()))
     assert unknown.exit_code == 1
     assert "no enterprise" in unknown.output
+
+
+async def test_csv_downloads_beyond_half_the_pool_are_503_and_each_stream_gives_its_slot_back(
+    tenant: Tenant, app: Litestar, database_url: str
+) -> None:
+    """Each CSV stream holds a connection while the client reads: at most half the pool's may, so
+    the rest of the API keeps its connections."""
+    await tenant.register(**GAUGE, serial_no="SLOT-1")
+    limit = max(1, app_settings(database_url).db_pool_max // 2)
+    assert app.state.get("csv_exports", 0) == 0
+    app.state.csv_exports = limit  # as many downloads as may run, still running
+    try:
+        busy = await tenant.api.get(ledger_url(tenant))
+    finally:
+        app.state.csv_exports = 0
+    assert problem(busy, 503)["detail"].startswith(f"{limit} ledger downloads are running")
+    assert busy.headers["retry-after"]
+    done = await tenant.api.get(ledger_url(tenant))
+    assert done.status_code == 200
+    assert "SLOT-1" in done.content.decode("utf-8-sig")
+    assert app.state.csv_exports == 0  # the finished stream gave its slot back
+    # An XLSX is written inside the request and holds no connection after it: never refused so.
+    app.state.csv_exports = limit
+    try:
+        assert (await tenant.api.get(ledger_url(tenant), params={"format": "xlsx"})).status_code == 200
+    finally:
+        app.state.csv_exports = 0

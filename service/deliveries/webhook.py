@@ -72,8 +72,16 @@ class _Connection:
         self.idle_since = 0.0
 
     def usable(self, now: float) -> bool:
-        """Still open on both ends and not idle too long (a receiver closes idle connections too)."""
-        return now - self.idle_since < _KEEPALIVE_S and not self.writer.is_closing() and not self.reader.at_eof()
+        """Still open on both ends, not idle too long (a receiver closes idle connections too), and
+        with nothing unread: bytes the receiver sent after its answer (a 408 before it hangs up, a
+        body longer than it said) would be read as the next call's answer."""
+        return (
+            now - self.idle_since < _KEEPALIVE_S
+            and not self.writer.is_closing()
+            and not self.reader.at_eof()
+            # asyncio offers no public peek; CPython's StreamReader has kept its buffer here since 3.4.
+            and not getattr(self.reader, "_buffer", b"")
+        )
 
     def close(self) -> None:
         self.writer.close()
@@ -201,11 +209,26 @@ class WebhookClient:
                 connection.close()
 
 
+#: Header lines an answer may have (h11 allows about as many bytes); more is not an answer.
+_MAX_HEADER_LINES = 100
+
+
 async def _read_head(reader: asyncio.StreamReader) -> tuple[str, Answer]:
-    """The answer's version and head, past any interim (1xx) answers."""
+    """The answer's version and head, past any interim (1xx) answers.
+
+    Lines may end in CRLF or a bare LF, as h11 (which httpx uses) also accepts: a receiver that
+    answers so would otherwise time out every call and get each notice again on every retry.
+    A repeated Content-Length with another value is refused: it leaves the body's end unknown.
+    """
     while True:
-        head = await reader.readuntil(b"\r\n\r\n")
-        status_line, *fields = head[:-4].decode("latin-1").split("\r\n")
+        lines: list[str] = []
+        while (line := await reader.readuntil(b"\n")) not in (b"\r\n", b"\n"):
+            if len(lines) == _MAX_HEADER_LINES:
+                raise MalformedAnswerError(f"more than {_MAX_HEADER_LINES} header lines")
+            lines.append(line.rstrip(b"\r\n").decode("latin-1"))
+        if not lines:
+            raise MalformedAnswerError("an empty line instead of a status line")
+        status_line, *fields = lines
         version, _, rest = status_line.partition(" ")
         code = rest[:3]
         if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
@@ -215,7 +238,10 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[str, Answer]:
             name, colon, value = field.partition(":")
             if not colon:
                 raise MalformedAnswerError(field[:80])
-            headers[name.strip().lower()] = value.strip()
+            name, value = name.strip().lower(), value.strip()
+            if name == "content-length" and headers.get(name, value) != value:
+                raise MalformedAnswerError("two different Content-Length headers")
+            headers[name] = value
         if not 100 <= int(code) < 200:
             return version, Answer(int(code), headers)
 

@@ -241,3 +241,24 @@ async def test_an_https_receiver_without_a_verified_handshake_is_not_sent_to() -
         await listening.wait_closed()
     assert (sent.outcome, sent.status_code) == (Outcome.RETRY, None)
     assert str(sent.error).startswith("connection failed (SSL")
+
+
+async def test_an_answer_with_bare_line_feeds_is_read_and_its_connection_kept() -> None:
+    # h11 (httpx) accepts bare LF line ends; refusing them would time out and re-send every notice.
+    scripted, got = await _post_all([b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok"], 3)
+    assert got == [(Outcome.DELIVERED, 200, None)] * 3
+    assert scripted.connections == 1
+
+
+async def test_bytes_after_an_answer_are_never_read_as_the_next_calls_answer() -> None:
+    # A body longer than it said: the rest would be the next call's "answer" on a reused connection.
+    scripted, got = await _post_all([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 410 Gone\r\n\r\n"], 3)
+    assert got == [(Outcome.DELIVERED, 200, None)] * 3
+    assert scripted.connections == 3
+
+
+async def test_two_different_content_lengths_are_a_malformed_answer() -> None:
+    _, got = await _post_all([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nok"], 1)
+    assert got == [(Outcome.RETRY, None, "connection failed (MalformedAnswerError)")]
+    _, got = await _post_all([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"], 1)
+    assert got == [(Outcome.DELIVERED, 200, None)]

@@ -25,7 +25,7 @@ import tempfile
 import time
 import uuid
 import zoneinfo
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 
+from drills.receiver import Received
+from drills.report import DrillResult, Tally
 from service.enterprises.rules import credit_code_check_char
 
 __all__ = (
@@ -514,3 +516,40 @@ class Scene:
     async def settled(self, *tenants: Tenant) -> bool:
         """Every notice of ``tenants`` delivered, failed or cancelled."""
         return all(n["status"] in ("delivered", "failed", "cancelled") for n in await self.notices(*tenants))
+
+
+def answer_after(seconds: float) -> Callable[[int, Received], int]:
+    """A receiver's answer: 200 after ``seconds``, so that calls are in flight when a fault strikes."""
+
+    def answer(number: int, request: Received) -> int:
+        time.sleep(seconds)
+        return 200
+
+    return answer
+
+
+def alive(worker: subprocess.Popen[bytes]) -> None:
+    """Raises when ``worker`` has exited: a drill waits on a worker that is still running.
+
+    Raises:
+        RuntimeError: with its exit code.
+    """
+    if worker.poll() is not None:
+        raise RuntimeError(f"the worker exited with {worker.returncode}")
+
+
+def drill_result(
+    name: str, tally: Tally, load: Load, checks: dict[str, bool], started: float, notes: list[str]
+) -> DrillResult:
+    """A drill's result: its tally, the API's answers under ``load``, and its verdict on ``checks``."""
+    return DrillResult(
+        drill=name,
+        tally=tally,
+        answers_5xx=load.answers_5xx,
+        answers_503=load.statuses[503],
+        answers_total=sum(load.statuses.values()),
+        passed=all(checks.values()),
+        seconds=time.monotonic() - started,
+        checks=checks,
+        notes=notes,
+    )

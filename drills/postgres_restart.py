@@ -17,8 +17,8 @@ import time
 import asyncpg
 import httpx
 
-from drills.harness import Load, Scene, Stack, new_tenant, wait_until
-from drills.receiver import Received, WebhookReceiver
+from drills.harness import Load, Scene, Stack, alive, answer_after, drill_result, new_tenant, wait_until
+from drills.receiver import WebhookReceiver
 from drills.report import DrillResult, judge, tally
 
 NAME = "PostgreSQL restart"
@@ -26,11 +26,6 @@ NOTICES = 60
 DOWN_S = 3.0
 READERS, WRITERS = 16, 2
 SETTINGS = {"METREG_WORKER_JOBS": "5", "METREG_SEND_TIMEOUT": "1", "METREG_DISPATCH_TIMEOUT": "3"}
-
-
-def _slowly(number: int, request: Received) -> int:
-    time.sleep(0.1)
-    return 200
 
 
 async def _readyz(api: httpx.AsyncClient) -> tuple[int, str]:
@@ -43,7 +38,7 @@ async def _readyz(api: httpx.AsyncClient) -> tuple[int, str]:
 
 async def run(stack: Stack) -> DrillResult:
     started = time.monotonic()
-    receiver = WebhookReceiver(respond=_slowly)
+    receiver = WebhookReceiver(respond=answer_after(0.1))
     with receiver.running():
         async with Scene.open(stack, "postgres_restart", **SETTINGS) as scene:
             async with httpx.AsyncClient(base_url=scene.api_url, timeout=30) as api:
@@ -71,8 +66,7 @@ async def run(stack: Stack) -> DrillResult:
                         await wait_until("/readyz 200 again", lambda: _ready(api), within=30)
 
                         async def settled() -> bool:
-                            if worker.poll() is not None:
-                                raise RuntimeError(f"the worker exited with {worker.returncode}")
+                            alive(worker)
                             return await scene.settled(tenant)
 
                         await wait_until("every notice settled", settled, within=90, every=0.5)
@@ -104,15 +98,12 @@ async def run(stack: Stack) -> DrillResult:
             "every acknowledged registration kept": kept == len(load.acknowledged),
         },
     )
-    return DrillResult(
-        drill=NAME,
-        tally=counts,
-        answers_5xx=load.answers_5xx,
-        answers_503=load.statuses[503],
-        answers_total=sum(load.statuses.values()),
-        passed=all(checks.values()),
-        seconds=time.monotonic() - started,
-        checks=checks,
+    return drill_result(
+        NAME,
+        counts,
+        load,
+        checks,
+        started,
         notes=[
             f"{READERS} readers and {WRITERS} writers; down {DOWN_S:g} s: {answered_while_down} answers meanwhile; "
             f"/readyz while down: {ready_while_down[0]} ({ready_while_down[1]}); "

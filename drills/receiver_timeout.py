@@ -19,7 +19,7 @@ import time
 
 import httpx
 
-from drills.harness import Load, Scene, Stack, Tenant, new_tenant, wait_until
+from drills.harness import Load, Scene, Stack, Tenant, alive, drill_result, new_tenant, wait_until
 from drills.receiver import Received, WebhookReceiver
 from drills.report import DrillResult, judge, tally
 
@@ -78,8 +78,7 @@ async def run(stack: Stack) -> DrillResult:
                 with scene.worker() as worker:
 
                     async def healthy_done() -> bool:
-                        if worker.poll() is not None:
-                            raise RuntimeError(f"the worker exited with {worker.returncode}")
+                        alive(worker)
                         return await scene.settled(tenants["healthy"])
 
                     await wait_until("the healthy receiver's notices delivered", healthy_done, within=60)
@@ -113,15 +112,12 @@ async def run(stack: Stack) -> DrillResult:
         },
         failed_expected=HOLE,
     )
-    return DrillResult(
-        drill=NAME,
-        tally=counts,
-        answers_5xx=load.answers_5xx,
-        answers_503=load.statuses[503],
-        answers_total=sum(load.statuses.values()),
-        passed=all(checks.values()),
-        seconds=time.monotonic() - started,
-        checks=checks,
+    return drill_result(
+        NAME,
+        counts,
+        load,
+        checks,
+        started,
         notes=[
             f"{HOLE} notices to a receiver that never answers in time, {RECOVERING} to one that times out once, "
             f"{HEALTHY} to a healthy one; {hole_open} black-hole notices were still being retried when the "

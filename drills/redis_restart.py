@@ -15,8 +15,8 @@ import time
 
 import httpx
 
-from drills.harness import Load, Scene, Stack, new_tenant, wait_until
-from drills.receiver import Received, WebhookReceiver
+from drills.harness import Load, Scene, Stack, alive, answer_after, drill_result, new_tenant, wait_until
+from drills.receiver import WebhookReceiver
 from drills.report import DrillResult, judge, tally
 
 NAME = "Redis restart"
@@ -25,14 +25,9 @@ DOWN_S = 3.0
 SETTINGS = {"METREG_WORKER_JOBS": "5", "METREG_SEND_TIMEOUT": "1", "METREG_DISPATCH_TIMEOUT": "3"}
 
 
-def _slowly(number: int, request: Received) -> int:
-    time.sleep(0.2)
-    return 200
-
-
 async def run(stack: Stack) -> DrillResult:
     started = time.monotonic()
-    receiver = WebhookReceiver(respond=_slowly)
+    receiver = WebhookReceiver(respond=answer_after(0.2))
     with receiver.running():
         async with Scene.open(stack, "redis_restart", **SETTINGS) as scene:
             async with httpx.AsyncClient(base_url=scene.api_url, timeout=30) as api:
@@ -43,8 +38,7 @@ async def run(stack: Stack) -> DrillResult:
                 with scene.worker() as worker:
 
                     async def some_sent() -> bool:
-                        if worker.poll() is not None:
-                            raise RuntimeError(f"the worker exited with {worker.returncode}")
+                        alive(worker)
                         return len(receiver.requests) >= NOTICES // 6
 
                     await wait_until("some notices sent", some_sent, within=60, every=0.01)
@@ -54,8 +48,7 @@ async def run(stack: Stack) -> DrillResult:
                     await stack.redis.start()
 
                     async def settled() -> bool:
-                        if worker.poll() is not None:
-                            raise RuntimeError(f"the worker exited with {worker.returncode}")
+                        alive(worker)
                         return await scene.settled(tenant)
 
                     await wait_until("every notice settled", settled, within=90, every=0.5)
@@ -76,15 +69,12 @@ async def run(stack: Stack) -> DrillResult:
             "API answered throughout": load.no_answer == 0 and load.bad_503 == 0,
         },
     )
-    return DrillResult(
-        drill=NAME,
-        tally=counts,
-        answers_5xx=load.answers_5xx,
-        answers_503=load.statuses[503],
-        answers_total=sum(load.statuses.values()),
-        passed=all(checks.values()),
-        seconds=time.monotonic() - started,
-        checks=checks,
+    return drill_result(
+        NAME,
+        counts,
+        load,
+        checks,
+        started,
         notes=[
             f"Redis lost the queue with {queued_at_loss} notices not yet sent; down {DOWN_S:g} s; "
             f"the worker started again {restarts} time(s) by itself"

@@ -17,8 +17,8 @@ import time
 
 import httpx
 
-from drills.harness import Load, Scene, Stack, new_tenant, wait_until
-from drills.receiver import Received, WebhookReceiver
+from drills.harness import Load, Scene, Stack, alive, answer_after, drill_result, new_tenant, wait_until
+from drills.receiver import WebhookReceiver
 from drills.report import DrillResult, judge, tally
 from jobs.runtime import PARALLEL_SENDS
 
@@ -30,14 +30,9 @@ SETTINGS = {"METREG_WORKER_JOBS": "5", "METREG_SEND_TIMEOUT": "1", "METREG_DISPA
 UNRECORDED_AT_MOST = int(SETTINGS["METREG_WORKER_JOBS"]) * 2 * PARALLEL_SENDS
 
 
-def _slowly(number: int, request: Received) -> int:
-    time.sleep(0.2)
-    return 200
-
-
 async def run(stack: Stack) -> DrillResult:
     started = time.monotonic()
-    receiver = WebhookReceiver(respond=_slowly)
+    receiver = WebhookReceiver(respond=answer_after(0.2))
     with receiver.running():
         async with Scene.open(stack, "worker_kill", **SETTINGS) as scene:
             async with httpx.AsyncClient(base_url=scene.api_url, timeout=30) as api:
@@ -48,8 +43,7 @@ async def run(stack: Stack) -> DrillResult:
                 with scene.worker() as worker:
 
                     async def a_quarter_sent() -> bool:
-                        if worker.poll() is not None:
-                            raise RuntimeError(f"the worker exited with {worker.returncode}")
+                        alive(worker)
                         return len(receiver.requests) >= NOTICES // 4
 
                     await wait_until("a quarter of the notices sent", a_quarter_sent, within=60, every=0.01)
@@ -81,15 +75,12 @@ async def run(stack: Stack) -> DrillResult:
             "API answered throughout": load.no_answer == 0 and load.bad_503 == 0,
         },
     )
-    return DrillResult(
-        drill=NAME,
-        tally=counts,
-        answers_5xx=load.answers_5xx,
-        answers_503=load.statuses[503],
-        answers_total=sum(load.statuses.values()),
-        passed=all(checks.values()),
-        seconds=time.monotonic() - started,
-        checks=checks,
+    return drill_result(
+        NAME,
+        counts,
+        load,
+        checks,
+        started,
         notes=[
             f"killed with {len(in_flight)} calls in flight, {len(delivered_before)} notices recorded delivered",
         ],

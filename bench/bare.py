@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -91,16 +92,17 @@ def create_app(dsn: str, pool_size: int = 10) -> Litestar:
     return Litestar([read_instrument, list_instruments, healthz], lifespan=[lifespan], openapi_config=None)
 
 
-def main(argv: list[str] | None = None) -> None:
+def serve(make_app: Callable[[str, int], Any], description: str | None, argv: list[str] | None) -> None:
+    """Serve ``make_app(dsn, pool_size)`` as ``metreg serve`` serves metreg (uvicorn, uvloop, httptools)."""
     import uvicorn
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--pool-size", type=int, default=10, help="as metreg's METREG_DB_POOL_MAX default")
     args = parser.parse_args(argv)
     uvicorn.run(
-        create_app(args.dsn, args.pool_size),
+        make_app(args.dsn, args.pool_size),
         host="127.0.0.1",
         port=args.port,
         loop="uvloop",
@@ -109,6 +111,10 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,
         server_header=False,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    serve(create_app, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ never imported by the service.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ import asyncpg
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel
 
-from bench.bare import COLUMNS
+from bench.bare import COLUMNS, serve
 
 __all__ = ("create_app",)
 
@@ -85,23 +84,7 @@ def create_app(dsn: str, pool_size: int = 10) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dsn", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--pool-size", type=int, default=10, help="as metreg's METREG_DB_POOL_MAX default")
-    args = parser.parse_args(argv)
-    uvicorn.run(
-        create_app(args.dsn, args.pool_size),
-        host="127.0.0.1",
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-    )
+    serve(create_app, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -111,25 +111,27 @@ def parse_key(key: str) -> tuple[str, str] | None:
 # is touching) and makes the key the transaction's principal for row-level security and the audit
 # trail (schema/0008_trust.sql). The hash is compared in SQL: it is the digest of 256 random bits,
 # so its comparison leaks nothing worth timing.
-_AUTHENTICATE = """
-    WITH key AS (
-        SELECT id, role, enterprise_id, lab_id, region_code FROM api_keys
-        WHERE prefix = $1 AND secret_sha256 = $2 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)
-    ), used AS (
-        UPDATE api_keys SET last_used_at = $3
-        WHERE id = (SELECT k.id FROM api_keys k JOIN key USING (id)
-                    WHERE k.last_used_at IS NULL OR k.last_used_at < $3 - interval '1 minute'
-                    FOR UPDATE OF k SKIP LOCKED)
-    )
-    SELECT id, role, enterprise_id, lab_id, region_code,
-           set_config('metreg.key_id', id::text, true),
+# The key's row made the transaction's principal ($3: now, $4: request id, $5: action).
+_PRINCIPAL = """set_config('metreg.key_id', id::text, true),
            set_config('metreg.role', role, true),
            set_config('metreg.enterprise_id', coalesce(enterprise_id::text, ''), true),
            set_config('metreg.lab_id', coalesce(lab_id::text, ''), true),
            set_config('metreg.region_code', coalesce(region_code, ''), true),
            set_config('metreg.request_id', $4, true),
            set_config('metreg.action', $5, true),
-           set_config('metreg.now', $3::text, true)
+           set_config('metreg.now', $3::timestamptz::text, true)"""
+_KEY = """SELECT id, role, enterprise_id, lab_id, region_code{principal} FROM api_keys
+        WHERE prefix = $1 AND secret_sha256 = $2 AND revoked_at IS NULL
+          AND (expires_at IS NULL OR expires_at > $3::timestamptz)"""
+_USED = """used AS (
+        UPDATE api_keys SET last_used_at = $3
+        WHERE id = (SELECT k.id FROM api_keys k JOIN key USING (id)
+                    WHERE k.last_used_at IS NULL OR k.last_used_at < $3 - interval '1 minute'
+                    FOR UPDATE OF k SKIP LOCKED)
+    )"""
+_AUTHENTICATE = f"""
+    WITH key AS ({_KEY.format(principal="")}), {_USED}
+    SELECT id, role, enterprise_id, lab_id, region_code, {_PRINCIPAL}
     FROM key
 """
 
@@ -142,29 +144,11 @@ _AUTHENTICATE = """
 # key's row, which is computed, set_config calls included, before the read first runs. Were that
 # order ever broken, the read would run with no principal and row-level security would show it
 # nothing: it fails closed.
-_AUTHENTICATED_READ = """
-    WITH key AS MATERIALIZED (
-        SELECT id, role, enterprise_id, lab_id, region_code,
-               concat(set_config('metreg.key_id', id::text, true),
-                      set_config('metreg.role', role, true),
-                      set_config('metreg.enterprise_id', coalesce(enterprise_id::text, ''), true),
-                      set_config('metreg.lab_id', coalesce(lab_id::text, ''), true),
-                      set_config('metreg.region_code', coalesce(region_code, ''), true),
-                      set_config('metreg.request_id', $4, true),
-                      set_config('metreg.action', $5, true),
-                      set_config('metreg.now', $3::timestamptz::text, true)) AS principal
-        FROM api_keys
-        WHERE prefix = $1 AND secret_sha256 = $2 AND revoked_at IS NULL
-          AND (expires_at IS NULL OR expires_at > $3::timestamptz)
-    ), used AS (
-        UPDATE api_keys SET last_used_at = $3
-        WHERE id = (SELECT k.id FROM api_keys k JOIN key USING (id)
-                    WHERE k.last_used_at IS NULL OR k.last_used_at < $3 - interval '1 minute'
-                    FOR UPDATE OF k SKIP LOCKED)
-    )
+_AUTHENTICATED_READ = f"""
+    WITH key AS MATERIALIZED ({_KEY.format(principal=f", concat({_PRINCIPAL}) AS principal")}), {_USED}
     SELECT r.*, key.id AS key_id, key.role AS key_role, key.enterprise_id AS key_enterprise_id,
            key.lab_id AS key_lab_id, key.region_code AS key_region_code
-    FROM key LEFT JOIN LATERAL (SELECT * FROM ({read}) wanted WHERE key.principal IS NOT NULL OFFSET 0) r ON true
+    FROM key LEFT JOIN LATERAL (SELECT * FROM ({{read}}) wanted WHERE key.principal IS NOT NULL OFFSET 0) r ON true
 """
 
 

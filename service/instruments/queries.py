@@ -35,6 +35,7 @@ __all__ = (
     "STATUS_PREDICATES",
     "InstrumentFilters",
     "InstrumentRow",
+    "db_value",
     "insert_instrument",
     "instrument_in_enterprise",
     "instrument_in_enterprise_sql",
@@ -474,7 +475,8 @@ def _translate_duplicate(exc: asyncpg.UniqueViolationError, values: dict[str, An
     )
 
 
-def _db_value(value: Any) -> Any:
+def db_value(value: Any) -> Any:
+    """``value`` as a parameter: an enum member as its value."""
     return value.value if isinstance(value, enum.Enum) else value
 
 
@@ -487,7 +489,7 @@ async def insert_instrument(
     insert = f"""INSERT INTO instruments (enterprise_id, created_at, updated_at, {", ".join(columns)})
                  VALUES ($1, $2, $2, {placeholders})"""
     try:
-        record = await db.fetchrow(_written(insert), enterprise_id, now, *(_db_value(values[c]) for c in columns))
+        record = await db.fetchrow(_written(insert), enterprise_id, now, *(db_value(values[c]) for c in columns))
     except asyncpg.UniqueViolationError as exc:
         raise _translate_duplicate(exc, values) from None
     assert record is not None
@@ -502,7 +504,7 @@ async def update_instrument(
     assignments = "".join(f", {c} = ${i}" for i, c in enumerate(columns, start=3))
     update = f"UPDATE instruments SET version = version + 1, updated_at = $2{assignments} WHERE id = $1"
     try:
-        record = await db.fetchrow(_written(update), instrument_id, now, *(_db_value(values[c]) for c in columns))
+        record = await db.fetchrow(_written(update), instrument_id, now, *(db_value(values[c]) for c in columns))
     except asyncpg.UniqueViolationError as exc:
         raise _translate_duplicate(exc, values) from None
     assert record is not None  # the caller holds the row lock

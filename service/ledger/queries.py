@@ -9,7 +9,6 @@ PostgreSQL refuses COPY FROM into a table under row-level security.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import uuid
 from typing import Any, Final
 
@@ -18,7 +17,7 @@ import msgspec
 
 from service.auth import Principal
 from service.errors import DuplicateError
-from service.instruments.queries import WRITABLE
+from service.instruments.queries import WRITABLE, db_value
 from service.ledger.importing import PlannedRow
 from service.ledger.schemas import ImportRecord
 from service.notices.queries import cancel_stale
@@ -69,19 +68,15 @@ class ImportFile(msgspec.Struct, frozen=True, kw_only=True):
     encoding: str | None
 
 
-def _db(value: Any) -> Any:
-    return value.value if isinstance(value, enum.Enum) else value
-
-
 def _record(row: PlannedRow) -> tuple[Any, ...]:
     if row.target is None:
         values = row.values
-        return (row.row, None, None, None, *(_db(values.get(c)) for c in STAGED))
+        return (row.row, None, None, None, *(db_value(values.get(c)) for c in STAGED))
     target = row.target
     changed = sorted(k for k, v in row.values.items() if v != getattr(target, k))
     before = msgspec.json.encode({k: getattr(target, k) for k in changed}).decode()
     merged = (row.values[c] if c in row.values else getattr(target, c) for c in STAGED)
-    return (row.row, target.id, changed, before, *(_db(v) for v in merged))
+    return (row.row, target.id, changed, before, *(db_value(v) for v in merged))
 
 
 async def write_import(

@@ -60,19 +60,19 @@ async def cancel_stale(
     instrument_id: uuid.UUID | None = None,
     instrument_ids: list[uuid.UUID] | None = None,
 ) -> int:
-    """Cancel pending planned notices that no longer apply: all of them, or one instrument's or
-    some instruments' (in the transaction that changed them). Returns how many were cancelled."""
+    """Cancel the pending planned notices of one instrument or some instruments (in the transaction
+    that changed them) that no longer apply. Returns how many were cancelled."""
     if instrument_ids is not None:
         count = await db.fetchval(
             _CANCEL.format(scope="n.instrument_id = ANY($3::uuid[])", result="count(*)"), now, today, instrument_ids
         )
-    elif instrument_id is None:
-        count = await db.fetchval(_CANCEL.format(scope="TRUE", result="count(*)"), now, today)
-    else:
+    elif instrument_id is not None:
         # Its own statement, so the plan walks the instrument's notices, not every pending one.
         count = await db.fetchval(
             _CANCEL.format(scope="n.instrument_id = $3", result="count(*)"), now, today, instrument_id
         )
+    else:
+        raise TypeError("cancel_stale needs instrument_id or instrument_ids")
     return int(count)
 
 

@@ -10,9 +10,11 @@ claim, bodies) and three for each group of tries recorded, whatever the batch's 
 its tries side by side over a keep-alive HTTP client it has to itself while it runs, at most
 :data:`PARALLEL_SENDS` at a time. Each try is recorded as soon as it finishes (with whatever else
 finished meanwhile), so a crash repeats only the calls on the wire and those being recorded, not
-the batch's. Claims are leases of the dispatch timeout: a batch claims no more tries than it can
-send within one (the rest stay due and go with the next dispatch), so a slow batch never outlives
-its own claims and sends twice.
+the batch's. Claims are leases of the dispatch timeout, counted from the claim (made once the
+notices' locks are held, however long they were waited for); the job itself is stopped a dispatch
+timeout after it started, so it claims no more tries than it can send in what is left of that
+time (the rest stay due and go with the next dispatch): a slow batch never outlives its own
+claims and sends twice.
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ _CLOSED = {NoticeStatus.DELIVERED, NoticeStatus.FAILED, NoticeStatus.CANCELLED}
 
 
 def claim_limit(*, lease_s: float, send_timeout_s: float) -> int:
-    """How many tries one job claims: as many rounds of :data:`PARALLEL_SENDS` sends, each at most
-    ``send_timeout_s``, as fit in the lease with one round to spare for the database work."""
-    rounds = max(1, int(lease_s // send_timeout_s) - 1)
-    return PARALLEL_SENDS * rounds
+    """How many tries one job claims with ``lease_s`` seconds of its lease left: as many rounds of
+    :data:`PARALLEL_SENDS` sends, each at most ``send_timeout_s``, as fit in them with one round to
+    spare for the database work; none when not even that fits (the tries stay due for the next
+    job). A whole lease always fits one round: the settings refuse a shorter one."""
+    rounds = int(lease_s // send_timeout_s) - 1
+    return PARALLEL_SENDS * max(0, rounds)
 
 
 async def send(
@@ -94,11 +98,15 @@ async def deliver(runtime: Runtime, notice_id: uuid.UUID) -> None:
 
 async def deliver_batch(runtime: Runtime, notice_ids: Sequence[uuid.UUID]) -> None:
     """Make the due tries of the notices ``notice_ids`` and settle them."""
-    now = runtime.clock.now()
+    # The job's own time (arq's timeout, the dispatch timeout) runs from its start, waits included.
+    started = runtime.clock.now()
     settings = runtime.settings
     async with runtime.connection() as db:
         async with db.transaction():
             notices = [n for n in await lock_notices(db, notice_ids) if n.status not in _CLOSED]
+            # Only now: the locks may have been waited for (a long planner or API transaction), and
+            # a lease counted from before the wait would run out while its tries are on the wire.
+            now = runtime.clock.now()
             planned = [n.id for n in notices if n.certificate_id is None]
             cancelled = await cancel_stale_notices(db, now, planned) if planned else set()
             notices = [n for n in notices if n.id not in cancelled]
@@ -109,7 +117,10 @@ async def deliver_batch(runtime: Runtime, notice_ids: Sequence[uuid.UUID]) -> No
             if fresh:
                 await create_targets_of(db, fresh, now, [next_digest_at(now, n.timezone) for n in fresh])
             await db.execute("UPDATE notices SET attempts = attempts + 1 WHERE id = ANY ($1::uuid[])", ids)
-            limit = claim_limit(lease_s=runtime.lease.total_seconds(), send_timeout_s=settings.send_timeout_s)
+            # The claims hold for a whole lease from now, but the job is stopped a lease after it
+            # started: it claims only what it can send in the time it has left.
+            time_left = runtime.lease - (now - started)
+            limit = claim_limit(lease_s=time_left.total_seconds(), send_timeout_s=settings.send_timeout_s)
             claimed = await claim_live_of(db, ids, now, runtime.lease, limit=limit)
             events = await load_events(db, sorted({c.notice_id for c in claimed}), now) if claimed else {}
             # Nothing to send for these now (held for the digest, waiting for a retry, no target):
@@ -157,12 +168,13 @@ async def _record(
 ) -> None:
     """Record finished tries and settle their notices (again, if more of their tries are to come)."""
     settings = runtime.settings
-    done = runtime.clock.now()
     notice_ids = sorted({claim.notice_id for claim, _ in tries})
     async with db.transaction():
         # The notices first, in id order, as every writer of deliveries takes them (the first
         # transaction of a job, a manual retry): recording cannot deadlock with either.
         await lock_notices(db, notice_ids)
+        # After the wait for the locks: retries are scheduled from when they are recorded.
+        done = runtime.clock.now()
         await record_many(
             db,
             tries,

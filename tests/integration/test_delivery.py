@@ -1319,3 +1319,100 @@ async def test_a_batch_records_each_try_as_it_finishes_not_when_the_slowest_does
         await runtime.close()
         await deactivate(pool, webhook_id)
     assert {n["status"] for n in await notices_of(pool, tenant.id)} == {"delivered"}
+
+
+# --- claims made after a wait for the notices' locks ---------------------------------------------------
+
+
+async def wait_until_blocked(pool: asyncpg.Pool, holder: asyncpg.Connection, job: asyncio.Task[None]) -> None:
+    """Return once some backend waits for a lock that ``holder`` holds (the job, in its lock wait)."""
+    pid = holder.get_server_pid()
+    while not await fetch(pool, "SELECT 1 FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid))", pid):
+        assert not job.done(), "the job ended without waiting for the lock"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.timeout(60)
+async def test_a_claim_made_after_waiting_for_the_notices_lock_holds_a_whole_lease_from_the_claim(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    (gauge,) = await register(tenant, [NOW.date() - 4 * DAY])
+    lease, waited = dt.timedelta(seconds=60), dt.timedelta(seconds=20)
+    clock = FixedClock(NOW)
+    arrived, answer = threading.Event(), threading.Event()
+
+    def respond(n: int, got: Received) -> int:
+        arrived.set()
+        answer.wait(20)  # on the wire until the test has read the claim
+        return 200
+
+    runtime = await Runtime.open(worker_settings(database_url, dispatch_timeout_s=lease.total_seconds()), clock)
+    try:
+        with WebhookReceiver(respond=respond).running() as receiver:
+            webhook_id, _ = await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
+            await plan_at(pool, NOW)
+            (notice,) = await notices_of(pool, tenant.id)
+            try:
+                # Another transaction (a long planner run, say) holds the notice while the job starts.
+                async with pool.acquire() as holder, holder.transaction():
+                    await holder.execute("SELECT 1 FROM notices WHERE id = $1 FOR UPDATE", notice["id"])
+                    job = asyncio.create_task(deliver_batch(runtime, [notice["id"]]))
+                    await wait_until_blocked(pool, holder, job)
+                    clock.set(NOW + waited)
+                assert await asyncio.to_thread(arrived.wait, 20)
+                (claimed,) = await deliveries_of(pool, [notice["id"]])
+            finally:
+                answer.set()
+            await job
+            got = of_enterprise(receiver.requests, tenant.id)
+    finally:
+        await runtime.close()
+    await deactivate(pool, webhook_id)
+    # The lease runs from the claim, made once the lock was had, not from when the job started.
+    assert (claimed["status"], claimed["attempts"], claimed["next_attempt_at"]) == ("pending", 1, NOW + waited + lease)
+    assert [r.json()["instrument"]["id"] for r in got] == [gauge]
+    (delivered,) = await deliveries_of(pool, [notice["id"]])
+    (attempt,) = (await attempts_of(pool, [delivered["id"]]))[delivered["id"]]
+    assert (delivered["status"], attempt["attempt"], attempt["started_at"]) == ("delivered", 1, NOW + waited)
+
+
+@pytest.mark.timeout(60)
+async def test_a_job_that_waited_for_the_lock_past_what_it_can_send_claims_nothing_and_leaves_the_tries_due(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    await register(tenant, [NOW.date() - 4 * DAY])
+    # One round of 2 s sends fits in the 5 s lease with one to spare; after 2 s of waiting none
+    # does: the job would be stopped with its calls on the wire.
+    settings = worker_settings(database_url, send_timeout_s=2.0, dispatch_timeout_s=5.0)
+    assert claim_limit(lease_s=5.0, send_timeout_s=2.0) == PARALLEL_SENDS
+    assert claim_limit(lease_s=3.0, send_timeout_s=2.0) == 0
+    waited = dt.timedelta(seconds=2)
+    clock = FixedClock(NOW)
+    runtime = await Runtime.open(settings, clock)
+    try:
+        with WebhookReceiver().running() as receiver:
+            webhook_id, _ = await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
+            await plan_at(pool, NOW)
+            (notice,) = await notices_of(pool, tenant.id)
+            async with pool.acquire() as holder, holder.transaction():
+                await holder.execute("SELECT 1 FROM notices WHERE id = $1 FOR UPDATE", notice["id"])
+                job = asyncio.create_task(deliver_batch(runtime, [notice["id"]]))
+                await wait_until_blocked(pool, holder, job)
+                clock.set(NOW + waited)
+            await job
+            unsent = len(of_enterprise(receiver.requests, tenant.id))
+            (left,) = await deliveries_of(pool, [notice["id"]])
+            (waiting,) = await notices_of(pool, tenant.id)
+            # The next job has its whole time: it sends.
+            await deliver_batch(runtime, [notice["id"]])
+            got = of_enterprise(receiver.requests, tenant.id)
+    finally:
+        await runtime.close()
+    await deactivate(pool, webhook_id)
+    assert unsent == 0
+    assert (left["status"], left["attempts"], left["next_attempt_at"]) == ("pending", 0, NOW + waited)
+    # Due at once: the next dispatch hands it to a job of its own.
+    assert (waiting["status"], waiting["next_attempt_at"]) == ("pending", NOW + waited)
+    assert len(got) == 1
+    (delivered,) = await deliveries_of(pool, [notice["id"]])
+    assert (delivered["status"], delivered["attempts"]) == ("delivered", 1)

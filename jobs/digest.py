@@ -3,19 +3,25 @@
 E-mail deliveries of such an enterprise are held (``digest``) until its next 08:00 local time;
 this job, run every few minutes, claims the held ones whose hour has come, sends one message per
 enterprise and address listing them, records the try on each, and settles their notices.
+
+A notice may have been cancelled, or its cycle may have stopped governing, in the hours its
+e-mails were held. So, as the delivery job does, the job first locks their notices: a cancelled
+notice's e-mails are failed unsent, a planned notice whose cycle no longer governs is cancelled
+instead of sent, and only the other notices' e-mails are claimed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import uuid
 
 from jobs.runtime import Runtime
 from service.deliveries.attempt import Attempted
 from service.deliveries.email import digest_message
-from service.deliveries.payload import NoticeEvent, load_event
-from service.deliveries.queries import Claimed, claim_held, record, settle_notice
+from service.deliveries.payload import load_events
+from service.deliveries.queries import Claimed, claim_held, held_notices, lock_notices, record, settle_notice
+from service.notices.queries import cancel_stale_notices, drop_deliveries
+from service.notices.rules import NoticeStatus
 
 __all__ = ("send_digests",)
 
@@ -27,14 +33,23 @@ _BATCH = 5000
 
 async def send_digests(runtime: Runtime, *, everything: bool = False) -> int:
     """Send the digests whose hour has come (``everything``: all held ones); returns messages sent."""
-    now = runtime.clock.now()
     async with runtime.connection() as db:
         async with db.transaction():
-            claimed = await claim_held(db, now, runtime.lease, limit=_BATCH, everything=everything)
-            events: dict[uuid.UUID, NoticeEvent] = {}
-            for notice_id in {c.notice_id for c in claimed}:
-                if (event := await load_event(db, notice_id, now)) is not None:
-                    events[notice_id] = event
+            due = await held_notices(db, runtime.clock.now(), limit=_BATCH, everything=everything)
+            # The notices first, in id order, as every writer of deliveries takes them: a
+            # cancellation either committed before (and is seen here) or waits for the claims.
+            notices = await lock_notices(db, due)
+            # Only now: the locks may have been waited for, and the claims' lease runs from here.
+            now = runtime.clock.now()
+            gone = [n.id for n in notices if n.status == NoticeStatus.CANCELLED]
+            if gone:
+                await drop_deliveries(db, now, gone)
+            live = [n for n in notices if n.status in (NoticeStatus.PENDING, NoticeStatus.DISPATCHED)]
+            planned = [n.id for n in live if n.certificate_id is None]
+            cancelled = await cancel_stale_notices(db, now, planned) if planned else set()
+            ids = [n.id for n in live if n.id not in cancelled]
+            claimed = await claim_held(db, ids, now, runtime.lease, limit=_BATCH, everything=everything) if ids else []
+            events = await load_events(db, sorted({c.notice_id for c in claimed}), now) if claimed else {}
         if not claimed:
             return 0
 

@@ -36,6 +36,7 @@ __all__ = (
     "claim_live_of",
     "create_targets",
     "create_targets_of",
+    "held_notices",
     "lock_notice",
     "lock_notices",
     "record",
@@ -198,12 +199,44 @@ async def claim_live_of(
     return [msgspec.convert(dict(r), Claimed) for r in rows]
 
 
+async def held_notices(
+    db: asyncpg.Connection, now: dt.datetime, *, limit: int, everything: bool = False
+) -> list[uuid.UUID]:
+    """The notices of the first ``limit`` digest e-mails whose hour has come (``everything``: of
+    all held ones), in id order, unlocked: the digest locks them before it claims their e-mails.
+
+    Delivered and failed notices are left out (they never hold an e-mail); cancelled ones are not:
+    a cancellation the caller could not carry to the deliveries (a lab's, which row-level security
+    keeps from them) leaves their e-mails held."""
+    rows = await db.fetch(
+        """SELECT DISTINCT notice_id FROM (
+               SELECT d.notice_id FROM deliveries d JOIN notices n ON n.id = d.notice_id
+               WHERE d.digest AND d.status = 'pending' AND d.next_attempt_at <= $1
+                 AND n.status IN ('pending', 'dispatched', 'cancelled')
+               ORDER BY d.next_attempt_at
+               LIMIT $2) AS due
+           ORDER BY notice_id""",
+        _EVERYTHING if everything else now,
+        limit,
+    )
+    return [r["notice_id"] for r in rows]
+
+
 async def claim_held(
-    db: asyncpg.Connection, now: dt.datetime, lease: dt.timedelta, *, limit: int, everything: bool = False
+    db: asyncpg.Connection,
+    notice_ids: Sequence[uuid.UUID],
+    now: dt.datetime,
+    lease: dt.timedelta,
+    *,
+    limit: int,
+    everything: bool = False,
 ) -> list[Claimed]:
-    """Claim digest e-mails whose hour has come (``everything``: all held ones, for a burst run)."""
+    """Claim the digest e-mails of ``notice_ids`` whose hour has come (``everything``: all held
+    ones, for a burst run), at most ``limit``."""
     due_by = _EVERYTHING if everything else now
-    rows = await db.fetch(_CLAIM.format(where="digest"), now, lease, due_by, limit)
+    rows = await db.fetch(
+        _CLAIM.format(where="notice_id = ANY ($5::uuid[]) AND digest"), now, lease, due_by, limit, list(notice_ids)
+    )
     return [msgspec.convert(dict(r), Claimed) for r in rows]
 
 

@@ -18,6 +18,7 @@ __all__ = (
     "cancel_stale",
     "cancel_stale_notices",
     "delivery_scope",
+    "drop_deliveries",
     "insert_event_notice",
     "notice_scope",
     "select_delivery",
@@ -82,6 +83,18 @@ async def cancel_stale_notices(db: asyncpg.Connection, now: dt.datetime, notice_
     waited for. Returns the ids cancelled."""
     rows = await db.fetch(_CANCEL.format(scope="n.id = ANY ($3::uuid[])", result="id"), now, None, notice_ids)
     return {r["id"] for r in rows}
+
+
+async def drop_deliveries(db: asyncpg.Connection, now: dt.datetime, notice_ids: list[uuid.UUID]) -> int:
+    """Fail what is still to be sent for the cancelled notices ``notice_ids``, as their cancellation
+    does (``_CANCEL``) when its caller sees deliveries, which a lab does not. Returns how many."""
+    status = await db.execute(
+        """UPDATE deliveries SET status = 'failed', last_error = 'not sent: the notice was cancelled', updated_at = $1
+           WHERE notice_id = ANY ($2::uuid[]) AND status = 'pending'""",
+        now,
+        notice_ids,
+    )
+    return int(status.split()[-1])
 
 
 async def insert_event_notice(

@@ -1034,6 +1034,96 @@ async def test_the_digest_goes_out_at_0800_local_time_not_before(
     assert {(d["status"], d["attempts"], d["delivered_at"]) for d in deliveries} == {("delivered", 1, eight)}
 
 
+async def held_for_the_digest(runtime: Runtime, pool: asyncpg.Pool, tenant: Tenant) -> dict[uuid.UUID, uuid.UUID]:
+    """Plan the tenant's notices at NOW and hold their e-mails for the digest: notice id by instrument."""
+    await plan_at(pool, NOW)
+    notices = await notices_of(pool, tenant.id)
+    for notice in notices:
+        await deliver(runtime, notice["id"])
+    deliveries = await deliveries_of(pool, [n["id"] for n in notices])
+    assert {(d["digest"], d["status"], d["attempts"]) for d in deliveries} == {(True, "pending", 0)}
+    assert {n["status"] for n in await notices_of(pool, tenant.id)} == {"dispatched"}
+    return {n["instrument_id"]: n["id"] for n in notices}
+
+
+@pytest.mark.timeout(60)
+async def test_a_held_reminder_of_a_gauge_a_lab_re_verified_is_not_in_the_digest(
+    make_tenant: MakeTenant, lab: LabAccount, pool: asyncpg.Pool, database_url: str
+) -> None:
+    today = NOW.date()
+    addresses = [f"ops-{uuid.uuid4().hex[:8]}@example.com"]
+    tenant = await make_tenant()
+    (gauge,) = await register(tenant, [today + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=addresses, digest=True)
+    eight = dt.datetime(2026, 6, 16, 0, 0, tzinfo=dt.UTC)  # 08:00 on 2026-06-16 in Shanghai
+    with smtp_server() as (smtp_url, inbox):
+        clock = FixedClock(NOW)
+        runtime = await Runtime.open(worker_settings(database_url, smtp_url=smtp_url), clock)
+        try:
+            reminder = (await held_for_the_digest(runtime, pool, tenant))[uuid.UUID(gauge)]
+            # Re-verified while its reminder waits for the morning: the result's transaction cancels
+            # the reminder, but a lab sees no deliveries, so the e-mail it held is the digest's to drop.
+            await accepted_request(tenant, lab, gauge)
+            recorded = await lab.record(gauge, performed_on="2026-06-10", issued_on="2026-06-12")
+            assert recorded.status_code == 201, recorded.text
+            clock.set(eight)
+            assert await send_digests(runtime) == 0
+            mail = mail_to(inbox, addresses)
+        finally:
+            await runtime.close()
+    assert mail == []
+    (notice,) = [n for n in await notices_for(pool, gauge) if n["id"] == reminder]
+    assert (notice["status"], notice["last_error"]) == ("cancelled", "cancelled: a newer result governs")
+    assert {(d["status"], d["attempts"], d["last_error"]) for d in await deliveries_of(pool, [reminder])} == {
+        ("failed", 0, "not sent: the notice was cancelled")
+    }
+
+
+@pytest.mark.timeout(60)
+async def test_the_digest_cancels_held_reminders_whose_cycle_no_longer_governs_as_the_deliver_job_does(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    today = NOW.date()
+    addresses = [f"ops-{uuid.uuid4().hex[:8]}@example.com", f"qa-{uuid.uuid4().hex[:8]}@example.com"]
+    tenant = await make_tenant()
+    # 7- and 30-day reminders on NOW: the first runs out on 2026-06-22, the others still govern then.
+    lapsed, moved, kept = await register(tenant, [today + 7 * DAY, today + 30 * DAY, today + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=addresses, digest=True)
+    # 08:00 in Shanghai the day after the first one's last valid day: the worker was down since.
+    late = dt.datetime(2026, 6, 23, 0, 0, tzinfo=dt.UTC)
+    with smtp_server() as (smtp_url, inbox):
+        clock = FixedClock(NOW)
+        runtime = await Runtime.open(worker_settings(database_url, smtp_url=smtp_url), clock)
+        try:
+            held = await held_for_the_digest(runtime, pool, tenant)
+            async with pool.acquire() as conn:
+                # Written straight to the table (no planner has run since): nothing cancelled it.
+                await conn.execute(
+                    "UPDATE instruments SET valid_until = '2026-12-09', last_verified_on = '2026-06-10' WHERE id = $1",
+                    uuid.UUID(moved),
+                )
+            clock.set(late)
+            assert await send_digests(runtime) == 2
+            mail = mail_to(inbox, addresses)
+        finally:
+            await runtime.close()
+    serial = await fetch(pool, "SELECT serial_no FROM instruments WHERE id = $1", uuid.UUID(kept))
+    assert sorted(m["To"] for m in mail) == sorted(addresses)
+    for message in mail:
+        assert "今日共有 1 条计量器具提醒" in message.get_content()
+        assert serial[0]["serial_no"] in message.get_content()
+    reasons = {lapsed: "cancelled: the instrument is overdue", moved: "cancelled: a newer result governs"}
+    for gauge, reason in reasons.items():
+        (notice,) = await notices_for(pool, gauge)
+        assert (notice["id"], notice["status"], notice["last_error"]) == (held[uuid.UUID(gauge)], "cancelled", reason)
+        assert {(d["status"], d["attempts"], d["last_error"]) for d in await deliveries_of(pool, [notice["id"]])} == {
+            ("failed", 0, "not sent: the notice was cancelled")
+        }
+    (notice,) = await notices_for(pool, kept)
+    assert notice["status"] == "delivered"
+    assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, [notice["id"]])} == {("delivered", 1)}
+
+
 # --- a slow resolver ---------------------------------------------------------------------------------
 
 #: A host whose name the (patched) system resolver takes 3 s to give up on.

@@ -81,8 +81,9 @@ async def _acquire(pool: asyncpg.Pool) -> asyncpg.Connection:
 async def provide_connection(state: State) -> AsyncIterator[asyncpg.Connection]:
     """One connection for the request and no transaction: each statement commits on its own.
 
-    Only for a handler whose whole work is one statement (the authenticated read,
-    ``service.auth.AuthenticatedReader``): BEGIN and COMMIT would double its round trips.
+    For a handler whose whole work is one statement (the authenticated read,
+    ``service.auth.AuthenticatedReader``), whose round trips BEGIN and COMMIT would double, and for
+    one that runs transactions of its own (the calendar feed's, one of them repeatable read).
     """
     pool: asyncpg.Pool = state.db_pool
     conn = await _acquire(pool)

@@ -1,6 +1,7 @@
 """Dependencies every controller may ask for, by name: ``db``, ``clock``, ``settings``, ``principal``,
 ``admin``, and for a handler that is one authenticated read, ``reader`` (on ``conn``, a connection
-outside any transaction) instead of ``db`` and ``principal``."""
+outside any transaction) instead of ``db`` and ``principal``; ``conn`` itself for a handler that
+runs transactions of its own (the calendar feed)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from service.settings import Settings
 __all__ = (
     "AdminDep",
     "ClockDep",
+    "Conn",
     "Db",
     "PrincipalDep",
     "ReaderDep",
@@ -53,6 +55,8 @@ def dependencies() -> dict[str, Provide]:
 
 # Injected resources are ours, not client input: skip Litestar's per-request validation of them.
 Db: TypeAlias = NamedDependency[SkipValidation[Connection]]
+Conn: TypeAlias = NamedDependency[SkipValidation[Connection]]
+"""A connection outside any transaction (name it ``conn``): for a handler that runs transactions of its own."""
 ClockDep: TypeAlias = NamedDependency[SkipValidation[Clock]]
 SettingsDep: TypeAlias = NamedDependency[SkipValidation[Settings]]
 PrincipalDep: TypeAlias = NamedDependency[SkipValidation[Principal]]

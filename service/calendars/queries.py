@@ -7,11 +7,9 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator
-from typing import cast
 
 import asyncpg
 import msgspec
-from asyncpg.pool import PoolConnectionProxy
 
 from service.auth import act_as_calendar
 from service.calendars.rules import DueEntry
@@ -144,28 +142,13 @@ async def feed_version(db: asyncpg.Connection, enterprise_id: uuid.UUID) -> Feed
     return FeedVersion(count=row["count"], digest=f"{row['digest'] & (2**64 - 1):016x}")
 
 
-async def due_batches(
-    pool: asyncpg.Pool,
-    digest: bytes,
-    enterprise_id: uuid.UUID,
-    *,
-    size: int,
-    request_id: str,
-    now: dt.datetime,
-) -> AsyncIterator[list[DueEntry]]:
-    """The feed's instruments, ``size`` at a time, each batch read in a short transaction of its
-    own under the feed's principal: a large register is never held in memory nor in one long
-    transaction. A feed revoked meanwhile reads nothing more."""
+async def due_batches(db: asyncpg.Connection, enterprise_id: uuid.UUID, *, size: int) -> AsyncIterator[list[DueEntry]]:
+    """The feed's instruments in due order, ``size`` at a time, all read in the caller's
+    transaction: a repeatable-read one, so that they are one snapshot (a due date that moved
+    between two batches would otherwise put its instrument in both, or in neither)."""
     after: tuple[dt.date, uuid.UUID] = (dt.date.min, uuid.UUID(int=0))
     while True:
-        # The pool hands out proxies that behave as connections; queries are typed for the latter.
-        conn = cast(asyncpg.Connection, await pool.acquire())
-        try:
-            async with conn.transaction(readonly=True):
-                await act_as_calendar(conn, digest, request_id, now)
-                rows = await conn.fetch(_DUE, enterprise_id, *after, size)
-        finally:
-            await pool.release(cast(PoolConnectionProxy, conn))
+        rows = await db.fetch(_DUE, enterprise_id, *after, size)
         if rows:
             yield [msgspec.convert(dict(r), DueEntry) for r in rows]
         if len(rows) < size:

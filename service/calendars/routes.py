@@ -13,13 +13,12 @@ from typing import Any
 import asyncpg
 import msgspec
 from litestar import Controller, Request, delete, get, post
-from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
 from service import dates
-from service.auth import Principal, request_context
+from service.auth import Principal, act_as_calendar, request_context
 from service.calendars.queries import (
     due_batches,
     feed_token,
@@ -33,11 +32,12 @@ from service.calendars.queries import (
 )
 from service.calendars.rules import FeedHeader, calendar_end, calendar_start, event, reminder_offsets
 from service.calendars.schemas import CalendarFeed, CalendarFeedCreate, CreatedCalendarFeed
-from service.deps import ClockDep, Db, PrincipalDep, SettingsDep
+from service.deps import ClockDep, Conn, Db, PrincipalDep, SettingsDep
 from service.enterprises.access import readable_enterprise, writable_enterprise
 from service.enterprises.queries import select_enterprise
 from service.enterprises.schemas import Enterprise
 from service.errors import ForbiddenError, InvalidInputError, NotFoundError
+from service.files import file_chunks, spooled
 from service.instruments.rules import DueSoonWindows, Lifecycle, status_of
 from service.pagination import Cursor, Limit, Page
 from service.policy import Actor, access
@@ -50,6 +50,8 @@ __all__ = ("CalendarFeedController", "CalendarFeedReadController", "EnterpriseCa
 FEED_PATH = "/v1/calendar"
 _FEED_FILE = re.compile(r"^[A-Za-z0-9_-]{43}\.ics$")
 _BATCH = 500
+#: Bytes of a calendar kept in memory while it is written (about 1,500 events); beyond, on disk.
+_IN_MEMORY = 1024 * 1024
 # Calendar apps poll on their own schedule; a private cache may keep the feed for a quarter of an
 # hour (a revocation reaches a subscriber at most that late), a shared cache never.
 _CACHE_CONTROL = "private, max-age=900"
@@ -153,21 +155,13 @@ class CalendarFeedController(Controller):
 
 
 async def _calendar(
-    pool: asyncpg.Pool,
-    digest: bytes,
-    enterprise: Enterprise,
-    *,
-    header: FeedHeader,
-    today: dt.date,
-    base_url: str,
-    request_id: str,
+    db: asyncpg.Connection, enterprise: Enterprise, *, header: FeedHeader, today: dt.date, base_url: str
 ) -> AsyncIterator[bytes]:
-    """The calendar, written batch by batch as the instruments are read. ``today`` is the
-    enterprise's local date, on which each instrument's status is told."""
+    """The calendar, written batch by batch as the instruments are read in ``db``'s transaction.
+    ``today`` is the enterprise's local date, on which each instrument's status is told."""
     windows = DueSoonWindows.from_reminders(enterprise.reminder_days, enterprise.rotation_reminder_days)
     yield calendar_start(header).encode()
-    batches = due_batches(pool, digest, enterprise.id, size=_BATCH, request_id=request_id, now=header.generated_at)
-    async for batch in batches:
+    async for batch in due_batches(db, enterprise.id, size=_BATCH):
         yield "".join(
             event(
                 entry,
@@ -226,8 +220,7 @@ class CalendarFeedReadController(Controller):
     async def get_calendar_feed(
         self,
         request: Request[Any, Any, Any],
-        state: State,
-        db: Db,
+        conn: Conn,
         clock: ClockDep,
         settings: SettingsDep,
         feed_file: FromPath[str],
@@ -238,31 +231,37 @@ class CalendarFeedReadController(Controller):
         digest = token_sha256(feed_file.removesuffix(".ics"))
         now = clock.now()
         request_id, _ = request_context(request)
-        opened = await open_feed(db, digest, request_id=request_id, now=now)
+        # The read is recorded in a transaction of its own: in the repeatable-read one below, that
+        # write would fail when another read of the feed recorded itself meanwhile.
+        async with conn.transaction():
+            opened = await open_feed(conn, digest, request_id=request_id, now=now)
         if opened is None:
             raise NotFoundError("no such calendar feed")
         feed_id, enterprise_id = opened
-        enterprise = await select_enterprise(db, enterprise_id)
-        assert enterprise is not None  # the feed's principal sees its enterprise
         base_url = _base_url(request, settings)
-        version = await feed_version(db, enterprise_id)
-        today = dates.local_today(now, enterprise.timezone)
-        # Weak: the events' DTSTAMP is the instant of each read; everything else is the same while
-        # the instruments, the enterprise's settings and its local date are.
-        seed = f"{feed_id}|{enterprise.version}|{today}|{version.count}|{version.digest}|{base_url}"
-        etag = f'W/"{hashlib.sha256(seed.encode()).hexdigest()[:32]}"'
-        headers = {
-            "ETag": etag,
-            "Cache-Control": _CACHE_CONTROL,
-            "Content-Disposition": 'inline; filename="due-dates.ics"',
-        }
-        if _matches(request.headers.get("if-none-match", ""), etag):
-            return Stream((), status_code=304, headers=headers)
-        header = FeedHeader(enterprise_name=enterprise.name, timezone=enterprise.timezone, generated_at=now)
-        return Stream(
-            _calendar(
-                state.db_pool, digest, enterprise, header=header, today=today, base_url=base_url, request_id=request_id
-            ),
-            media_type="text/calendar",
-            headers=headers,
-        )
+        # Everything the answer says, its ETag and each event, is read from one snapshot: an
+        # instrument whose due date moves meanwhile is in it once, as it was before or after.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await act_as_calendar(conn, digest, request_id, now)
+            enterprise = await select_enterprise(conn, enterprise_id)
+            if enterprise is None:  # revoked since it was opened
+                raise NotFoundError("no such calendar feed")
+            version = await feed_version(conn, enterprise_id)
+            today = dates.local_today(now, enterprise.timezone)
+            # Weak: the events' DTSTAMP is the instant of each read; everything else is the same
+            # while the instruments, the enterprise's settings and its local date are.
+            seed = f"{feed_id}|{enterprise.version}|{today}|{version.count}|{version.digest}|{base_url}"
+            etag = f'W/"{hashlib.sha256(seed.encode()).hexdigest()[:32]}"'
+            headers = {
+                "ETag": etag,
+                "Cache-Control": _CACHE_CONTROL,
+                "Content-Disposition": 'inline; filename="due-dates.ics"',
+            }
+            if _matches(request.headers.get("if-none-match", ""), etag):
+                return Stream((), status_code=304, headers=headers)
+            header = FeedHeader(enterprise_name=enterprise.name, timezone=enterprise.timezone, generated_at=now)
+            # Written out whole before it is sent, so that neither the snapshot nor the connection
+            # waits on how fast a calendar app reads.
+            calendar = _calendar(conn, enterprise, header=header, today=today, base_url=base_url)
+            file = await spooled(calendar, in_memory=_IN_MEMORY)
+        return Stream(file_chunks(file), media_type="text/calendar", headers=headers)

@@ -9,7 +9,6 @@ the request's own transaction, to an anonymous temporary file, which is then str
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import tempfile
 import uuid
@@ -31,6 +30,7 @@ from service.db import ACQUIRE_TIMEOUT_S
 from service.deps import ClockDep, Db, PrincipalDep, SettingsDep
 from service.enterprises.access import readable_enterprise
 from service.errors import NotAcceptableError, UnavailableError
+from service.files import file_chunks
 from service.ledger.exporting import LedgerExport, ledger_csv, ledger_xlsx
 from service.ledger.filing import FILING_TITLE, filing_xlsx
 from service.ledger.writing import CSV_MEDIA_TYPE, XLSX_MEDIA_TYPE, ExportFormat, Lang
@@ -39,7 +39,6 @@ from service.problems import problem_responses
 
 __all__ = ("LedgerExportController", "attachment", "negotiate")
 
-_CHUNK: Final = 256 * 1024
 _CSV_TYPE: Final = "text/csv"
 _OFFERED: Final = {_CSV_TYPE: ExportFormat.CSV, XLSX_MEDIA_TYPE: ExportFormat.XLSX}
 _FILE_NAME: Final = {Lang.ZH: "计量器具台账", Lang.EN: "instrument-ledger"}
@@ -71,15 +70,6 @@ def negotiate(
 def attachment(name: str, fallback: str) -> str:
     """A Content-Disposition naming the file: ``name`` (UTF-8, RFC 6266) and ``fallback`` (ASCII)."""
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
-
-
-async def _file_chunks(file: IO[bytes]) -> AsyncIterator[bytes]:
-    try:
-        await asyncio.to_thread(file.seek, 0)
-        while chunk := await asyncio.to_thread(file.read, _CHUNK):
-            yield chunk
-    finally:
-        file.close()
 
 
 #: Seconds a CSV export's transaction may wait on a client that stops reading: the connection and
@@ -194,7 +184,7 @@ class LedgerExportController(Controller):
             stream = _csv_stream(state, principal, request_context(request), now, export)
             return Stream(stream, media_type=CSV_MEDIA_TYPE, headers=headers)
         file = await _written(lambda f: ledger_xlsx(db, export, f))
-        return Stream(_file_chunks(file), media_type=XLSX_MEDIA_TYPE, headers=headers)
+        return Stream(file_chunks(file), media_type=XLSX_MEDIA_TYPE, headers=headers)
 
     @get(
         "/filing",
@@ -225,7 +215,7 @@ class LedgerExportController(Controller):
         export = LedgerExport(enterprise=enterprise, today=today, batch_rows=settings.export_batch_rows)
         file = await _written(lambda f: filing_xlsx(db, export, f))
         headers = {"Content-Disposition": attachment(f"{FILING_TITLE}-{today}.xlsx", f"filing-{today}.xlsx")}
-        return Stream(_file_chunks(file), media_type=XLSX_MEDIA_TYPE, headers=headers)
+        return Stream(file_chunks(file), media_type=XLSX_MEDIA_TYPE, headers=headers)
 
 
 async def _written(write: Callable[[IO[bytes]], Awaitable[int]]) -> IO[bytes]:

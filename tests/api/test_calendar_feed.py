@@ -21,6 +21,7 @@ import pytest
 
 from service.app import create_app
 from service.auth import Role
+from service.calendars import routes as calendar_routes
 from service.calendars.queries import open_feed, token_sha256
 from service.clock import FixedClock
 from service.db import create_pool
@@ -309,6 +310,52 @@ async def test_a_large_register_streams_in_batches(app_client: httpx.AsyncClient
     assert len(found) == 1203
     starts = [e["DTSTART"].dt for e in parsed(response).walk("VEVENT")]
     assert starts == sorted(starts)  # in due order across batch boundaries, none twice
+
+
+async def test_a_due_date_moved_between_batches_leaves_each_instrument_in_the_feed_once(
+    app_client: httpx.AsyncClient, tenant: Tenant, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Due on five days in a row, read two at a time: first, second | third, fourth | fifth.
+    days = [dt.date(2026, 7, 1) + dt.timedelta(days=n) for n in range(5)]
+    gauges = [
+        await tenant.register(**GAUGE, last_verified_on="2026-03-01", valid_until=day.isoformat()) for day in days
+    ]
+    first, fifth = gauges[0]["id"], gauges[-1]["id"]
+    url = (await create_feed(tenant))["url"]
+    real_batches = calendar_routes.due_batches
+    reads: list[int] = []
+
+    async def a_change_after_the_first_batch(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async for batch in real_batches(*args, **kwargs):
+            yield batch
+            if len(reads) == 0:
+                # Committed by another transaction before the next batch is read: the first
+                # instrument (read already) moves last, the fifth (not read yet) first.
+                async with pool.acquire() as conn:
+                    await conn.execute(
+                        "UPDATE instruments SET valid_until = CASE id WHEN $1 THEN $3::date ELSE $4::date END"
+                        " WHERE id IN ($1, $2)",
+                        uuid.UUID(first),
+                        uuid.UUID(fifth),
+                        dt.date(2026, 7, 10),
+                        dt.date(2026, 6, 20),
+                    )
+            reads.append(len(batch))
+
+    monkeypatch.setattr(calendar_routes, "_BATCH", 2)
+    monkeypatch.setattr(calendar_routes, "due_batches", a_change_after_the_first_batch)
+    response = await read_feed(app_client, url)
+    assert reads == [2, 2, 1]
+    uids = [str(e["UID"]) for e in parsed(response).walk("VEVENT")]
+    assert sorted(uids) == sorted(f"{g['id']}@instruments.metreg" for g in gauges)
+    # As the register stood when the read began, the change included in none of its events.
+    found = events(parsed(response))
+    assert [found[g["id"]]["DTSTART"].dt for g in gauges] == days
+
+    monkeypatch.undo()
+    after = events(parsed(await read_feed(app_client, url)))
+    assert set(after) == {g["id"] for g in gauges}
+    assert (after[first]["DTSTART"].dt, after[fifth]["DTSTART"].dt) == (dt.date(2026, 7, 10), dt.date(2026, 6, 20))
 
 
 # ---------------------------------------------------------------------------------------------

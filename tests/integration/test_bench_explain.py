@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from bench import explain_filters, explain_planner
+from bench import explain_filters, explain_planner, import_cost
 from tests.conftest import BASE_DSN
 
 
@@ -51,3 +51,18 @@ async def test_explain_planner_runs_on_a_tiny_register_and_reads_only_due_rows(
     assert all(" read         0 instruments" in line for line in lines if "second run" in line)
     # On a tiny register the planner may scan a whole enterprise's rows; the bound still holds.
     assert code == 0, out.out
+
+
+async def test_import_cost_prices_every_secondary_index_of_the_register(capsys: pytest.CaptureFixture[str]) -> None:
+    dsn = f"{BASE_DSN.rsplit('/', 1)[0]}/metreg_bench_test_{uuid.uuid4().hex[:8]}"
+    results = await import_cost.measure(dsn, rows=300, runs=1)
+    out = capsys.readouterr().out
+    labels = [label for label, _ in results]
+    # Every index but the primary key is taken away once: an index added later is priced too.
+    indexed = {"instruments_due", "instruments_lifecycle_due", "instruments_catalog_due", "instruments_use_due",
+               "instruments_search", "instruments_identity", "instruments_management_no"}  # fmt: skip
+    assert {label.removeprefix("without ") for label in labels if label.startswith("without instruments")} >= indexed
+    assert labels[0] == "as the schema has it"
+    assert labels[-2:] == ["without triggers (foreign keys, notice schedule)", "table and primary key only"]
+    assert all(f"  {label} " in out for label in labels)
+    assert "INSERT of 300 new instruments onto 300" in out

@@ -4,10 +4,11 @@ E-mail deliveries of such an enterprise are held (``digest``) until its next 08:
 this job, run every few minutes, claims the held ones whose hour has come, sends one message per
 enterprise and address listing them, records the try on each, and settles their notices.
 
-A notice may have been cancelled, or its cycle may have stopped governing, in the hours its
-e-mails were held. So, as the delivery job does, the job first locks their notices: a cancelled
-notice's e-mails are failed unsent, a planned notice whose cycle no longer governs is cancelled
-instead of sent, and only the other notices' e-mails are claimed.
+A notice's cycle may have stopped governing in the hours its e-mails were held. So, as the
+delivery job does, the job first locks their notices: a planned notice whose cycle no longer
+governs is cancelled instead of sent (its held e-mails failed with it, schema/0014), a cancelled
+notice's e-mails left by a lost claim are failed unsent, and only the other notices' e-mails are
+claimed.
 """
 
 from __future__ import annotations

@@ -206,8 +206,8 @@ async def held_notices(
     all held ones), in id order, unlocked: the digest locks them before it claims their e-mails.
 
     Delivered and failed notices are left out (they never hold an e-mail); cancelled ones are not:
-    a cancellation the caller could not carry to the deliveries (a lab's, which row-level security
-    keeps from them) leaves their e-mails held."""
+    their cancellation fails their held e-mails but not one claimed then, whose claim may since
+    have been lost with its job."""
     rows = await db.fetch(
         """SELECT DISTINCT notice_id FROM (
                SELECT d.notice_id FROM deliveries d JOIN notices n ON n.id = d.notice_id

@@ -1080,6 +1080,56 @@ async def test_a_held_reminder_of_a_gauge_a_lab_re_verified_is_not_in_the_digest
 
 
 @pytest.mark.timeout(60)
+async def test_a_lab_recording_a_certificate_fails_the_cancelled_reminders_waiting_webhook_and_held_e_mail(
+    make_tenant: MakeTenant, lab: LabAccount, pool: asyncpg.Pool, database_url: str
+) -> None:
+    today = NOW.date()
+    addresses = [f"ops-{uuid.uuid4().hex[:8]}@example.com"]
+    tenant = await make_tenant()
+    (gauge,) = await register(tenant, [today + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=addresses, digest=True)
+    runtime = await Runtime.open(worker_settings(database_url), FixedClock(NOW))
+    try:
+        with WebhookReceiver(respond=lambda n, got: 503).running() as busy:
+            webhook_id, _ = await add_webhook(pool, busy.url, enterprise_id=tenant.id)
+            await plan_at(pool, NOW)
+            (notice,) = await notices_of(pool, tenant.id)
+            await deliver(runtime, notice["id"])
+    finally:
+        await runtime.close()
+    await deactivate(pool, webhook_id)
+    waiting = {d["channel"]: d for d in await deliveries_of(pool, [notice["id"]])}
+    # The webhook waits for its second try, the e-mail for the morning's digest.
+    webhook, mail = waiting["webhook"], waiting["email"]
+    assert (webhook["status"], webhook["attempts"], webhook["last_status"]) == ("pending", 1, 503)
+    assert (mail["status"], mail["digest"], mail["attempts"]) == ("pending", True, 0)
+
+    # Re-verified: the lab's transaction cancels the reminder, though the lab sees no deliveries.
+    await accepted_request(tenant, lab, gauge)
+    recorded = await lab.record(gauge, performed_on="2026-06-10", issued_on="2026-06-12")
+    assert recorded.status_code == 201, recorded.text
+
+    (cancelled,) = [n for n in await notices_for(pool, gauge) if n["id"] == notice["id"]]
+    assert (cancelled["status"], cancelled["last_error"]) == ("cancelled", "cancelled: a newer result governs")
+    ended = {d["channel"]: d for d in await deliveries_of(pool, [notice["id"]])}
+    assert (ended["webhook"]["status"], ended["webhook"]["attempts"], ended["webhook"]["last_error"]) == (
+        "failed",
+        1,
+        "not tried again: the notice was cancelled",
+    )
+    assert (ended["email"]["status"], ended["email"]["attempts"], ended["email"]["last_error"]) == (
+        "failed",
+        0,
+        "not sent: the notice was cancelled",
+    )
+    # The try that was made stays as it was recorded.
+    attempts = await attempts_of(pool, [webhook["id"], mail["id"]])
+    assert {d: [(a["attempt"], a["status_code"], a["outcome"]) for a in rows] for d, rows in attempts.items()} == {
+        webhook["id"]: [(1, 503, "retry")]
+    }
+
+
+@pytest.mark.timeout(60)
 async def test_the_digest_cancels_held_reminders_whose_cycle_no_longer_governs_as_the_deliver_job_does(
     make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str
 ) -> None:

@@ -69,8 +69,12 @@ async def send_digests(runtime: Runtime, *, everything: bool = False) -> int:
                 return await runtime.mailer.send(message)
 
         outcomes = list(zip(batches, await asyncio.gather(*(send(b) for b in batches)), strict=True))
-        done = runtime.clock.now()
         async with db.transaction():
+            # The notices first, in id order, as every writer of deliveries takes them: a
+            # cancellation (which holds its notices, then fails their deliveries) is waited for
+            # instead of deadlocked with, which would abort this record and repeat its sends.
+            await lock_notices(db, sorted({c.notice_id for c in claimed}))
+            done = runtime.clock.now()
             for batch, attempted in outcomes:
                 for claim in batch:
                     await record(db, claim, attempted, started_at=now, now=done, **runtime.retries())

@@ -1174,6 +1174,74 @@ async def test_the_digest_cancels_held_reminders_whose_cycle_no_longer_governs_a
     assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, [notice["id"]])} == {("delivered", 1)}
 
 
+class HeldMailer:
+    """Holds each e-mail the runtime sends until the test lets it through (``release``), so that a
+    test can act while a send is on the wire; ``arrived``: the addresses sent to so far."""
+
+    def __init__(self, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, *, hold: Callable[[str], bool]) -> None:
+        self.arrived: list[str] = []
+        self.release = asyncio.Event()
+        self._came = asyncio.Event()
+        send = runtime.mailer.send
+
+        async def held(message: EmailMessage) -> Attempted:
+            self.arrived.append(str(message["To"]))
+            self._came.set()
+            if hold(str(message["To"])):
+                await self.release.wait()
+            return await send(message)
+
+        monkeypatch.setattr(runtime.mailer, "send", held)
+
+    async def wait(self, job: asyncio.Task[Any]) -> None:
+        """Return once a message has reached the mailer (and is held there if it is to be)."""
+        came = asyncio.ensure_future(self._came.wait())
+        try:
+            await asyncio.wait([job, came], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            came.cancel()
+        assert self.arrived, "the job ended before it sent anything"
+
+
+EIGHT = dt.datetime(2026, 6, 16, 0, 0, tzinfo=dt.UTC)  # 08:00 on 2026-06-16 in Shanghai
+
+
+@pytest.mark.timeout(60)
+async def test_the_digest_locks_the_notices_before_it_records_so_a_cancellation_holding_one_is_not_deadlocked(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = f"ops-{uuid.uuid4().hex[:8]}@example.com"
+    tenant = await make_tenant()
+    await register(tenant, [NOW.date() + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=[address], digest=True)
+    clock = FixedClock(NOW)
+    with smtp_server() as (smtp_url, inbox):
+        runtime = await Runtime.open(worker_settings(database_url, smtp_url=smtp_url), clock)
+        try:
+            (notice_id,) = (await held_for_the_digest(runtime, pool, tenant)).values()
+            mailer = HeldMailer(runtime, monkeypatch, hold=lambda to: True)
+            clock.set(EIGHT)
+            digest = asyncio.create_task(send_digests(runtime))
+            await mailer.wait(digest)
+            # A cancellation of the notice begins while the digest is on the wire: it holds the
+            # notice, then would fail its deliveries.
+            async with pool.acquire() as holder, holder.transaction():
+                await holder.execute("SELECT 1 FROM notices WHERE id = $1 FOR UPDATE", notice_id)
+                mailer.release.set()
+                await wait_until_blocked(pool, holder, digest)
+                # The digest waits for the notice before it writes a delivery, so the cancellation
+                # gets them at once (a digest holding one would wait for the notice in turn: deadlock).
+                deliveries = await holder.fetch(
+                    "SELECT id FROM deliveries WHERE notice_id = $1 FOR UPDATE NOWAIT", notice_id
+                )
+            assert await digest >= 1
+        finally:
+            await runtime.close()
+    assert len(deliveries) == 1
+    assert [m["To"] for m in inbox if m["To"] == address] == [address]
+    assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, [notice_id])} == {("delivered", 1)}
+
+
 # --- a slow resolver ---------------------------------------------------------------------------------
 
 #: A host whose name the (patched) system resolver takes 3 s to give up on.
@@ -1464,7 +1532,7 @@ async def test_a_batch_records_each_try_as_it_finishes_not_when_the_slowest_does
 # --- claims made after a wait for the notices' locks ---------------------------------------------------
 
 
-async def wait_until_blocked(pool: asyncpg.Pool, holder: asyncpg.Connection, job: asyncio.Task[None]) -> None:
+async def wait_until_blocked(pool: asyncpg.Pool, holder: asyncpg.Connection, job: asyncio.Task[Any]) -> None:
     """Return once some backend waits for a lock that ``holder`` holds (the job, in its lock wait)."""
     pid = holder.get_server_pid()
     while not await fetch(pool, "SELECT 1 FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid))", pid):

@@ -37,7 +37,7 @@ import pytest
 from redis.asyncio import Redis
 
 from jobs.deliver import PARALLEL_SENDS, claim_limit, deliver, deliver_batch
-from jobs.digest import send_digests
+from jobs.digest import PARALLEL_SESSIONS, send_digests
 from jobs.dispatch import dispatch, job_id
 from jobs.plan import plan
 from jobs.runtime import Runtime, job_deserializer, open_queue
@@ -1242,6 +1242,119 @@ async def test_the_digest_locks_the_notices_before_it_records_so_a_cancellation_
     assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, [notice_id])} == {("delivered", 1)}
 
 
+@pytest.mark.timeout(60)
+async def test_a_digest_run_claims_no_more_messages_than_fit_in_its_lease_and_leaves_the_rest_held(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    # One more address than a run can send to: every address of one enterprise (20 at most) and
+    # one of another.
+    many = [f"ops{n}-{tag}@example.com" for n in range(PARALLEL_SESSIONS)]
+    one = [f"qa-{tag}@example.com"]
+    tenants = [await make_tenant(), await make_tenant()]
+    for tenant, addresses in zip(tenants, (many, one), strict=True):
+        await register(tenant, [NOW.date() + 30 * DAY])
+        await patch_enterprise(tenant, notify_emails=addresses, digest=True)
+    # The shortest lease the settings allow: one round of sessions.
+    assert claim_limit(lease_s=5.0, send_timeout_s=2.0, parallel=PARALLEL_SESSIONS) == PARALLEL_SESSIONS
+    clock = FixedClock(NOW)
+    with smtp_server() as (smtp_url, inbox):
+        settings = worker_settings(database_url, smtp_url=smtp_url, send_timeout_s=2.0, dispatch_timeout_s=5.0)
+        runtime = await Runtime.open(settings, clock)
+        try:
+            held = [n for tenant in tenants for n in (await held_for_the_digest(runtime, pool, tenant)).values()]
+            clock.set(EIGHT)
+            first = await send_digests(runtime)
+            after_first = [m["To"] for m in mail_to(inbox, many + one)]
+            left = [d for d in await deliveries_of(pool, held) if d["status"] == "pending"]
+            second = await send_digests(runtime)
+            sent = [m["To"] for m in mail_to(inbox, many + one)]
+        finally:
+            await runtime.close()
+    assert first == len(after_first) == PARALLEL_SESSIONS
+    # The one left over is still held and due: the next run sends it.
+    assert [(d["attempts"], d["next_attempt_at"]) for d in left] == [(0, EIGHT)]
+    assert second == 1
+    assert sorted(sent) == sorted(many + one)
+    assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, held)} == {("delivered", 1)}
+
+
+@pytest.mark.timeout(60)
+async def test_a_digest_run_that_waited_for_the_lock_past_what_it_can_send_claims_nothing_and_leaves_it_held(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    address = f"ops-{uuid.uuid4().hex[:8]}@example.com"
+    tenant = await make_tenant()
+    await register(tenant, [NOW.date() + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=[address], digest=True)
+    # One round of 2 s sessions fits in the 5 s lease with one to spare; after 2 s of waiting none
+    # does: the run would be stopped with its messages on the wire.
+    assert claim_limit(lease_s=3.0, send_timeout_s=2.0, parallel=PARALLEL_SESSIONS) == 0
+    waited = dt.timedelta(seconds=2)
+    clock = FixedClock(NOW)
+    with smtp_server() as (smtp_url, inbox):
+        settings = worker_settings(database_url, smtp_url=smtp_url, send_timeout_s=2.0, dispatch_timeout_s=5.0)
+        runtime = await Runtime.open(settings, clock)
+        try:
+            (notice_id,) = (await held_for_the_digest(runtime, pool, tenant)).values()
+            clock.set(EIGHT)
+            async with pool.acquire() as holder, holder.transaction():
+                await holder.execute("SELECT 1 FROM notices WHERE id = $1 FOR UPDATE", notice_id)
+                digest = asyncio.create_task(send_digests(runtime))
+                await wait_until_blocked(pool, holder, digest)
+                clock.set(EIGHT + waited)
+            unsent = await digest
+            (left,) = await deliveries_of(pool, [notice_id])
+            # The next run has its whole time: it sends.
+            sent = await send_digests(runtime)
+            mail = mail_to(inbox, [address])
+        finally:
+            await runtime.close()
+    assert unsent == 0
+    assert (left["status"], left["attempts"], left["next_attempt_at"]) == ("pending", 0, EIGHT)
+    assert sent >= 1
+    assert [m["To"] for m in mail] == [address]
+    assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, [notice_id])} == {("delivered", 1)}
+
+
+@pytest.mark.timeout(60)
+async def test_a_digest_run_records_each_message_as_it_is_sent_not_when_the_slowest_is(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    quick, slow = f"quick-{tag}@example.com", f"slow-{tag}@example.com"
+    tenant = await make_tenant()
+    await register(tenant, [NOW.date() + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=[quick, slow], digest=True)
+    clock = FixedClock(NOW)
+    with smtp_server() as (smtp_url, inbox):
+        runtime = await Runtime.open(worker_settings(database_url, smtp_url=smtp_url), clock)
+        try:
+            (notice_id,) = (await held_for_the_digest(runtime, pool, tenant)).values()
+            # The slow one is held until the quick one is seen recorded.
+            mailer = HeldMailer(runtime, monkeypatch, hold=lambda to: to == slow)
+            clock.set(EIGHT)
+            digest = asyncio.create_task(send_digests(runtime))
+            try:
+                while not [
+                    d
+                    for d in await deliveries_of(pool, [notice_id])
+                    if d["target"] == quick and d["status"] == "delivered"
+                ]:
+                    assert not digest.done(), "the run ended before its quick message was recorded"
+                    await asyncio.sleep(0.02)
+                (on_the_wire,) = [d for d in await deliveries_of(pool, [notice_id]) if d["target"] == slow]
+            finally:
+                mailer.release.set()
+            assert await digest >= 2
+        finally:
+            await runtime.close()
+    assert slow in mailer.arrived
+    assert (on_the_wire["status"], on_the_wire["attempts"]) == ("pending", 1)
+    assert sorted(m["To"] for m in mail_to(inbox, [quick, slow])) == sorted([quick, slow])
+    assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, [notice_id])} == {("delivered", 1)}
+
+
 # --- a slow resolver ---------------------------------------------------------------------------------
 
 #: A host whose name the (patched) system resolver takes 3 s to give up on.
@@ -1401,7 +1514,7 @@ async def test_a_crash_between_send_and_record_sends_again_after_the_lease_and_r
         webhook_id, _ = await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
         await plan_at(pool, NOW)
         with monkeypatch.context() as patched:
-            patched.setattr("jobs.deliver.record_many", crash)
+            patched.setattr("jobs.tries.record_many", crash)
             await run_burst(settings, clock)
         notices = await notices_of(pool, tenant.id)
         assert len(notices) == 2

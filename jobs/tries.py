@@ -22,6 +22,7 @@ from jobs.runtime import PARALLEL_SENDS, Runtime
 from service.deliveries.attempt import Attempted
 from service.deliveries.queries import Claimed, lock_notices, record_many, settle_notices
 from service.deliveries.rules import Outcome
+from service.notices.rules import NoticeStatus
 
 __all__ = ("claim_limit", "record_tries", "send_recording")
 
@@ -85,13 +86,15 @@ async def send_recording(
 async def record_tries(
     runtime: Runtime, db: asyncpg.Connection, tries: list[tuple[Claimed, Attempted]], *, started_at: dt.datetime
 ) -> None:
-    """Record finished tries and settle their notices (again, if more of their tries are to come)."""
+    """Record finished tries and settle their notices (again, if more of their tries are to come);
+    a try whose notice was cancelled meanwhile is recorded as it went and not made again."""
     settings = runtime.settings
     notice_ids = sorted({claim.notice_id for claim, _ in tries})
     async with db.transaction():
         # The notices first, in id order, as every writer of deliveries takes them (a job's first
-        # transaction, a cancellation, a manual retry): recording cannot deadlock with any of them.
-        await lock_notices(db, notice_ids)
+        # transaction, a cancellation, a manual retry): recording cannot deadlock with any of them,
+        # and a cancellation either committed before (and is seen here) or waits for the record.
+        notices = await lock_notices(db, notice_ids)
         # After the wait for the locks: retries are scheduled from when they are recorded.
         done = runtime.clock.now()
         await record_many(
@@ -102,5 +105,8 @@ async def record_tries(
             jitter=runtime.rng.random,
             max_tries=settings.retry_tries,
             first_delay=dt.timedelta(seconds=settings.retry_delay_s),
+            # Cancelled while these tries were on the wire (its cancellation left them to us): what
+            # they came to is recorded, and none is made again.
+            cancelled={n.id for n in notices if n.status == NoticeStatus.CANCELLED},
         )
         await settle_notices(db, notice_ids, done, runtime.lease)

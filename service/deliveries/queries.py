@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import asyncpg
 import msgspec
@@ -264,17 +264,24 @@ def _recording(
     jitter: float,
     max_tries: int,
     first_delay: dt.timedelta,
+    cancelled: bool,
 ) -> tuple[DeliveryStatus, dt.datetime, Outcome, str | None]:
-    """What a try comes to: the delivery's status, its next try, the attempt's outcome and error."""
+    """What a try comes to: the delivery's status, its next try, the attempt's outcome and error.
+
+    ``cancelled``: its notice was cancelled while the try was on the wire. The try was made, so it
+    is recorded as it went; only a further try is not made."""
     tries = claimed.attempts - claimed.series_start
     status = next_status(attempted.outcome, tries, max_tries=max_tries)
+    error = attempted.error
+    if status is DeliveryStatus.PENDING and cancelled:
+        status = DeliveryStatus.FAILED
+        error = f"{error}; not tried again: the notice was cancelled"
+    elif status is DeliveryStatus.FAILED and attempted.outcome is Outcome.RETRY:
+        error = f"{error}; gave up after {tries} tries"
     outcome = attempted.outcome if status is not DeliveryStatus.FAILED else Outcome.FAILED
     next_at = now
     if status is DeliveryStatus.PENDING:
         next_at = now + retry_delay(tries, jitter, attempted.retry_after, first=first_delay)
-    error = attempted.error
-    if status is DeliveryStatus.FAILED and attempted.outcome is Outcome.RETRY:
-        error = f"{error}; gave up after {tries} tries"
     return status, next_at, outcome, error
 
 
@@ -287,10 +294,13 @@ async def record_many(
     jitter: Callable[[], float],
     max_tries: int = MAX_TRIES,
     first_delay: dt.timedelta = FIRST_DELAY,
+    cancelled: Collection[uuid.UUID] = frozenset(),
 ) -> dict[uuid.UUID, DeliveryStatus]:
     """Record what each try came to and schedule the next one, in one statement (``jitter``: a
     fresh one for each try; ``max_tries`` and ``first_delay``: the retry series,
-    ``METREG_RETRY_TRIES`` and ``METREG_RETRY_DELAY``).
+    ``METREG_RETRY_TRIES`` and ``METREG_RETRY_DELAY``). ``cancelled``: the notices of ``tries``
+    that were cancelled while they were on the wire (the caller holds the notices' locks): their
+    tries are recorded as they went, but none is scheduled again.
 
     Returns the status of each delivery whose claim still held; the others are left out and
     unrecorded (the lease ran out and another try took over: its result counts, not this one)."""
@@ -298,7 +308,13 @@ async def record_many(
     planned: dict[uuid.UUID, DeliveryStatus] = {}
     for claimed, attempted in sorted(tries, key=lambda t: t[0].id):
         status, next_at, outcome, error = _recording(
-            claimed, attempted, now=now, jitter=jitter(), max_tries=max_tries, first_delay=first_delay
+            claimed,
+            attempted,
+            now=now,
+            jitter=jitter(),
+            max_tries=max_tries,
+            first_delay=first_delay,
+            cancelled=claimed.notice_id in cancelled,
         )
         planned[claimed.id] = status
         row = (claimed.id, status.value, next_at, attempted.status_code, error, claimed.attempts,

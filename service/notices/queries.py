@@ -84,12 +84,16 @@ async def cancel_stale_notices(db: asyncpg.Connection, now: dt.datetime, notice_
 
 
 async def drop_deliveries(db: asyncpg.Connection, now: dt.datetime, notice_ids: list[uuid.UUID]) -> int:
-    """Fail what is still to be sent for the cancelled notices ``notice_ids``. Their cancellation
-    did so already (schema/0014) except for tries then claimed: this is for those whose claim was
-    lost with its job (the lease ran out unrecorded). Returns how many."""
+    """Fail what is due to be sent for the cancelled notices ``notice_ids``. Their cancellation did
+    so already (schema/0014) except for tries then claimed: this is for those whose claim was lost
+    with its job (the lease ran out unrecorded). A claim still in its lease is not due: its try may
+    be on the wire, and the job that made it records it. Returns how many."""
     status = await db.execute(
-        """UPDATE deliveries SET status = 'failed', last_error = 'not sent: the notice was cancelled', updated_at = $1
-           WHERE notice_id = ANY ($2::uuid[]) AND status = 'pending'""",
+        """UPDATE deliveries
+           SET status = 'failed', updated_at = $1,
+               last_error = CASE WHEN attempts = 0 THEN 'not sent: the notice was cancelled'
+                                 ELSE 'not tried again: the notice was cancelled' END
+           WHERE notice_id = ANY ($2::uuid[]) AND status = 'pending' AND next_attempt_at <= $1""",
         now,
         notice_ids,
     )

@@ -1193,14 +1193,17 @@ class HeldMailer:
 
         monkeypatch.setattr(runtime.mailer, "send", held)
 
-    async def wait(self, job: asyncio.Task[Any]) -> None:
-        """Return once a message has reached the mailer (and is held there if it is to be)."""
-        came = asyncio.ensure_future(self._came.wait())
-        try:
-            await asyncio.wait([job, came], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            came.cancel()
-        assert self.arrived, "the job ended before it sent anything"
+    async def wait(self, job: asyncio.Task[Any], count: int = 1) -> None:
+        """Return once ``count`` messages have reached the mailer (and are held there if they are
+        to be)."""
+        while len(self.arrived) < count:
+            assert not job.done(), f"the job ended having sent {len(self.arrived)} of {count} messages"
+            came = asyncio.ensure_future(self._came.wait())
+            try:
+                await asyncio.wait([job, came], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                came.cancel()
+            self._came.clear()
 
 
 EIGHT = dt.datetime(2026, 6, 16, 0, 0, tzinfo=dt.UTC)  # 08:00 on 2026-06-16 in Shanghai
@@ -1353,6 +1356,170 @@ async def test_a_digest_run_records_each_message_as_it_is_sent_not_when_the_slow
     assert (on_the_wire["status"], on_the_wire["attempts"]) == ("pending", 1)
     assert sorted(m["To"] for m in mail_to(inbox, [quick, slow])) == sorted([quick, slow])
     assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, [notice_id])} == {("delivered", 1)}
+
+
+# --- a cancellation while tries are on the wire --------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_webhook_calls_on_the_wire_when_a_lab_cancels_their_notice_are_recorded_as_they_went_and_not_retried(
+    make_tenant: MakeTenant, lab: LabAccount, pool: asyncpg.Pool, database_url: str
+) -> None:
+    tenant = await make_tenant()
+    (gauge,) = await register(tenant, [NOW.date() + 30 * DAY])
+    await accepted_request(tenant, lab, gauge)
+    on_the_wire, answer = threading.Semaphore(0), threading.Event()
+
+    def held(status: int) -> Callable[[int, Received], int]:
+        def respond(n: int, got: Received) -> int:
+            on_the_wire.release()
+            answer.wait(20)  # until the lab's result is in
+            return status
+
+        return respond
+
+    clock = FixedClock(NOW)
+    runtime = await Runtime.open(worker_settings(database_url), clock)
+    try:
+        with (
+            WebhookReceiver(respond=held(200)).running() as good,
+            WebhookReceiver(respond=held(503)).running() as busy,
+        ):
+            hooks = [(await add_webhook(pool, r.url, enterprise_id=tenant.id))[0] for r in (good, busy)]
+            await plan_at(pool, NOW)
+            (notice,) = await notices_of(pool, tenant.id)
+            job = asyncio.create_task(deliver_batch(runtime, [notice["id"]]))
+            try:
+                for _ in hooks:
+                    assert await asyncio.to_thread(on_the_wire.acquire, True, 20)
+                # Re-verified while both calls are on the wire: the result's transaction cancels the
+                # reminder.
+                recorded = await lab.record(gauge, performed_on="2026-06-10", issued_on="2026-06-12")
+                assert recorded.status_code == 201, recorded.text
+                (cancelled,) = [n for n in await notices_for(pool, gauge) if n["id"] == notice["id"]]
+                wire = await deliveries_of(pool, [notice["id"]])
+            finally:
+                answer.set()
+            await job
+            # Long after the retry the 503 would have had: nothing is sent again.
+            clock.set(NOW + DAY)
+            await deliver_batch(runtime, [notice["id"]])
+            calls = [len(of_enterprise(r.requests, tenant.id)) for r in (good, busy)]
+    finally:
+        await runtime.close()
+        await deactivate(pool, *hooks)
+    assert (cancelled["status"], cancelled["last_error"]) == ("cancelled", "cancelled: a newer result governs")
+    # The cancellation left the claimed tries alone.
+    assert {(d["status"], d["attempts"]) for d in wire} == {("pending", 1)}
+    assert calls == [1, 1]
+    ended = {d["webhook_id"]: d for d in await deliveries_of(pool, [notice["id"]])}
+    got, gave_up = ended[hooks[0]], ended[hooks[1]]
+    assert (got["status"], got["attempts"], got["last_status"], got["last_error"]) == ("delivered", 1, 200, None)
+    assert (gave_up["status"], gave_up["attempts"], gave_up["last_status"]) == ("failed", 1, 503)
+    assert gave_up["last_error"].endswith("; not tried again: the notice was cancelled")
+    attempts = await attempts_of(pool, [got["id"], gave_up["id"]])
+    assert {d: [(a["attempt"], a["status_code"], a["outcome"]) for a in rows] for d, rows in attempts.items()} == {
+        got["id"]: [(1, 200, "delivered")],
+        gave_up["id"]: [(1, 503, "failed")],
+    }
+    (still,) = [n for n in await notices_for(pool, gauge) if n["id"] == notice["id"]]
+    assert still["status"] == "cancelled"
+
+
+@pytest.mark.timeout(60)
+async def test_digests_on_the_wire_when_their_gauge_is_sealed_are_recorded_as_they_went_and_not_retried(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    ok, busy = f"ok-{tag}@example.com", f"busy-{tag}@example.com"
+    tenant = await make_tenant()
+    (gauge,) = await register(tenant, [NOW.date() + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=[ok, busy], digest=True)
+    clock = FixedClock(NOW)
+    with smtp_server(refuse=lambda to: "450 mailbox busy, try later" if to == busy else None) as (smtp_url, inbox):
+        runtime = await Runtime.open(worker_settings(database_url, smtp_url=smtp_url), clock)
+        try:
+            (notice_id,) = (await held_for_the_digest(runtime, pool, tenant)).values()
+            mailer = HeldMailer(runtime, monkeypatch, hold=lambda to: True)
+            clock.set(EIGHT)
+            digest = asyncio.create_task(send_digests(runtime))
+            try:
+                await mailer.wait(digest, count=2)
+                # Sealed while both messages are on the wire: the reminder is cancelled.
+                sealed = await tenant.api.post(f"/v1/instruments/{gauge}/seal")
+                assert sealed.status_code == 200, sealed.text
+                wire = await deliveries_of(pool, [notice_id])
+            finally:
+                mailer.release.set()
+            await digest
+            # Long after the retry the 450 would have had: nothing is sent again.
+            clock.set(EIGHT + DAY)
+            await send_digests(runtime)
+        finally:
+            await runtime.close()
+    (notice,) = await notices_for(pool, gauge)
+    assert (notice["status"], notice["last_error"]) == ("cancelled", "cancelled: the instrument is sealed")
+    assert {(d["status"], d["attempts"]) for d in wire} == {("pending", 1)}
+    assert sorted(mailer.arrived) == sorted([ok, busy])
+    assert [m["To"] for m in mail_to(inbox, [ok, busy])] == [ok]
+    ended = {d["target"]: d for d in await deliveries_of(pool, [notice_id])}
+    assert (ended[ok]["status"], ended[ok]["attempts"], ended[ok]["last_status"]) == ("delivered", 1, 250)
+    assert (ended[busy]["status"], ended[busy]["attempts"], ended[busy]["last_status"]) == ("failed", 1, 450)
+    assert ended[busy]["last_error"].endswith("; not tried again: the notice was cancelled")
+    attempts = await attempts_of(pool, [d["id"] for d in ended.values()])
+    assert {d: [(a["attempt"], a["status_code"], a["outcome"]) for a in rows] for d, rows in attempts.items()} == {
+        ended[ok]["id"]: [(1, 250, "delivered")],
+        ended[busy]["id"]: [(1, 450, "failed")],
+    }
+
+
+@pytest.mark.timeout(60)
+async def test_the_digest_fails_a_cancelled_notices_lost_claim_but_not_its_claim_still_on_the_wire(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    lost, sending = f"lost-{tag}@example.com", f"sending-{tag}@example.com"
+    tenant = await make_tenant()
+    await register(tenant, [NOW.date() + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=[lost, sending], digest=True)
+    lease = dt.timedelta(seconds=300)
+    clock = FixedClock(NOW)
+    with smtp_server() as (smtp_url, inbox):
+        runtime = await Runtime.open(
+            worker_settings(database_url, smtp_url=smtp_url, dispatch_timeout_s=lease.total_seconds()), clock
+        )
+        try:
+            (notice_id,) = (await held_for_the_digest(runtime, pool, tenant)).values()
+            claimed = {d["target"]: d["id"] for d in await deliveries_of(pool, [notice_id])}
+            async with pool.acquire() as conn, conn.transaction():
+                # One e-mail was claimed by a run that died; the other, later, by a run still
+                # sending it when the notice was cancelled (before the first claim's lease ran out).
+                for target, claimed_at in ((lost, EIGHT - lease), (sending, EIGHT - dt.timedelta(seconds=5))):
+                    await conn.execute(
+                        "UPDATE deliveries SET attempts = 1, next_attempt_at = $2 WHERE id = $1",
+                        claimed[target],
+                        claimed_at + lease,
+                    )
+                await conn.execute(
+                    """UPDATE notices SET status = 'cancelled', last_error = 'cancelled: the instrument is sealed',
+                                          closed_at = $2, updated_at = $2
+                       WHERE id = $1""",
+                    notice_id,
+                    EIGHT - dt.timedelta(seconds=1),
+                )
+            assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, [notice_id])} == {("pending", 1)}
+            clock.set(EIGHT)
+            assert await send_digests(runtime) == 0
+        finally:
+            await runtime.close()
+    assert mail_to(inbox, [lost, sending]) == []
+    ended = {d["target"]: d for d in await deliveries_of(pool, [notice_id])}
+    assert (ended[lost]["status"], ended[lost]["last_error"]) == (
+        "failed",
+        "not tried again: the notice was cancelled",
+    )
+    # Still the claim of the run sending it: that run records what it came to.
+    assert (ended[sending]["status"], ended[sending]["attempts"]) == ("pending", 1)
 
 
 # --- a slow resolver ---------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ cycle no longer governs is cancelled instead of sent, and only deliveries whose 
 claimed. Targets are fixed at the first run; the sends themselves happen outside any transaction.
 
 One job handles a batch in a fixed number of statements before it sends (lock, cancel, targets,
-claim, bodies) and three for each group of tries recorded, whatever the batch's size, and sends
+claim, bodies) and four for each group of tries recorded, whatever the batch's size, and sends
 its tries side by side over a keep-alive HTTP client it has to itself while it runs, at most
 :data:`PARALLEL_SENDS` at a time. Each try is recorded as soon as it finishes (with whatever else
 finished meanwhile), so a crash repeats only the calls on the wire and those being recorded, not

@@ -91,10 +91,11 @@ class Runtime:
     async def webhook_client(self) -> AsyncIterator[WebhookClient]:
         """A webhook client for one job's sends, back to the runtime after, connections kept alive.
 
-        Not one client for all jobs: httpcore's pool looks over every connection for each request
-        it assigns, so its cost grows with the square of what is in flight (measured: two thirds of
-        the worker's time with 5 jobs × 64 sends on one client). A client per running job, with no
-        more connections than the job has sends in flight, keeps each pool small.
+        Not one client for all jobs: a pool's upkeep grows with what is in flight through it
+        (httpcore's, before this client, looked over every connection for each request: two thirds
+        of the worker's time with 5 jobs × 64 sends on one client, when a job sent 64 at a time). A
+        client per running job, with no more idle connections than the job has sends in flight
+        (:data:`PARALLEL_SENDS`), keeps each pool small.
         """
         if self._idle_clients:
             client = self._idle_clients.pop()

@@ -6,7 +6,7 @@ cycle no longer governs is cancelled instead of sent, and only deliveries whose 
 claimed. Targets are fixed at the first run; the sends themselves happen outside any transaction.
 
 One job handles a batch in a fixed number of statements before it sends (lock, cancel, targets,
-claim, bodies) and three for each group of tries recorded, whatever the batch's size, and sends
+claim, bodies) and four for each group of tries recorded, whatever the batch's size, and sends
 its tries side by side over a keep-alive HTTP client it has to itself while it runs, at most
 :data:`PARALLEL_SENDS` at a time. Each try is recorded as soon as it finishes (with whatever else
 finished meanwhile), so a crash repeats only the calls on the wire and those being recorded, not
@@ -19,16 +19,13 @@ claims and sends twice.
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
-import logging
 import uuid
 from collections.abc import Sequence
 
-import asyncpg
 import msgspec
 
 from jobs.runtime import PARALLEL_SENDS, Runtime
+from jobs.tries import claim_limit, record_tries, send_recording
 from service.deliveries.attempt import Attempted
 from service.deliveries.email import notice_message
 from service.deliveries.payload import NoticeEvent, load_events
@@ -37,7 +34,6 @@ from service.deliveries.queries import (
     claim_live_of,
     create_targets_of,
     lock_notices,
-    record_many,
     settle_notices,
 )
 from service.deliveries.rules import Outcome, next_digest_at
@@ -47,18 +43,7 @@ from service.notices.rules import NoticeStatus
 
 __all__ = ("PARALLEL_SENDS", "claim_limit", "deliver", "deliver_batch", "send")
 
-log = logging.getLogger("metreg.worker")
-
 _CLOSED = {NoticeStatus.DELIVERED, NoticeStatus.FAILED, NoticeStatus.CANCELLED}
-
-
-def claim_limit(*, lease_s: float, send_timeout_s: float) -> int:
-    """How many tries one job claims with ``lease_s`` seconds of its lease left: as many rounds of
-    :data:`PARALLEL_SENDS` sends, each at most ``send_timeout_s``, as fit in them with one round to
-    spare for the database work; none when not even that fits (the tries stay due for the next
-    job). A whole lease always fits one round: the settings refuse a shorter one."""
-    rounds = int(lease_s // send_timeout_s) - 1
-    return PARALLEL_SENDS * max(0, rounds)
 
 
 async def send(
@@ -82,13 +67,6 @@ async def send(
     return await post_webhook(
         client, call, allow_private=settings.allow_private_webhooks, deadline_s=settings.send_timeout_s
     )
-
-
-def _not_sent(exc: Exception) -> Attempted:
-    """A send that raised (a bug, not the network: senders classify those) fails that delivery
-    only, so the others are still recorded and the notice settles."""
-    log.exception("a delivery could not be sent", exc_info=exc)
-    return Attempted(outcome=Outcome.FAILED, duration_ms=0, error=f"not sent: {type(exc).__name__}")
 
 
 async def deliver(runtime: Runtime, notice_id: uuid.UUID) -> None:
@@ -131,57 +109,12 @@ async def deliver_batch(runtime: Runtime, notice_ids: Sequence[uuid.UUID]) -> No
         if not claimed:
             return
         bodies = {notice_id: msgspec.json.encode(event) for notice_id, event in events.items()}
-        slots = asyncio.Semaphore(PARALLEL_SENDS)
-        finished: asyncio.Queue[tuple[Claimed, Attempted]] = asyncio.Queue()
-
         async with runtime.webhook_client() as client:
 
-            async def one(claim: Claimed) -> None:
-                async with slots:
-                    try:
-                        attempted = await send(runtime, client, claim, events[claim.notice_id], bodies[claim.notice_id])
-                    except Exception as exc:
-                        attempted = _not_sent(exc)
-                finished.put_nowait((claim, attempted))
+            async def one(claim: Claimed) -> Attempted:
+                return await send(runtime, client, claim, events[claim.notice_id], bodies[claim.notice_id])
 
-            # Tries are recorded as they finish, whatever is ready at once in one transaction (the
-            # slower the database, the larger): a crash repeats only the calls made since the last
-            # record, not the whole batch's.
-            sending = [asyncio.create_task(one(claim)) for claim in claimed]
-            try:
-                left = len(claimed)
-                while left:
-                    ready = [await finished.get()]
-                    while not finished.empty():
-                        ready.append(finished.get_nowait())
-                    await _record(runtime, db, ready, started_at=now)
-                    left -= len(ready)
-            finally:
-                # Only when recording failed or the job was cancelled: the calls go with it.
-                for task in sending:
-                    task.cancel()
-                await asyncio.gather(*sending, return_exceptions=True)
+            async def record(tries: list[tuple[Claimed, Attempted]]) -> None:
+                await record_tries(runtime, db, tries, started_at=now)
 
-
-async def _record(
-    runtime: Runtime, db: asyncpg.Connection, tries: list[tuple[Claimed, Attempted]], *, started_at: dt.datetime
-) -> None:
-    """Record finished tries and settle their notices (again, if more of their tries are to come)."""
-    settings = runtime.settings
-    notice_ids = sorted({claim.notice_id for claim, _ in tries})
-    async with db.transaction():
-        # The notices first, in id order, as every writer of deliveries takes them (the first
-        # transaction of a job, a manual retry): recording cannot deadlock with either.
-        await lock_notices(db, notice_ids)
-        # After the wait for the locks: retries are scheduled from when they are recorded.
-        done = runtime.clock.now()
-        await record_many(
-            db,
-            tries,
-            started_at=started_at,
-            now=done,
-            jitter=runtime.rng.random,
-            max_tries=settings.retry_tries,
-            first_delay=dt.timedelta(seconds=settings.retry_delay_s),
-        )
-        await settle_notices(db, notice_ids, done, runtime.lease)
+            await send_recording(claimed, one, record, parallel=PARALLEL_SENDS)

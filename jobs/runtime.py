@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import random
 from collections.abc import AsyncIterator
-from typing import TypedDict, cast
+from typing import cast
 
 import asyncpg
 import msgspec
@@ -18,7 +18,7 @@ from service.deliveries.email import Mailer, SmtpConfig
 from service.deliveries.webhook import WebhookClient, new_http_client
 from service.settings import Settings
 
-__all__ = ("PARALLEL_SENDS", "RetryTerms", "Runtime", "job_deserializer", "job_serializer", "open_queue")
+__all__ = ("PARALLEL_SENDS", "Runtime", "job_deserializer", "job_serializer", "open_queue")
 
 #: Tries of one delivery job in flight at once: enough to hide a receiver's latency, few enough
 #: that the job's HTTP client stays small (see :meth:`Runtime.webhook_client`).
@@ -37,14 +37,6 @@ async def open_queue(settings: Settings) -> ArqRedis:
         job_serializer=job_serializer,
         job_deserializer=job_deserializer,
     )
-
-
-class RetryTerms(TypedDict):
-    """The keyword arguments of :func:`service.deliveries.queries.record` that a runtime decides."""
-
-    jitter: float
-    max_tries: int
-    first_delay: dt.timedelta
 
 
 class Runtime:
@@ -75,14 +67,6 @@ class Runtime:
         """How long a dispatch or a claimed delivery is held before it is presumed lost."""
         return dt.timedelta(seconds=self.settings.dispatch_timeout_s)
 
-    def retries(self) -> RetryTerms:
-        """How the try being recorded is retried: the configured series, a fresh jitter."""
-        return {
-            "jitter": self.rng.random(),
-            "max_tries": self.settings.retry_tries,
-            "first_delay": dt.timedelta(seconds=self.settings.retry_delay_s),
-        }
-
     @classmethod
     async def open(cls, settings: Settings, clock: Clock, *, queue: ArqRedis | None = None) -> Runtime:
         """Open what the jobs share; ``queue``: an arq connection to borrow instead of opening one."""
@@ -107,10 +91,11 @@ class Runtime:
     async def webhook_client(self) -> AsyncIterator[WebhookClient]:
         """A webhook client for one job's sends, back to the runtime after, connections kept alive.
 
-        Not one client for all jobs: httpcore's pool looks over every connection for each request
-        it assigns, so its cost grows with the square of what is in flight (measured: two thirds of
-        the worker's time with 5 jobs × 64 sends on one client). A client per running job, with no
-        more connections than the job has sends in flight, keeps each pool small.
+        Not one client for all jobs: a pool's upkeep grows with what is in flight through it
+        (httpcore's, before this client, looked over every connection for each request: two thirds
+        of the worker's time with 5 jobs × 64 sends on one client, when a job sent 64 at a time). A
+        client per running job, with no more idle connections than the job has sends in flight
+        (:data:`PARALLEL_SENDS`), keeps each pool small.
         """
         if self._idle_clients:
             client = self._idle_clients.pop()

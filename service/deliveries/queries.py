@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import asyncpg
 import msgspec
@@ -39,10 +39,8 @@ __all__ = (
     "held_notices",
     "lock_notice",
     "lock_notices",
-    "record",
     "record_many",
     "reopen_delivery",
-    "settle_notice",
     "settle_notices",
 )
 
@@ -206,8 +204,8 @@ async def held_notices(
     all held ones), in id order, unlocked: the digest locks them before it claims their e-mails.
 
     Delivered and failed notices are left out (they never hold an e-mail); cancelled ones are not:
-    a cancellation the caller could not carry to the deliveries (a lab's, which row-level security
-    keeps from them) leaves their e-mails held."""
+    their cancellation fails their held e-mails but not one claimed then, whose claim may since
+    have been lost with its job."""
     rows = await db.fetch(
         """SELECT DISTINCT notice_id FROM (
                SELECT d.notice_id FROM deliveries d JOIN notices n ON n.id = d.notice_id
@@ -222,6 +220,24 @@ async def held_notices(
     return [r["notice_id"] for r in rows]
 
 
+_CLAIM_HELD = """
+WITH due AS (
+    SELECT d.id, n.enterprise_id, d.target
+    FROM deliveries d JOIN notices n ON n.id = d.notice_id
+    WHERE d.notice_id = ANY ($5::uuid[]) AND d.digest AND d.status = 'pending' AND d.next_attempt_at <= $3
+    FOR UPDATE OF d SKIP LOCKED),
+-- One message per enterprise and address: whole messages are claimed, the first $6 of them.
+messages AS (
+    SELECT id, dense_rank() OVER (ORDER BY enterprise_id, target) AS message FROM due)
+UPDATE deliveries d
+SET attempts = d.attempts + 1, next_attempt_at = $1::timestamptz + $2::interval, updated_at = $1
+FROM notices n
+WHERE n.id = d.notice_id AND d.id IN (
+    SELECT id FROM messages WHERE message <= $6 ORDER BY message LIMIT $4)
+RETURNING d.id, d.notice_id, d.channel, d.target, d.attempts, d.series_start, n.enterprise_id, NULL::text AS secret
+"""
+
+
 async def claim_held(
     db: asyncpg.Connection,
     notice_ids: Sequence[uuid.UUID],
@@ -229,14 +245,14 @@ async def claim_held(
     lease: dt.timedelta,
     *,
     limit: int,
+    messages: int,
     everything: bool = False,
 ) -> list[Claimed]:
     """Claim the digest e-mails of ``notice_ids`` whose hour has come (``everything``: all held
-    ones, for a burst run), at most ``limit``."""
+    ones, for a burst run): those of at most ``messages`` digests (one per enterprise and address),
+    at most ``limit`` e-mails in all."""
     due_by = _EVERYTHING if everything else now
-    rows = await db.fetch(
-        _CLAIM.format(where="notice_id = ANY ($5::uuid[]) AND digest"), now, lease, due_by, limit, list(notice_ids)
-    )
+    rows = await db.fetch(_CLAIM_HELD, now, lease, due_by, limit, list(notice_ids), messages)
     return [msgspec.convert(dict(r), Claimed) for r in rows]
 
 
@@ -248,63 +264,25 @@ def _recording(
     jitter: float,
     max_tries: int,
     first_delay: dt.timedelta,
+    cancelled: bool,
 ) -> tuple[DeliveryStatus, dt.datetime, Outcome, str | None]:
-    """What a try comes to: the delivery's status, its next try, the attempt's outcome and error."""
+    """What a try comes to: the delivery's status, its next try, the attempt's outcome and error.
+
+    ``cancelled``: its notice was cancelled while the try was on the wire. The try was made, so it
+    is recorded as it went; only a further try is not made."""
     tries = claimed.attempts - claimed.series_start
     status = next_status(attempted.outcome, tries, max_tries=max_tries)
+    error = attempted.error
+    if status is DeliveryStatus.PENDING and cancelled:
+        status = DeliveryStatus.FAILED
+        error = f"{error}; not tried again: the notice was cancelled"
+    elif status is DeliveryStatus.FAILED and attempted.outcome is Outcome.RETRY:
+        error = f"{error}; gave up after {tries} tries"
     outcome = attempted.outcome if status is not DeliveryStatus.FAILED else Outcome.FAILED
     next_at = now
     if status is DeliveryStatus.PENDING:
         next_at = now + retry_delay(tries, jitter, attempted.retry_after, first=first_delay)
-    error = attempted.error
-    if status is DeliveryStatus.FAILED and attempted.outcome is Outcome.RETRY:
-        error = f"{error}; gave up after {tries} tries"
     return status, next_at, outcome, error
-
-
-async def record(
-    db: asyncpg.Connection,
-    claimed: Claimed,
-    attempted: Attempted,
-    *,
-    started_at: dt.datetime,
-    now: dt.datetime,
-    jitter: float,
-    max_tries: int = MAX_TRIES,
-    first_delay: dt.timedelta = FIRST_DELAY,
-) -> DeliveryStatus | None:
-    """Record what the try of ``claimed`` came to and schedule the next one; None when the claim was
-    lost meanwhile (the lease ran out and another try took over: its result counts, not this one).
-
-    ``max_tries`` and ``first_delay``: the retry series (``METREG_RETRY_TRIES``, ``METREG_RETRY_DELAY``)."""
-    status, next_at, outcome, error = _recording(
-        claimed, attempted, now=now, jitter=jitter, max_tries=max_tries, first_delay=first_delay
-    )
-    recorded = await db.fetchval(
-        """
-        WITH d AS (
-            UPDATE deliveries
-            SET status = $2::text, next_attempt_at = $3, last_status = $4, last_error = $5,
-                updated_at = $6::timestamptz,
-                delivered_at = CASE WHEN $2::text = 'delivered' THEN $6::timestamptz END
-            WHERE id = $1 AND status = 'pending' AND attempts = $7
-            RETURNING id)
-        INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error, outcome)
-        SELECT id, $7, $8, $9, $4, $5, $10 FROM d
-        RETURNING delivery_id
-        """,
-        claimed.id,
-        status.value,
-        next_at,
-        attempted.status_code,
-        error,
-        now,
-        claimed.attempts,
-        started_at,
-        attempted.duration_ms,
-        outcome.value,
-    )
-    return status if recorded is not None else None
 
 
 async def record_many(
@@ -316,16 +294,27 @@ async def record_many(
     jitter: Callable[[], float],
     max_tries: int = MAX_TRIES,
     first_delay: dt.timedelta = FIRST_DELAY,
+    cancelled: Collection[uuid.UUID] = frozenset(),
 ) -> dict[uuid.UUID, DeliveryStatus]:
-    """:func:`record` for many tries in one statement (``jitter``: a fresh one for each try).
+    """Record what each try came to and schedule the next one, in one statement (``jitter``: a
+    fresh one for each try; ``max_tries`` and ``first_delay``: the retry series,
+    ``METREG_RETRY_TRIES`` and ``METREG_RETRY_DELAY``). ``cancelled``: the notices of ``tries``
+    that were cancelled while they were on the wire (the caller holds the notices' locks): their
+    tries are recorded as they went, but none is scheduled again.
 
-    Returns the status of each delivery whose claim still held; the others are left out, as
-    :func:`record` leaves them unrecorded."""
+    Returns the status of each delivery whose claim still held; the others are left out and
+    unrecorded (the lease ran out and another try took over: its result counts, not this one)."""
     columns: tuple[list[object], ...] = ([], [], [], [], [], [], [], [])
     planned: dict[uuid.UUID, DeliveryStatus] = {}
     for claimed, attempted in sorted(tries, key=lambda t: t[0].id):
         status, next_at, outcome, error = _recording(
-            claimed, attempted, now=now, jitter=jitter(), max_tries=max_tries, first_delay=first_delay
+            claimed,
+            attempted,
+            now=now,
+            jitter=jitter(),
+            max_tries=max_tries,
+            first_delay=first_delay,
+            cancelled=claimed.notice_id in cancelled,
         )
         planned[claimed.id] = status
         row = (claimed.id, status.value, next_at, attempted.status_code, error, claimed.attempts,
@@ -357,41 +346,11 @@ async def record_many(
     return {r["delivery_id"]: planned[r["delivery_id"]] for r in recorded}
 
 
-async def settle_notice(
-    db: asyncpg.Connection, notice_id: uuid.UUID, now: dt.datetime, sweep_after: dt.timedelta
-) -> Settlement:
-    """Bring the notice's status in line with its deliveries (:func:`rules.settle`)."""
-    row = await db.fetchrow(
-        """SELECT count(*) FILTER (WHERE status = 'pending' AND NOT digest) AS live,
-                  min(next_attempt_at) FILTER (WHERE status = 'pending' AND NOT digest) AS next_live,
-                  count(*) FILTER (WHERE status = 'pending' AND digest) AS held,
-                  max(next_attempt_at) FILTER (WHERE status = 'pending' AND digest) AS next_held,
-                  count(*) FILTER (WHERE status = 'delivered') AS delivered,
-                  count(*) FILTER (WHERE status = 'failed') AS failed
-           FROM deliveries WHERE notice_id = $1""",
-        notice_id,
-    )
-    assert row is not None
-    settlement = settle(msgspec.convert(dict(row), Tally), now, sweep_after)
-    await db.execute(
-        """UPDATE notices
-           SET status = $2, next_attempt_at = $3, last_error = $4, updated_at = $5::timestamptz,
-               closed_at = CASE WHEN $6::boolean THEN $5::timestamptz END
-           WHERE id = $1 AND status <> 'cancelled'""",
-        notice_id,
-        settlement.status.value,
-        settlement.next_attempt_at,
-        settlement.last_error,
-        now,
-        settlement.closed,
-    )
-    return settlement
-
-
 async def settle_notices(
     db: asyncpg.Connection, notice_ids: Sequence[uuid.UUID], now: dt.datetime, sweep_after: dt.timedelta
 ) -> dict[uuid.UUID, Settlement]:
-    """:func:`settle_notice` for many notices, in two statements whatever their number."""
+    """Bring the notices' statuses in line with their deliveries (:func:`rules.settle`), in two
+    statements whatever their number; a cancelled notice stays cancelled."""
     ids = sorted(set(notice_ids))
     rows = await db.fetch(
         """SELECT notice_id,

@@ -5,7 +5,8 @@
   jitter. Any other answer (3xx: redirects are not followed; 4xx such as 410 Gone) fails at once.
 - SMTP: a 2xx reply delivers, 4xx is transient (RFC 5321 §4.2.1), 5xx fails at once.
 - A series has at most :data:`MAX_TRIES` tries spread over about a day (:func:`retry_delay`); a
-  manual retry starts a new series.
+  manual retry starts a new series. A cancelled notice's deliveries get no further try; one on
+  the wire when it was cancelled is recorded as it went.
 - A notice is settled from its deliveries (:func:`settle`): pending while one waits for its next
   try, delivered when one reached its target and none waits, failed when none did.
 """

@@ -28,6 +28,9 @@ __all__ = (
 
 # Pending planned notices whose cycle no longer governs (re-verified, failed, sealed, scrapped,
 # replaced), and reminders of a cycle that has run out (once overdue, only the overdue series).
+# What was still to be sent for them is failed by a trigger on notices (schema/0014), which reaches
+# the deliveries whoever cancels: row-level security hides them from a lab. updated_at is the
+# cancellation's instant the trigger goes by.
 _CANCEL = """
 WITH cancelled AS (
 UPDATE notices n
@@ -43,11 +46,6 @@ WHERE n.instrument_id = i.id AND n.status IN ('pending', 'dispatched') AND n.cer
        OR (n.kind IN ('due_soon', 'rotation_due')
            AND n.cycle < coalesce($2::date, ($1::timestamptz AT TIME ZONE e.timezone)::date)))
 RETURNING n.id
-),
--- What was still to be sent for them (retries, e-mails held for the digest) is not sent.
-dropped AS (
-UPDATE deliveries d SET status = 'failed', last_error = 'not sent: the notice was cancelled', updated_at = $1
-FROM cancelled c WHERE d.notice_id = c.id AND d.status = 'pending'
 )
 SELECT {result} FROM cancelled
 """
@@ -86,11 +84,16 @@ async def cancel_stale_notices(db: asyncpg.Connection, now: dt.datetime, notice_
 
 
 async def drop_deliveries(db: asyncpg.Connection, now: dt.datetime, notice_ids: list[uuid.UUID]) -> int:
-    """Fail what is still to be sent for the cancelled notices ``notice_ids``, as their cancellation
-    does (``_CANCEL``) when its caller sees deliveries, which a lab does not. Returns how many."""
+    """Fail what is due to be sent for the cancelled notices ``notice_ids``. Their cancellation did
+    so already (schema/0014) except for tries then claimed: this is for those whose claim was lost
+    with its job (the lease ran out unrecorded). A claim still in its lease is not due: its try may
+    be on the wire, and the job that made it records it. Returns how many."""
     status = await db.execute(
-        """UPDATE deliveries SET status = 'failed', last_error = 'not sent: the notice was cancelled', updated_at = $1
-           WHERE notice_id = ANY ($2::uuid[]) AND status = 'pending'""",
+        """UPDATE deliveries
+           SET status = 'failed', updated_at = $1,
+               last_error = CASE WHEN attempts = 0 THEN 'not sent: the notice was cancelled'
+                                 ELSE 'not tried again: the notice was cancelled' END
+           WHERE notice_id = ANY ($2::uuid[]) AND status = 'pending' AND next_attempt_at <= $1""",
         now,
         notice_ids,
     )

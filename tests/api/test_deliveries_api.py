@@ -202,7 +202,7 @@ async def test_a_delivery_of_a_cancelled_notice_is_not_retried(
         assert after["status"] == "cancelled"
         # The try the retry scheduled is dropped with the notice: nothing stays pending for ever.
         (dropped,) = after["deliveries"]
-        assert (dropped["status"], dropped["last_error"]) == ("failed", "not sent: the notice was cancelled")
+        assert (dropped["status"], dropped["last_error"]) == ("failed", "not tried again: the notice was cancelled")
         assert attempts(dropped) == [(1, 410, "failed")]
 
 

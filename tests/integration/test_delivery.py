@@ -37,7 +37,7 @@ import pytest
 from redis.asyncio import Redis
 
 from jobs.deliver import PARALLEL_SENDS, claim_limit, deliver, deliver_batch
-from jobs.digest import send_digests
+from jobs.digest import PARALLEL_SESSIONS, send_digests
 from jobs.dispatch import dispatch, job_id
 from jobs.plan import plan
 from jobs.runtime import Runtime, job_deserializer, open_queue
@@ -1080,6 +1080,56 @@ async def test_a_held_reminder_of_a_gauge_a_lab_re_verified_is_not_in_the_digest
 
 
 @pytest.mark.timeout(60)
+async def test_a_lab_recording_a_certificate_fails_the_cancelled_reminders_waiting_webhook_and_held_e_mail(
+    make_tenant: MakeTenant, lab: LabAccount, pool: asyncpg.Pool, database_url: str
+) -> None:
+    today = NOW.date()
+    addresses = [f"ops-{uuid.uuid4().hex[:8]}@example.com"]
+    tenant = await make_tenant()
+    (gauge,) = await register(tenant, [today + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=addresses, digest=True)
+    runtime = await Runtime.open(worker_settings(database_url), FixedClock(NOW))
+    try:
+        with WebhookReceiver(respond=lambda n, got: 503).running() as busy:
+            webhook_id, _ = await add_webhook(pool, busy.url, enterprise_id=tenant.id)
+            await plan_at(pool, NOW)
+            (notice,) = await notices_of(pool, tenant.id)
+            await deliver(runtime, notice["id"])
+    finally:
+        await runtime.close()
+    await deactivate(pool, webhook_id)
+    waiting = {d["channel"]: d for d in await deliveries_of(pool, [notice["id"]])}
+    # The webhook waits for its second try, the e-mail for the morning's digest.
+    webhook, mail = waiting["webhook"], waiting["email"]
+    assert (webhook["status"], webhook["attempts"], webhook["last_status"]) == ("pending", 1, 503)
+    assert (mail["status"], mail["digest"], mail["attempts"]) == ("pending", True, 0)
+
+    # Re-verified: the lab's transaction cancels the reminder, though the lab sees no deliveries.
+    await accepted_request(tenant, lab, gauge)
+    recorded = await lab.record(gauge, performed_on="2026-06-10", issued_on="2026-06-12")
+    assert recorded.status_code == 201, recorded.text
+
+    (cancelled,) = [n for n in await notices_for(pool, gauge) if n["id"] == notice["id"]]
+    assert (cancelled["status"], cancelled["last_error"]) == ("cancelled", "cancelled: a newer result governs")
+    ended = {d["channel"]: d for d in await deliveries_of(pool, [notice["id"]])}
+    assert (ended["webhook"]["status"], ended["webhook"]["attempts"], ended["webhook"]["last_error"]) == (
+        "failed",
+        1,
+        "not tried again: the notice was cancelled",
+    )
+    assert (ended["email"]["status"], ended["email"]["attempts"], ended["email"]["last_error"]) == (
+        "failed",
+        0,
+        "not sent: the notice was cancelled",
+    )
+    # The try that was made stays as it was recorded.
+    attempts = await attempts_of(pool, [webhook["id"], mail["id"]])
+    assert {d: [(a["attempt"], a["status_code"], a["outcome"]) for a in rows] for d, rows in attempts.items()} == {
+        webhook["id"]: [(1, 503, "retry")]
+    }
+
+
+@pytest.mark.timeout(60)
 async def test_the_digest_cancels_held_reminders_whose_cycle_no_longer_governs_as_the_deliver_job_does(
     make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str
 ) -> None:
@@ -1122,6 +1172,354 @@ async def test_the_digest_cancels_held_reminders_whose_cycle_no_longer_governs_a
     (notice,) = await notices_for(pool, kept)
     assert notice["status"] == "delivered"
     assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, [notice["id"]])} == {("delivered", 1)}
+
+
+class HeldMailer:
+    """Holds each e-mail the runtime sends until the test lets it through (``release``), so that a
+    test can act while a send is on the wire; ``arrived``: the addresses sent to so far."""
+
+    def __init__(self, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, *, hold: Callable[[str], bool]) -> None:
+        self.arrived: list[str] = []
+        self.release = asyncio.Event()
+        self._came = asyncio.Event()
+        send = runtime.mailer.send
+
+        async def held(message: EmailMessage) -> Attempted:
+            self.arrived.append(str(message["To"]))
+            self._came.set()
+            if hold(str(message["To"])):
+                await self.release.wait()
+            return await send(message)
+
+        monkeypatch.setattr(runtime.mailer, "send", held)
+
+    async def wait(self, job: asyncio.Task[Any], count: int = 1) -> None:
+        """Return once ``count`` messages have reached the mailer (and are held there if they are
+        to be)."""
+        while len(self.arrived) < count:
+            assert not job.done(), f"the job ended having sent {len(self.arrived)} of {count} messages"
+            came = asyncio.ensure_future(self._came.wait())
+            try:
+                await asyncio.wait([job, came], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                came.cancel()
+            self._came.clear()
+
+
+EIGHT = dt.datetime(2026, 6, 16, 0, 0, tzinfo=dt.UTC)  # 08:00 on 2026-06-16 in Shanghai
+
+
+@pytest.mark.timeout(60)
+async def test_the_digest_locks_the_notices_before_it_records_so_a_cancellation_holding_one_is_not_deadlocked(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = f"ops-{uuid.uuid4().hex[:8]}@example.com"
+    tenant = await make_tenant()
+    await register(tenant, [NOW.date() + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=[address], digest=True)
+    clock = FixedClock(NOW)
+    with smtp_server() as (smtp_url, inbox):
+        runtime = await Runtime.open(worker_settings(database_url, smtp_url=smtp_url), clock)
+        try:
+            (notice_id,) = (await held_for_the_digest(runtime, pool, tenant)).values()
+            mailer = HeldMailer(runtime, monkeypatch, hold=lambda to: True)
+            clock.set(EIGHT)
+            digest = asyncio.create_task(send_digests(runtime))
+            await mailer.wait(digest)
+            # A cancellation of the notice begins while the digest is on the wire: it holds the
+            # notice, then would fail its deliveries.
+            async with pool.acquire() as holder, holder.transaction():
+                await holder.execute("SELECT 1 FROM notices WHERE id = $1 FOR UPDATE", notice_id)
+                mailer.release.set()
+                await wait_until_blocked(pool, holder, digest)
+                # The digest waits for the notice before it writes a delivery, so the cancellation
+                # gets them at once (a digest holding one would wait for the notice in turn: deadlock).
+                deliveries = await holder.fetch(
+                    "SELECT id FROM deliveries WHERE notice_id = $1 FOR UPDATE NOWAIT", notice_id
+                )
+            assert await digest >= 1
+        finally:
+            await runtime.close()
+    assert len(deliveries) == 1
+    assert [m["To"] for m in inbox if m["To"] == address] == [address]
+    assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, [notice_id])} == {("delivered", 1)}
+
+
+@pytest.mark.timeout(60)
+async def test_a_digest_run_claims_no_more_messages_than_fit_in_its_lease_and_leaves_the_rest_held(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    # One more address than a run can send to: every address of one enterprise (20 at most) and
+    # one of another.
+    many = [f"ops{n}-{tag}@example.com" for n in range(PARALLEL_SESSIONS)]
+    one = [f"qa-{tag}@example.com"]
+    tenants = [await make_tenant(), await make_tenant()]
+    for tenant, addresses in zip(tenants, (many, one), strict=True):
+        await register(tenant, [NOW.date() + 30 * DAY])
+        await patch_enterprise(tenant, notify_emails=addresses, digest=True)
+    # The shortest lease the settings allow: one round of sessions.
+    assert claim_limit(lease_s=5.0, send_timeout_s=2.0, parallel=PARALLEL_SESSIONS) == PARALLEL_SESSIONS
+    clock = FixedClock(NOW)
+    with smtp_server() as (smtp_url, inbox):
+        settings = worker_settings(database_url, smtp_url=smtp_url, send_timeout_s=2.0, dispatch_timeout_s=5.0)
+        runtime = await Runtime.open(settings, clock)
+        try:
+            held = [n for tenant in tenants for n in (await held_for_the_digest(runtime, pool, tenant)).values()]
+            clock.set(EIGHT)
+            first = await send_digests(runtime)
+            after_first = [m["To"] for m in mail_to(inbox, many + one)]
+            left = [d for d in await deliveries_of(pool, held) if d["status"] == "pending"]
+            second = await send_digests(runtime)
+            sent = [m["To"] for m in mail_to(inbox, many + one)]
+        finally:
+            await runtime.close()
+    assert first == len(after_first) == PARALLEL_SESSIONS
+    # The one left over is still held and due: the next run sends it.
+    assert [(d["attempts"], d["next_attempt_at"]) for d in left] == [(0, EIGHT)]
+    assert second == 1
+    assert sorted(sent) == sorted(many + one)
+    assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, held)} == {("delivered", 1)}
+
+
+@pytest.mark.timeout(60)
+async def test_a_digest_run_that_waited_for_the_lock_past_what_it_can_send_claims_nothing_and_leaves_it_held(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    address = f"ops-{uuid.uuid4().hex[:8]}@example.com"
+    tenant = await make_tenant()
+    await register(tenant, [NOW.date() + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=[address], digest=True)
+    # One round of 2 s sessions fits in the 5 s lease with one to spare; after 2 s of waiting none
+    # does: the run would be stopped with its messages on the wire.
+    assert claim_limit(lease_s=3.0, send_timeout_s=2.0, parallel=PARALLEL_SESSIONS) == 0
+    waited = dt.timedelta(seconds=2)
+    clock = FixedClock(NOW)
+    with smtp_server() as (smtp_url, inbox):
+        settings = worker_settings(database_url, smtp_url=smtp_url, send_timeout_s=2.0, dispatch_timeout_s=5.0)
+        runtime = await Runtime.open(settings, clock)
+        try:
+            (notice_id,) = (await held_for_the_digest(runtime, pool, tenant)).values()
+            clock.set(EIGHT)
+            async with pool.acquire() as holder, holder.transaction():
+                await holder.execute("SELECT 1 FROM notices WHERE id = $1 FOR UPDATE", notice_id)
+                digest = asyncio.create_task(send_digests(runtime))
+                await wait_until_blocked(pool, holder, digest)
+                clock.set(EIGHT + waited)
+            unsent = await digest
+            (left,) = await deliveries_of(pool, [notice_id])
+            # The next run has its whole time: it sends.
+            sent = await send_digests(runtime)
+            mail = mail_to(inbox, [address])
+        finally:
+            await runtime.close()
+    assert unsent == 0
+    assert (left["status"], left["attempts"], left["next_attempt_at"]) == ("pending", 0, EIGHT)
+    assert sent >= 1
+    assert [m["To"] for m in mail] == [address]
+    assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, [notice_id])} == {("delivered", 1)}
+
+
+@pytest.mark.timeout(60)
+async def test_a_digest_run_records_each_message_as_it_is_sent_not_when_the_slowest_is(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    quick, slow = f"quick-{tag}@example.com", f"slow-{tag}@example.com"
+    tenant = await make_tenant()
+    await register(tenant, [NOW.date() + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=[quick, slow], digest=True)
+    clock = FixedClock(NOW)
+    with smtp_server() as (smtp_url, inbox):
+        runtime = await Runtime.open(worker_settings(database_url, smtp_url=smtp_url), clock)
+        try:
+            (notice_id,) = (await held_for_the_digest(runtime, pool, tenant)).values()
+            # The slow one is held until the quick one is seen recorded.
+            mailer = HeldMailer(runtime, monkeypatch, hold=lambda to: to == slow)
+            clock.set(EIGHT)
+            digest = asyncio.create_task(send_digests(runtime))
+            try:
+                while not [
+                    d
+                    for d in await deliveries_of(pool, [notice_id])
+                    if d["target"] == quick and d["status"] == "delivered"
+                ]:
+                    assert not digest.done(), "the run ended before its quick message was recorded"
+                    await asyncio.sleep(0.02)
+                (on_the_wire,) = [d for d in await deliveries_of(pool, [notice_id]) if d["target"] == slow]
+            finally:
+                mailer.release.set()
+            assert await digest >= 2
+        finally:
+            await runtime.close()
+    assert slow in mailer.arrived
+    assert (on_the_wire["status"], on_the_wire["attempts"]) == ("pending", 1)
+    assert sorted(m["To"] for m in mail_to(inbox, [quick, slow])) == sorted([quick, slow])
+    assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, [notice_id])} == {("delivered", 1)}
+
+
+# --- a cancellation while tries are on the wire --------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_webhook_calls_on_the_wire_when_a_lab_cancels_their_notice_are_recorded_as_they_went_and_not_retried(
+    make_tenant: MakeTenant, lab: LabAccount, pool: asyncpg.Pool, database_url: str
+) -> None:
+    tenant = await make_tenant()
+    (gauge,) = await register(tenant, [NOW.date() + 30 * DAY])
+    await accepted_request(tenant, lab, gauge)
+    on_the_wire, answer = threading.Semaphore(0), threading.Event()
+
+    def held(status: int) -> Callable[[int, Received], int]:
+        def respond(n: int, got: Received) -> int:
+            on_the_wire.release()
+            answer.wait(20)  # until the lab's result is in
+            return status
+
+        return respond
+
+    clock = FixedClock(NOW)
+    runtime = await Runtime.open(worker_settings(database_url), clock)
+    try:
+        with (
+            WebhookReceiver(respond=held(200)).running() as good,
+            WebhookReceiver(respond=held(503)).running() as busy,
+        ):
+            hooks = [(await add_webhook(pool, r.url, enterprise_id=tenant.id))[0] for r in (good, busy)]
+            await plan_at(pool, NOW)
+            (notice,) = await notices_of(pool, tenant.id)
+            job = asyncio.create_task(deliver_batch(runtime, [notice["id"]]))
+            try:
+                for _ in hooks:
+                    assert await asyncio.to_thread(on_the_wire.acquire, True, 20)
+                # Re-verified while both calls are on the wire: the result's transaction cancels the
+                # reminder.
+                recorded = await lab.record(gauge, performed_on="2026-06-10", issued_on="2026-06-12")
+                assert recorded.status_code == 201, recorded.text
+                (cancelled,) = [n for n in await notices_for(pool, gauge) if n["id"] == notice["id"]]
+                wire = await deliveries_of(pool, [notice["id"]])
+            finally:
+                answer.set()
+            await job
+            # Long after the retry the 503 would have had: nothing is sent again.
+            clock.set(NOW + DAY)
+            await deliver_batch(runtime, [notice["id"]])
+            calls = [len(of_enterprise(r.requests, tenant.id)) for r in (good, busy)]
+    finally:
+        await runtime.close()
+        await deactivate(pool, *hooks)
+    assert (cancelled["status"], cancelled["last_error"]) == ("cancelled", "cancelled: a newer result governs")
+    # The cancellation left the claimed tries alone.
+    assert {(d["status"], d["attempts"]) for d in wire} == {("pending", 1)}
+    assert calls == [1, 1]
+    ended = {d["webhook_id"]: d for d in await deliveries_of(pool, [notice["id"]])}
+    got, gave_up = ended[hooks[0]], ended[hooks[1]]
+    assert (got["status"], got["attempts"], got["last_status"], got["last_error"]) == ("delivered", 1, 200, None)
+    assert (gave_up["status"], gave_up["attempts"], gave_up["last_status"]) == ("failed", 1, 503)
+    assert gave_up["last_error"].endswith("; not tried again: the notice was cancelled")
+    attempts = await attempts_of(pool, [got["id"], gave_up["id"]])
+    assert {d: [(a["attempt"], a["status_code"], a["outcome"]) for a in rows] for d, rows in attempts.items()} == {
+        got["id"]: [(1, 200, "delivered")],
+        gave_up["id"]: [(1, 503, "failed")],
+    }
+    (still,) = [n for n in await notices_for(pool, gauge) if n["id"] == notice["id"]]
+    assert still["status"] == "cancelled"
+
+
+@pytest.mark.timeout(60)
+async def test_digests_on_the_wire_when_their_gauge_is_sealed_are_recorded_as_they_went_and_not_retried(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    ok, busy = f"ok-{tag}@example.com", f"busy-{tag}@example.com"
+    tenant = await make_tenant()
+    (gauge,) = await register(tenant, [NOW.date() + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=[ok, busy], digest=True)
+    clock = FixedClock(NOW)
+    with smtp_server(refuse=lambda to: "450 mailbox busy, try later" if to == busy else None) as (smtp_url, inbox):
+        runtime = await Runtime.open(worker_settings(database_url, smtp_url=smtp_url), clock)
+        try:
+            (notice_id,) = (await held_for_the_digest(runtime, pool, tenant)).values()
+            mailer = HeldMailer(runtime, monkeypatch, hold=lambda to: True)
+            clock.set(EIGHT)
+            digest = asyncio.create_task(send_digests(runtime))
+            try:
+                await mailer.wait(digest, count=2)
+                # Sealed while both messages are on the wire: the reminder is cancelled.
+                sealed = await tenant.api.post(f"/v1/instruments/{gauge}/seal")
+                assert sealed.status_code == 200, sealed.text
+                wire = await deliveries_of(pool, [notice_id])
+            finally:
+                mailer.release.set()
+            await digest
+            # Long after the retry the 450 would have had: nothing is sent again.
+            clock.set(EIGHT + DAY)
+            await send_digests(runtime)
+        finally:
+            await runtime.close()
+    (notice,) = await notices_for(pool, gauge)
+    assert (notice["status"], notice["last_error"]) == ("cancelled", "cancelled: the instrument is sealed")
+    assert {(d["status"], d["attempts"]) for d in wire} == {("pending", 1)}
+    assert sorted(mailer.arrived) == sorted([ok, busy])
+    assert [m["To"] for m in mail_to(inbox, [ok, busy])] == [ok]
+    ended = {d["target"]: d for d in await deliveries_of(pool, [notice_id])}
+    assert (ended[ok]["status"], ended[ok]["attempts"], ended[ok]["last_status"]) == ("delivered", 1, 250)
+    assert (ended[busy]["status"], ended[busy]["attempts"], ended[busy]["last_status"]) == ("failed", 1, 450)
+    assert ended[busy]["last_error"].endswith("; not tried again: the notice was cancelled")
+    attempts = await attempts_of(pool, [d["id"] for d in ended.values()])
+    assert {d: [(a["attempt"], a["status_code"], a["outcome"]) for a in rows] for d, rows in attempts.items()} == {
+        ended[ok]["id"]: [(1, 250, "delivered")],
+        ended[busy]["id"]: [(1, 450, "failed")],
+    }
+
+
+@pytest.mark.timeout(60)
+async def test_the_digest_fails_a_cancelled_notices_lost_claim_but_not_its_claim_still_on_the_wire(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    lost, sending = f"lost-{tag}@example.com", f"sending-{tag}@example.com"
+    tenant = await make_tenant()
+    await register(tenant, [NOW.date() + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=[lost, sending], digest=True)
+    lease = dt.timedelta(seconds=300)
+    clock = FixedClock(NOW)
+    with smtp_server() as (smtp_url, inbox):
+        runtime = await Runtime.open(
+            worker_settings(database_url, smtp_url=smtp_url, dispatch_timeout_s=lease.total_seconds()), clock
+        )
+        try:
+            (notice_id,) = (await held_for_the_digest(runtime, pool, tenant)).values()
+            claimed = {d["target"]: d["id"] for d in await deliveries_of(pool, [notice_id])}
+            async with pool.acquire() as conn, conn.transaction():
+                # One e-mail was claimed by a run that died; the other, later, by a run still
+                # sending it when the notice was cancelled (before the first claim's lease ran out).
+                for target, claimed_at in ((lost, EIGHT - lease), (sending, EIGHT - dt.timedelta(seconds=5))):
+                    await conn.execute(
+                        "UPDATE deliveries SET attempts = 1, next_attempt_at = $2 WHERE id = $1",
+                        claimed[target],
+                        claimed_at + lease,
+                    )
+                await conn.execute(
+                    """UPDATE notices SET status = 'cancelled', last_error = 'cancelled: the instrument is sealed',
+                                          closed_at = $2, updated_at = $2
+                       WHERE id = $1""",
+                    notice_id,
+                    EIGHT - dt.timedelta(seconds=1),
+                )
+            assert {(d["status"], d["attempts"]) for d in await deliveries_of(pool, [notice_id])} == {("pending", 1)}
+            clock.set(EIGHT)
+            assert await send_digests(runtime) == 0
+        finally:
+            await runtime.close()
+    assert mail_to(inbox, [lost, sending]) == []
+    ended = {d["target"]: d for d in await deliveries_of(pool, [notice_id])}
+    assert (ended[lost]["status"], ended[lost]["last_error"]) == (
+        "failed",
+        "not tried again: the notice was cancelled",
+    )
+    # Still the claim of the run sending it: that run records what it came to.
+    assert (ended[sending]["status"], ended[sending]["attempts"]) == ("pending", 1)
 
 
 # --- a slow resolver ---------------------------------------------------------------------------------
@@ -1283,7 +1681,7 @@ async def test_a_crash_between_send_and_record_sends_again_after_the_lease_and_r
         webhook_id, _ = await add_webhook(pool, receiver.url, enterprise_id=tenant.id)
         await plan_at(pool, NOW)
         with monkeypatch.context() as patched:
-            patched.setattr("jobs.deliver.record_many", crash)
+            patched.setattr("jobs.tries.record_many", crash)
             await run_burst(settings, clock)
         notices = await notices_of(pool, tenant.id)
         assert len(notices) == 2
@@ -1414,7 +1812,7 @@ async def test_a_batch_records_each_try_as_it_finishes_not_when_the_slowest_does
 # --- claims made after a wait for the notices' locks ---------------------------------------------------
 
 
-async def wait_until_blocked(pool: asyncpg.Pool, holder: asyncpg.Connection, job: asyncio.Task[None]) -> None:
+async def wait_until_blocked(pool: asyncpg.Pool, holder: asyncpg.Connection, job: asyncio.Task[Any]) -> None:
     """Return once some backend waits for a lock that ``holder`` holds (the job, in its lock wait)."""
     pid = holder.get_server_pid()
     while not await fetch(pool, "SELECT 1 FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid))", pid):

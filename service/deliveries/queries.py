@@ -32,12 +32,9 @@ __all__ = (
     "Claimed",
     "LockedNotice",
     "claim_held",
-    "claim_live",
     "claim_live_of",
-    "create_targets",
     "create_targets_of",
     "held_notices",
-    "lock_notice",
     "lock_notices",
     "record_many",
     "reopen_delivery",
@@ -74,20 +71,10 @@ class Claimed(msgspec.Struct, frozen=True, kw_only=True):
     enterprise_id: uuid.UUID
 
 
-async def lock_notice(db: asyncpg.Connection, notice_id: uuid.UUID) -> LockedNotice | None:
-    row = await db.fetchrow(
-        """SELECT n.id, n.enterprise_id, n.instrument_id, n.kind, n.audience, n.region_code, n.status, n.attempts,
-                  n.certificate_id, e.timezone, e.digest
-           FROM notices n JOIN enterprises e ON e.id = n.enterprise_id
-           WHERE n.id = $1 FOR UPDATE OF n""",
-        notice_id,
-    )
-    return msgspec.convert(dict(row), LockedNotice) if row else None
-
-
 async def lock_notices(db: asyncpg.Connection, notice_ids: Sequence[uuid.UUID]) -> list[LockedNotice]:
-    """:func:`lock_notice` for many: rows are locked in id order, so two jobs whose batches overlap
-    wait for each other instead of deadlocking."""
+    """Lock the notices ``notice_ids`` (with their enterprise's timezone and digest setting) for
+    update, in id order, so that two jobs whose batches overlap wait for each other instead of
+    deadlocking."""
     rows = await db.fetch(
         """SELECT n.id, n.enterprise_id, n.instrument_id, n.kind, n.audience, n.region_code, n.status, n.attempts,
                   n.certificate_id, e.timezone, e.digest
@@ -98,41 +85,13 @@ async def lock_notices(db: asyncpg.Connection, notice_ids: Sequence[uuid.UUID]) 
     return [msgspec.convert(dict(r), LockedNotice) for r in rows]
 
 
-async def create_targets(db: asyncpg.Connection, notice: LockedNotice, now: dt.datetime, digest_at: dt.datetime) -> int:
-    """One delivery per target of the notice, as they are now: every active webhook of the owner
-    subscribed to its kind (an escalation's owner is every regulator whose region covers the
-    enterprise's), and for the enterprise's own notices every ``notify_emails`` address (held for
-    ``digest_at`` when the enterprise takes a digest)."""
-    status = await db.execute(
-        """
-        INSERT INTO deliveries (notice_id, channel, webhook_id, target, digest, next_attempt_at, created_at, updated_at)
-        SELECT $1::uuid, 'webhook', w.id, w.url, false, $5::timestamptz, $5, $5
-        FROM webhooks w
-        WHERE w.active
-          AND (cardinality(w.events) = 0 OR $2::text = ANY (w.events))
-          AND CASE WHEN $3::text = 'regulator' THEN w.region_code IS NOT NULL AND starts_with($4::text, w.region_code)
-                   ELSE w.enterprise_id = $6::uuid END
-        UNION ALL
-        SELECT $1, 'email', NULL, address, e.digest, CASE WHEN e.digest THEN $7::timestamptz ELSE $5 END, $5, $5
-        FROM enterprises e, unnest(e.notify_emails) AS address
-        WHERE e.id = $6 AND $3 = 'enterprise'
-        ON CONFLICT DO NOTHING
-        """,
-        notice.id,
-        notice.kind,
-        notice.audience,
-        notice.region_code,
-        now,
-        notice.enterprise_id,
-        digest_at,
-    )
-    return int(status.split()[-1])
-
-
 async def create_targets_of(
     db: asyncpg.Connection, notices: Sequence[LockedNotice], now: dt.datetime, digest_at: Sequence[dt.datetime]
 ) -> int:
-    """:func:`create_targets` for many notices in one statement; ``digest_at``: each notice's.
+    """One delivery per target of each notice, as they are now, in one statement: every active
+    webhook of the owner subscribed to its kind (an escalation's owner is every regulator whose
+    region covers the enterprise's), and for the enterprise's own notices every ``notify_emails``
+    address (held for the notice's ``digest_at`` when the enterprise takes a digest).
 
     The two owners are joined apart (by enterprise, by region) so that an enterprise's webhooks are
     found by their index rather than by testing every webhook against every notice."""
@@ -179,18 +138,11 @@ RETURNING d.id, d.notice_id, d.channel, d.target, d.attempts, d.series_start, n.
 _EVERYTHING = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
 
 
-async def claim_live(
-    db: asyncpg.Connection, notice_id: uuid.UUID, now: dt.datetime, lease: dt.timedelta
-) -> list[Claimed]:
-    """Claim the notice's deliveries that are due now and sent one by one."""
-    rows = await db.fetch(_CLAIM.format(where="notice_id = $5 AND NOT digest"), now, lease, now, 1000, notice_id)
-    return [msgspec.convert(dict(r), Claimed) for r in rows]
-
-
 async def claim_live_of(
     db: asyncpg.Connection, notice_ids: Sequence[uuid.UUID], now: dt.datetime, lease: dt.timedelta, *, limit: int
 ) -> list[Claimed]:
-    """:func:`claim_live` for many notices, at most ``limit`` deliveries (the rest stay due)."""
+    """Claim the notices' deliveries that are due now and sent one by one (not held for a digest),
+    at most ``limit`` of them (the rest stay due)."""
     rows = await db.fetch(
         _CLAIM.format(where="notice_id = ANY ($5::uuid[]) AND NOT digest"), now, lease, now, limit, list(notice_ids)
     )

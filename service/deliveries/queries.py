@@ -136,6 +136,12 @@ RETURNING d.id, d.notice_id, d.channel, d.target, d.attempts, d.series_start, n.
 """
 #: Due by then: every held digest e-mail, whatever its hour (``metreg worker --burst``).
 _EVERYTHING = dt.datetime(9999, 1, 1, tzinfo=dt.UTC)
+# A digest e-mail claimed by a run whose lease has not run out, and not recorded yet: it may be on
+# the wire. Only a burst run, which takes held e-mails whatever their hour, could reach it (a claim
+# moves next_attempt_at to the lease's end): it leaves it to the run that claimed it, as the
+# cancellation's trigger does (schema/0014).
+_NOT_IN_FLIGHT = """NOT (d.attempts > 0 AND d.next_attempt_at > {now}
+         AND NOT EXISTS (SELECT 1 FROM delivery_attempts a WHERE a.delivery_id = d.id AND a.attempt = d.attempts))"""
 
 
 async def claim_live_of(
@@ -159,24 +165,26 @@ async def held_notices(
     their cancellation fails their held e-mails but not one claimed then, whose claim may since
     have been lost with its job."""
     rows = await db.fetch(
-        """SELECT DISTINCT notice_id FROM (
+        f"""SELECT DISTINCT notice_id FROM (
                SELECT d.notice_id FROM deliveries d JOIN notices n ON n.id = d.notice_id
                WHERE d.digest AND d.status = 'pending' AND d.next_attempt_at <= $1
-                 AND n.status IN ('pending', 'dispatched', 'cancelled')
+                 AND n.status IN ('pending', 'dispatched', 'cancelled') AND {_NOT_IN_FLIGHT.format(now="$3")}
                ORDER BY d.next_attempt_at
                LIMIT $2) AS due
            ORDER BY notice_id""",
         _EVERYTHING if everything else now,
         limit,
+        now,
     )
     return [r["notice_id"] for r in rows]
 
 
-_CLAIM_HELD = """
+_CLAIM_HELD = f"""
 WITH due AS (
     SELECT d.id, n.enterprise_id, d.target
     FROM deliveries d JOIN notices n ON n.id = d.notice_id
     WHERE d.notice_id = ANY ($5::uuid[]) AND d.digest AND d.status = 'pending' AND d.next_attempt_at <= $3
+      AND {_NOT_IN_FLIGHT.format(now="$1::timestamptz")}
     FOR UPDATE OF d SKIP LOCKED),
 -- One message per enterprise and address: whole messages are claimed, the first $6 of them.
 messages AS (

@@ -1904,3 +1904,38 @@ async def test_a_job_that_waited_for_the_lock_past_what_it_can_send_claims_nothi
     assert len(got) == 1
     (delivered,) = await deliveries_of(pool, [notice["id"]])
     assert (delivered["status"], delivered["attempts"]) == ("delivered", 1)
+
+
+async def test_a_burst_run_sends_every_held_digest_but_one_another_run_is_still_sending(
+    make_tenant: MakeTenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    sending, held = f"sending-{tag}@example.com", f"held-{tag}@example.com"
+    tenant = await make_tenant()
+    await register(tenant, [NOW.date() + 30 * DAY])
+    await patch_enterprise(tenant, notify_emails=[sending, held], digest=True)
+    lease = dt.timedelta(seconds=300)
+    clock = FixedClock(NOW)
+    with smtp_server() as (smtp_url, inbox):
+        runtime = await Runtime.open(
+            worker_settings(database_url, smtp_url=smtp_url, dispatch_timeout_s=lease.total_seconds()), clock
+        )
+        try:
+            (notice_id,) = (await held_for_the_digest(runtime, pool, tenant)).values()
+            claimed = {d["target"]: d["id"] for d in await deliveries_of(pool, [notice_id])}
+            # A run that claimed one e-mail a minute ago is sending it (its lease runs 4 more minutes).
+            await pool.execute(
+                "UPDATE deliveries SET attempts = 1, next_attempt_at = $2 WHERE id = $1",
+                claimed[sending],
+                NOW - dt.timedelta(minutes=1) + lease,
+            )
+            # `metreg worker --burst` before the digest's hour: every held e-mail goes now.
+            sent = await send_digests(runtime, everything=True)
+        finally:
+            await runtime.close()
+    assert sent == 1
+    assert [m["To"] for m in mail_to(inbox, [sending, held])] == [held]
+    ended = {d["target"]: d for d in await deliveries_of(pool, [notice_id])}
+    assert (ended[held]["status"], ended[held]["attempts"]) == ("delivered", 1)
+    # Still the other run's claim: that run records what its send came to.
+    assert (ended[sending]["status"], ended[sending]["attempts"]) == ("pending", 1)

@@ -1,9 +1,10 @@
 """The arq worker: plans, dispatches and delivers notices (``metreg worker``).
 
 Cron ticks are reconcilers that read PostgreSQL and are safe to overlap: planning every five
-minutes, dispatching every ten seconds, digests every five minutes. Delivery jobs retry only on
-transient trouble with PostgreSQL or Redis; a webhook or SMTP failure is not a job failure but a
-recorded try, rescheduled in PostgreSQL. Everything runs in UTC whatever the machine's zone.
+minutes, dispatching every ten seconds, digests every five minutes, and every five minutes the
+purge of expired Idempotency-Key answers. Delivery jobs retry only on transient trouble with
+PostgreSQL or Redis; a webhook or SMTP failure is not a job failure but a recorded try,
+rescheduled in PostgreSQL. Everything runs in UTC whatever the machine's zone.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from jobs.dispatch import DELIVER_NOTICE, DELIVER_NOTICES, DeliverNotice, Delive
 from jobs.plan import plan
 from jobs.runtime import Runtime, job_deserializer, job_serializer
 from service.clock import Clock
+from service.idempotency import purge_expired
 from service.settings import Settings
 
 __all__ = ("BurstResult", "run_burst", "run_worker", "worker_options")
@@ -94,6 +96,14 @@ async def digest_tick(ctx: dict[str, Any]) -> None:
     await send_digests(_runtime(ctx))
 
 
+async def idempotency_purge_tick(ctx: dict[str, Any]) -> None:
+    runtime = _runtime(ctx)
+    async with runtime.connection() as db:
+        purged = await purge_expired(db, runtime.clock.now())
+    if purged:
+        log.info("purged expired idempotency keys", extra={"idempotency_keys_purged": purged})
+
+
 def _deliver_functions(settings: Settings) -> list[Function]:
     # keep_result=0: a finished job must not block the next dispatch of its notices under the same id.
     return [
@@ -122,6 +132,7 @@ def worker_options(settings: Settings, clock: Clock) -> dict[str, Any]:
             cron(plan_tick, name=f"{prefix}:plan", minute=every_5_minutes, second=0, run_at_startup=True),
             cron(dispatch_tick, name=f"{prefix}:dispatch", second=set(range(0, 60, 10)), run_at_startup=True),
             cron(digest_tick, name=f"{prefix}:digest", minute=every_5_minutes, second=30),
+            cron(idempotency_purge_tick, name=f"{prefix}:idempotency-purge", minute=every_5_minutes, second=45),
         ],
         "queue_name": settings.queue_name,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),

@@ -54,6 +54,7 @@ from service.deliveries.routes import DeliveryController
 from service.deps import dependencies
 from service.enterprises.routes import EnterpriseController
 from service.history.routes import HistoryController
+from service.idempotency import IdempotentReplay, after_request, before_request, prepare, replay
 from service.instruments.routes import EnterpriseInstrumentController, InstrumentController
 from service.keys.routes import ApiKeyController
 from service.labs.routes import LabController
@@ -103,6 +104,13 @@ the key (or, for the public check and calendar feeds, the address): wait `Retry-
 seconds. Send `X-Request-ID` to choose the id; every response carries it. Lists are keyset-paged:
 `limit` (1–500, default 50), and `cursor` = the previous page's `next_cursor` (null on the last
 page). Dates are `YYYY-MM-DD` local dates of the enterprise; instants are RFC 3339 UTC.
+
+Every POST and PATCH takes an optional `Idempotency-Key` header: the first answer to a request with
+it is kept (a day by default) and sent again, with `Idempotent-Replayed: true`, to a retry with the
+same key and request from the same API key, which changes nothing. The same key with another request
+is a 422; a retry while the first still runs waits for it, then replays, or answers 409. Server errors
+(5xx) are not kept. Answers holding a secret shown once (a new API key, a calendar feed's URL) are not
+kept either: their retries get a 409.
 
 An instrument's `status` is one of valid, due_soon, overdue, failed, sealed, scrapped, replaced,
 pending_verification, unverified, computed for the enterprise's local today (or `as_of`).
@@ -343,6 +351,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             CalendarFeedController,
         ],
         security=[{"bearer": []}],
+        # Idempotency-Key (service.idempotency): a write claims its key as it authenticates; these
+        # hooks carry the answer into the key's row, and the replay of a key's answer is sent here.
+        before_request=before_request,
+        after_request=after_request,
+        exception_handlers={IdempotentReplay: replay},
     )
     # Outside the bearer-secured router: anyone holding a QR label may check it.
     public = Router(path="/v1/public", route_handlers=[PublicCertificateController])
@@ -371,4 +384,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         ),
     )
     _require_authentication(app)
+    prepare(handler for _, handler in guarded_handlers(app))
     return app

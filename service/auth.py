@@ -22,6 +22,7 @@ from litestar import Request
 from litestar.di import NamedDependency
 from litestar.params import SkipValidation
 
+from service import idempotency
 from service.clock import Clock
 from service.errors import ForbiddenError, UnauthorizedError
 
@@ -242,16 +243,22 @@ async def provide_principal(
     clock: NamedDependency[SkipValidation[Clock]],
 ) -> Principal:
     """Authenticate the request's bearer key on the request's own connection and make it the
-    transaction's principal.
+    transaction's principal; then claim the request's ``Idempotency-Key``, if it is a write that
+    sent one (``service.idempotency.claim``).
 
     Raises:
         UnauthorizedError: no ``Authorization: Bearer`` header, or a key that is malformed, unknown,
             expired or revoked. The message never repeats the key.
+        MetregError, IdempotentReplay: what ``service.idempotency.claim`` raises.
     """
     parsed = _presented_key(request)
-    row = await db.fetchrow(_AUTHENTICATE, parsed[0], hash_secret(parsed[1]), clock.now(), *request_context(request))
+    now = clock.now()
+    row = await db.fetchrow(_AUTHENTICATE, parsed[0], hash_secret(parsed[1]), now, *request_context(request))
     if row is None:
         raise UnauthorizedError("the API key is unknown, expired or revoked")
+    # Every write of the API authenticates here, on its own transaction: the one place where its
+    # Idempotency-Key, which belongs to this key, can be claimed before the handler runs.
+    await idempotency.claim(request, db, now)
     return Principal(
         key_id=row["id"],
         role=Role(row["role"]),

@@ -12,9 +12,11 @@ from typing import Any, cast
 import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
+from litestar import Request
 from litestar.datastructures import State
 
-from service.errors import UnavailableError
+from service.errors import MetregError, UnavailableError
+from service.idempotency import keep_refusal
 from service.settings import Settings
 
 __all__ = ("Connection", "create_pool", "init_connection", "provide_connection", "provide_db")
@@ -93,17 +95,24 @@ async def provide_connection(state: State) -> AsyncIterator[asyncpg.Connection]:
         await pool.release(cast(PoolConnectionProxy, conn))
 
 
-async def provide_db(state: State) -> AsyncIterator[asyncpg.Connection]:
+async def provide_db(request: Request[Any, Any, Any], state: State) -> AsyncIterator[asyncpg.Connection]:
     """One connection and one transaction for the whole request.
 
     Acquire and transaction live in a single generator because Litestar tears yield dependencies
     down concurrently (stack.md §1.3): split in two, the connection could be released while COMMIT
-    is in flight. Commit happens before the response is sent; a raised error rolls back.
+    is in flight. Commit happens before the response is sent; a raised error rolls back, except a
+    refusal (4xx) of a request holding an ``Idempotency-Key``: its work is rolled back, but the
+    refusal is committed as the key's answer (``service.idempotency.keep_refusal``) before the
+    error goes on to its exception handler.
     """
     pool: asyncpg.Pool = state.db_pool
     conn = await _acquire(pool)
     try:
         async with conn.transaction():
-            yield conn
+            try:
+                yield conn
+            except MetregError as exc:
+                if not await keep_refusal(request, exc):
+                    raise
     finally:
         await pool.release(cast(PoolConnectionProxy, conn))

@@ -12,11 +12,14 @@ responses, so no handler builds an error response by hand. The hierarchy::
     ├── ConflictError         409    the write collides with the current state
     │   ├── DuplicateError           a unique fact already exists (serial, credit code, number)
     │   ├── StaleVersionError        optimistic concurrency: the client's version is old
-    │   └── TransitionError          a state change the current state does not allow; lists those it does
+    │   ├── TransitionError          a state change the current state does not allow; lists those it does
+    │   ├── IdempotencyKeyBusyError  another request with the same Idempotency-Key is still running
+    │   └── AnswerWithheldError      the Idempotency-Key's request is done, but its answer held a secret
     ├── PayloadTooLargeError  413
     ├── UnsupportedMediaError 415    a file that is not of a type the endpoint reads
     ├── RuleViolationError    422    well-formed input that breaks a legal or domain rule
-    │   └── RowsRejectedError        a table (an imported ledger) with rows that break them; lists each
+    │   ├── RowsRejectedError        a table (an imported ledger) with rows that break them; lists each
+    │   └── IdempotencyKeyReusedError  an Idempotency-Key already used for another request
     └── UnavailableError      503    a dependency (PostgreSQL, Redis) does not answer
 """
 
@@ -28,10 +31,13 @@ from typing import Self
 import msgspec
 
 __all__ = (
+    "AnswerWithheldError",
     "ConflictError",
     "DuplicateError",
     "FieldError",
     "ForbiddenError",
+    "IdempotencyKeyBusyError",
+    "IdempotencyKeyReusedError",
     "InvalidInputError",
     "MetregError",
     "NotAcceptableError",
@@ -140,6 +146,14 @@ class TransitionError(ConflictError):
         self.allowed = tuple(allowed)
 
 
+class IdempotencyKeyBusyError(ConflictError):
+    slug = "idempotency-key-busy"
+
+
+class AnswerWithheldError(ConflictError):
+    slug = "idempotent-answer-withheld"
+
+
 class PayloadTooLargeError(MetregError):
     status, slug, title = 413, "payload-too-large", "Payload Too Large"
 
@@ -160,6 +174,10 @@ class RowsRejectedError(RuleViolationError):
     def __init__(self, detail: str, *, rows: Sequence[RowProblem]) -> None:
         super().__init__(detail)
         self.rows = tuple(rows)
+
+
+class IdempotencyKeyReusedError(RuleViolationError):
+    slug = "idempotency-key-reused"
 
 
 class UnavailableError(MetregError):

@@ -8,8 +8,10 @@ traceback goes to the log with the request id.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -26,9 +28,11 @@ __all__ = (
     "PROBLEM_MEDIA_TYPE",
     "RETRY_UNAVAILABLE_S",
     "Problem",
+    "domain_problem",
     "exception_handlers",
     "problem_body",
     "problem_responses",
+    "with_idempotency_responses",
 )
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -111,7 +115,8 @@ def _problem(
     return Response(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
-def _on_domain_error(request: Request[Any, Any, Any], exc: MetregError) -> Response[Problem]:
+def domain_problem(request: Request[Any, Any, Any], exc: MetregError) -> Response[Problem]:
+    """The answer to a domain error (also what an ``Idempotency-Key`` keeps of a refusal)."""
     allowed = list(exc.allowed) if isinstance(exc, TransitionError) else None
     rows = list(exc.rows) if isinstance(exc, RowsRejectedError) else None
     headers = {"Retry-After": str(RETRY_UNAVAILABLE_S)} if exc.status == 503 else None
@@ -212,7 +217,7 @@ def _on_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Pr
 def exception_handlers() -> ExceptionHandlersMap:
     """The app-level handlers (404/405 are raised before middleware: they must live on the app)."""
     return {
-        MetregError: _on_domain_error,
+        MetregError: domain_problem,
         HTTPException: _on_http_exception,
         asyncpg.UniqueViolationError: _on_unique_violation,
         asyncpg.CharacterNotInRepertoireError: _on_unstorable_text,
@@ -269,3 +274,39 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
         )
         for status in statuses
     }
+
+
+# What an operation that takes an Idempotency-Key may answer because of it (service.idempotency).
+_IDEMPOTENCY_CLAUSES = {
+    400: "an `Idempotency-Key` that is not 1–255 printable ASCII characters",
+    409: "a request with the same `Idempotency-Key` still running (retry it later)",
+    422: "an `Idempotency-Key` already used for another request (method, path, query, `If-Match` or body)",
+}
+_WITHHELD_CLAUSE = (
+    "a request with the same `Idempotency-Key` still running (retry it later), or done already: its answer held "
+    "a secret shown once, which is not kept, so it is not repeated"
+)
+
+
+def with_idempotency_responses(
+    responses: Mapping[int, ResponseSpec] | None, *, shown_once: bool = False
+) -> dict[int, ResponseSpec]:
+    """``responses`` (an operation's, from :func:`problem_responses`) with the answers an
+    ``Idempotency-Key`` adds: each status gains its clause, or its entry when it had none (once:
+    applied again, it changes nothing). ``shown_once``: the operation's answer holds a secret
+    shown once, so a retry's 409 may also mean that it was done already."""
+    merged = dict(responses or {})
+    for status, clause in (_IDEMPOTENCY_CLAUSES | ({409: _WITHHELD_CLAUSE} if shown_once else {})).items():
+        spec = merged.get(status)
+        if spec is not None and clause.lower() in spec.description.lower():
+            continue
+        if spec is None:
+            merged[status] = ResponseSpec(
+                data_container=Problem,
+                description=f"{clause[0].upper()}{clause[1:]}.",
+                media_type=PROBLEM_MEDIA_TYPE,
+                generate_examples=False,
+            )
+        else:
+            merged[status] = dataclasses.replace(spec, description=f"{spec.description.rstrip('.')}; or {clause}.")
+    return dict(sorted(merged.items()))

@@ -45,6 +45,8 @@ ENVIRONMENT: dict[str, str] = {
     "dispatch_timeout_s": "METREG_DISPATCH_TIMEOUT",
     "retry_tries": "METREG_RETRY_TRIES",
     "retry_delay_s": "METREG_RETRY_DELAY",
+    "idempotency_ttl_s": "METREG_IDEMPOTENCY_TTL",
+    "idempotency_wait_s": "METREG_IDEMPOTENCY_WAIT",
 }
 
 
@@ -116,6 +118,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retry_delay_s: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 30.0
     """Seconds to wait after a delivery's first failed try; the wait doubles after each further one
     (at most 4 hours), with ±20 % jitter. The defaults spread 15 tries over about a day."""
+    idempotency_ttl_s: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 86400
+    """How long the answer of a request sent with an ``Idempotency-Key`` is kept for its retries;
+    after that the key is new again (the worker deletes expired answers)."""
+    idempotency_wait_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
+    """How long a request waits for another one with the same ``Idempotency-Key`` to finish (then
+    replays its answer); a request still running after that is a 409."""
 
     def __post_init__(self) -> None:
         # A delivery job is cut off after the dispatch timeout: a send must fit in it with room to

@@ -38,6 +38,7 @@ from service.enterprises.queries import select_enterprise
 from service.enterprises.schemas import Enterprise
 from service.errors import ForbiddenError, InvalidInputError, NotFoundError
 from service.files import file_chunks, spooled
+from service.idempotency import SHOWN_ONCE
 from service.instruments.rules import DueSoonWindows, Lifecycle, status_of
 from service.pagination import Cursor, Limit, Page
 from service.policy import Actor, access
@@ -75,7 +76,8 @@ class EnterpriseCalendarFeedController(Controller):
 
     @post(
         operation_id="CreateCalendarFeed",
-        opt=access(Actor.ADMIN, Actor.OWNER),
+        # The token in the URL is shown once and only its hash kept: an Idempotency-Key keeps this answer's status only.
+        opt=access(Actor.ADMIN, Actor.OWNER) | {SHOWN_ONCE: True},
         summary="Create a calendar feed of due dates",
         description="The enterprise or an admin. Answers the feed with its `url` "
         f"(`…{FEED_PATH}/<token>.ics`), which calendar apps (Outlook, Google, Apple) subscribe to without a "

@@ -12,6 +12,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from service.auth import Principal, Role
 from service.deps import AdminDep, ClockDep, Db, PrincipalDep
 from service.errors import NotFoundError
+from service.idempotency import SHOWN_ONCE
 from service.keys.queries import create_key, revoke_key, rotate_key, select_key, select_keys
 from service.keys.schemas import ApiKey, ApiKeyCreate, ApiKeyRotation, CreatedApiKey
 from service.pagination import Cursor, Limit, Page
@@ -44,7 +45,8 @@ class ApiKeyController(Controller):
         description="Admin only. The response's `key` is the secret: it is shown this once and only its "
         "hash is stored. `expires_at` (optional) ends it by itself.",
         responses=problem_responses(400, 401, 403, 413, 422),
-        opt=access(Actor.ADMIN),
+        # The key is shown once and only its hash kept: an Idempotency-Key keeps this answer's status only.
+        opt=access(Actor.ADMIN) | {SHOWN_ONCE: True},
     )
     async def create_api_key(
         self,
@@ -110,7 +112,7 @@ class ApiKeyController(Controller):
         responses=problem_responses(400, 401, 404, 409, 413, 422),
         status_code=201,
         # The key itself may too: a caller the vocabulary has no name for (the matrix holds the rest).
-        opt=access(Actor.ADMIN),
+        opt=access(Actor.ADMIN) | {SHOWN_ONCE: True},
     )
     async def rotate_api_key(
         self,

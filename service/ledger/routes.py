@@ -8,18 +8,20 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, RequestBody, Schema
 from litestar.params import FromPath, QueryParameter
 
 from service.deps import ClockDep, Db, PrincipalDep, SettingsDep
 from service.enterprises.access import readable_enterprise, writable_enterprise
 from service.errors import NotFoundError, PayloadTooLargeError, UnsupportedMediaError
+from service.idempotency import READ_BODY, IdempotentOperation
 from service.ledger.pipeline import import_ledger, read_ledger
 from service.ledger.queries import select_import, select_imports
 from service.ledger.schemas import ImportRecord, ImportReport
 from service.pagination import Cursor, Limit, Page
 from service.policy import Actor, access
 from service.problems import problem_responses
+from service.settings import Settings
 from service.types import NO_NUL
 
 __all__ = ("ImportController", "LedgerImportController")
@@ -28,10 +30,11 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 @dataclass
-class _LedgerFileBody(Operation):
+class _LedgerFileBody(IdempotentOperation):
     """The import's body is the file itself, which Litestar reads only when the handler asks."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.request_body = RequestBody(
             required=True,
             description="The ledger file itself (not a form): CSV in UTF-8 (with or without BOM), UTF-16 with "
@@ -44,6 +47,17 @@ class _LedgerFileBody(Operation):
                 )
             },
         )
+
+
+async def ledger_file(request: Request[Any, Any, Any]) -> bytes:
+    """The import's body, the ledger file, read once under ``METREG_MAX_IMPORT_BYTES``: a second call
+    (the handler's, after the Idempotency-Key's fingerprint took it) returns the same bytes."""
+    state = request.scope["state"]
+    if (read := state.get("ledger_file")) is None:
+        settings: Settings = request.app.state.settings
+        read = state["ledger_file"] = await _read_body(request, settings.max_import_bytes)
+    data: bytes = read
+    return data
 
 
 async def _read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
@@ -76,7 +90,7 @@ class LedgerImportController(Controller):
     @post(
         "/instruments/import",
         operation_id="ImportInstruments",
-        opt=access(Actor.ADMIN, Actor.OWNER),
+        opt=access(Actor.ADMIN, Actor.OWNER) | {READ_BODY: ledger_file},
         summary="Import a ledger (台账) from CSV or XLSX",
         description="The enterprise or an admin. Headers in Chinese or English are matched to the ledger "
         "columns (README: Importing a ledger); unknown columns are reported in `columns`, not fatal. Each row "
@@ -106,7 +120,7 @@ class LedgerImportController(Controller):
         ] = None,
     ) -> Response[ImportReport]:
         enterprise = await writable_enterprise(db, principal, enterprise_id, lock="update")
-        data = await _read_body(request, settings.max_import_bytes)
+        data = await ledger_file(request)
         table = read_ledger(data, max_bytes=settings.max_import_bytes, max_rows=settings.max_import_rows)
         report = await import_ledger(
             db,

@@ -727,3 +727,98 @@ async def test_the_api_is_refused_even_as_admin(write: str, world: World, api_po
     async with acting(api_pool, world, Who.ADMIN) as conn:
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
             await conn.execute(sql, *args(world))
+
+
+# ---------------------------------------------------------------------------------------------
+# Idempotency-Key answers: each API key's own, admins included (schema/0015_idempotency_keys.sql)
+
+
+async def _key_ids(world: World, pool: asyncpg.Pool, *whos: Who) -> dict[Who, uuid.UUID]:
+    found = {}
+    for who in whos:
+        parsed = parse_key(world.keys[who])
+        assert parsed is not None
+        found[who] = await pool.fetchval("SELECT id FROM api_keys WHERE prefix = $1", parsed[0])
+    return found
+
+
+@pytest.fixture(scope="module")
+async def idempotency_rows(world: World, pool: asyncpg.Pool) -> dict[Who, uuid.UUID]:
+    """An answered Idempotency-Key of A's, B's and the admin's key, the same string for each."""
+    ids = await _key_ids(world, pool, Who.ENTERPRISE_A, Who.ENTERPRISE_B, Who.ADMIN)
+    for key_id in ids.values():
+        await pool.execute(
+            """INSERT INTO idempotency_keys (key_id, idempotency_key, request, fingerprint, created_at, expires_at,
+                                             status, media_type, body)
+               VALUES ($1, 'rls-shared', 'POST /v1/x', $2, $3::timestamptz, $3::timestamptz + interval '1 day',
+                       201, 'application/json', '{}')""",
+            key_id,
+            bytes(32),
+            NOW,
+        )
+    return ids
+
+
+@pytest.mark.parametrize("who", list(Who), ids=str)
+async def test_a_key_sees_only_its_own_idempotency_answers(
+    who: Who, idempotency_rows: dict[Who, uuid.UUID], world: World, api_pool: asyncpg.Pool
+) -> None:
+    async with acting(api_pool, world, who) as conn:
+        seen = {row["key_id"] for row in await conn.fetch("SELECT key_id FROM idempotency_keys")}
+    assert seen == ({idempotency_rows[who]} if who in idempotency_rows else set())
+
+
+async def test_a_key_cannot_write_another_keys_idempotency_answers(
+    idempotency_rows: dict[Who, uuid.UUID], world: World, api_pool: asyncpg.Pool
+) -> None:
+    async with acting(api_pool, world, Who.ADMIN) as conn:
+        updated = await conn.execute(
+            "UPDATE idempotency_keys SET status = 200 WHERE key_id = $1", idempotency_rows[Who.ENTERPRISE_A]
+        )
+        assert updated == "UPDATE 0"
+    async with acting(api_pool, world, Who.ENTERPRISE_A) as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="new row violates row-level security policy"):
+            await conn.execute(
+                """INSERT INTO idempotency_keys (key_id, idempotency_key, request, fingerprint, created_at, expires_at)
+                   VALUES ($1, 'forged', 'POST /v1/x', $2, $3::timestamptz, $3::timestamptz + interval '1 day')""",
+                idempotency_rows[Who.ENTERPRISE_B],
+                bytes(32),
+                NOW,
+            )
+    async with acting(api_pool, world, Who.ENTERPRISE_A) as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await conn.execute("DELETE FROM idempotency_keys")
+
+
+async def test_the_worker_sees_and_deletes_every_keys_idempotency_answers_and_changes_none(
+    idempotency_rows: dict[Who, uuid.UUID], worker_pool: asyncpg.Pool
+) -> None:
+    async with worker_pool.acquire() as conn:
+        for statement, refusal in [
+            ("DELETE FROM idempotency_keys WHERE idempotency_key = 'rls-shared'", None),
+            ("UPDATE idempotency_keys SET status = 200", "permission denied"),
+        ]:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                if refusal is None:
+                    assert await conn.execute(statement) == f"DELETE {len(idempotency_rows)}"
+                else:
+                    with pytest.raises(asyncpg.InsufficientPrivilegeError, match=refusal):
+                        await conn.execute(statement)
+            finally:
+                await transaction.rollback()
+
+
+async def test_a_claimed_key_cannot_commit_without_its_answer(world: World, pool: asyncpg.Pool) -> None:
+    [key_id] = (await _key_ids(world, pool, Who.ENTERPRISE_A)).values()
+    with pytest.raises(asyncpg.IntegrityConstraintViolationError, match="claimed but not answered"):
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO idempotency_keys (key_id, idempotency_key, request, fingerprint, created_at, expires_at)
+                   VALUES ($1, 'unanswered', 'POST /v1/x', $2, $3::timestamptz, $3::timestamptz + interval '1 day')""",
+                key_id,
+                bytes(32),
+                NOW,
+            )
+    assert await pool.fetchval("SELECT count(*) FROM idempotency_keys WHERE idempotency_key = 'unanswered'") == 0

@@ -1,0 +1,87 @@
+"""The app refuses to start with a write that an Idempotency-Key could not cover (service.idempotency.prepare)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from litestar import Litestar, Request, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.spec import Operation
+
+from service.deps import Conn, Db, PrincipalDep, ReaderDep, dependencies
+from service.idempotency import READ_BODY, IdempotentOperation, prepare
+from service.policy import Actor, access
+from service.problems import problem_responses
+
+
+def _handlers(*handlers: HTTPRouteHandler) -> list[HTTPRouteHandler]:
+    app = Litestar(route_handlers=list(handlers), dependencies=dependencies(), openapi_config=None)
+    return [h for route in app.routes for h in getattr(route, "route_handlers", []) if h.http_methods != {"OPTIONS"}]
+
+
+def test_a_write_on_the_requests_transaction_is_fitted_with_the_header_and_its_answers() -> None:
+    @post("/v1/things", opt=access(Actor.ADMIN), responses=problem_responses(400, 401, 409))
+    async def make_thing(db: Db, principal: PrincipalDep) -> None:
+        return None
+
+    [handler] = _handlers(make_thing)
+    prepare([handler])
+    assert handler.operation_class is IdempotentOperation
+    assert handler.responses is not None
+    assert "Idempotency-Key" in handler.responses[409].description
+    assert handler.responses[409].description.startswith("Conflicts with the current state")
+    assert handler.responses[422].description.startswith("An `Idempotency-Key` already used")
+    first = dict(handler.responses)
+    prepare([handler])  # again: nothing doubles
+    assert handler.responses == first
+
+
+@pytest.mark.parametrize("kind", ["conn", "reader"])
+def test_a_write_with_a_connection_of_its_own_is_refused(kind: str) -> None:
+    if kind == "conn":
+
+        @post("/v1/things", opt=access(Actor.ADMIN))
+        async def make_thing(conn: Conn, principal: PrincipalDep) -> None:
+            return None
+
+    else:
+
+        @post("/v1/things", opt=access(Actor.ADMIN))
+        async def make_thing(reader: ReaderDep) -> None:
+            return None
+
+    with pytest.raises(RuntimeError, match=r"make_thing \(POST\) takes Idempotency-Key: it must authenticate"):
+        prepare(_handlers(make_thing))
+
+
+def test_a_write_reading_an_unbounded_body_must_say_how() -> None:
+    @post("/v1/files", opt=access(Actor.ADMIN), request_max_body_size=None)
+    async def take_file(request: Request[Any, Any, Any], db: Db, principal: PrincipalDep) -> None:
+        return None
+
+    with pytest.raises(RuntimeError, match=r"take_file \(POST\) reads an unbounded body"):
+        prepare(_handlers(take_file))
+
+    async def read(request: Request[Any, Any, Any]) -> bytes:
+        return b""
+
+    @post("/v1/files", opt=access(Actor.ADMIN) | {READ_BODY: read}, request_max_body_size=None)
+    async def take_bounded_file(request: Request[Any, Any, Any], db: Db, principal: PrincipalDep) -> None:
+        return None
+
+    prepare(_handlers(take_bounded_file))
+
+
+def test_a_custom_operation_class_must_derive_from_idempotent_operation() -> None:
+    @dataclasses.dataclass
+    class Custom(Operation):
+        pass
+
+    @post("/v1/things", opt=access(Actor.ADMIN), operation_class=Custom)
+    async def make_thing(db: Db, principal: PrincipalDep) -> None:
+        return None
+
+    with pytest.raises(RuntimeError, match="does not derive from IdempotentOperation"):
+        prepare(_handlers(make_thing))

@@ -128,7 +128,7 @@ _USED = """used AS (
         UPDATE api_keys SET last_used_at = $3
         WHERE id = (SELECT k.id FROM api_keys k JOIN key USING (id)
                     WHERE k.last_used_at IS NULL OR k.last_used_at < $3 - interval '1 minute'
-                    FOR UPDATE OF k SKIP LOCKED)
+                    FOR NO KEY UPDATE OF k SKIP LOCKED)
     )"""
 _AUTHENTICATE = f"""
     WITH key AS ({_KEY.format(principal="")}), {_USED}

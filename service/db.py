@@ -19,7 +19,11 @@ from service.errors import MetregError, UnavailableError
 from service.idempotency import keep_refusal
 from service.settings import Settings
 
-__all__ = ("Connection", "create_pool", "init_connection", "provide_connection", "provide_db")
+__all__ = ("COMMAND_TIMEOUT_S", "Connection", "create_pool", "init_connection", "provide_connection", "provide_db")
+
+#: Longest a statement of the pools may run before the client gives up on it (a statement that
+#: waits longer on purpose, such as an Idempotency-Key's lock wait, sets its own).
+COMMAND_TIMEOUT_S = 30.0
 
 Connection = asyncpg.Connection
 #: Longest a request waits for a connection (every one busy, or the server not answering a connect):
@@ -65,7 +69,7 @@ async def create_pool(
         max_size=settings.db_pool_max,
         init=init_connection,
         reset=_keep_session,
-        command_timeout=30,
+        command_timeout=COMMAND_TIMEOUT_S,
         server_settings={"application_name": application_name, "timezone": "UTC", "role": role},
     )
     assert pool is not None

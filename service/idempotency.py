@@ -34,10 +34,11 @@ ever committed without its answer nor an answer without its effect:
    Refusals of authentication (401, and an admin-only route's 403) come before or around the claim
    and are not kept either.
 
-Answers that carry a secret shown once (a new API key, a calendar feed's URL) are not kept:
-metreg keeps only hashes of those. The key is still claimed, so a retry does nothing twice, but
-it is told so (409) instead of getting the secret again. Such a route says so with
-``opt={SHOWN_ONCE: True}``.
+Answers that carry a secret shown once (a new API key, a calendar feed's URL, a webhook's signing
+secret) are not kept: no copy of them outlives the answer (metreg keeps only hashes of the first
+two, and the third where deliveries sign with it, not where any key could read it back). The key
+is still claimed, so a retry does nothing twice, but it is told so (409) instead of getting the
+secret again. Such a route says so with ``opt={SHOWN_ONCE: True}``.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ HEADER: Final = "Idempotency-Key"
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 #: ``opt`` of a route whose answer carries a secret shown once: its answer is not kept.
 SHOWN_ONCE: Final = "shown_once"
+#: What the claim's statement may take beyond its lock wait before the client gives up on it.
+_MARGIN_S: Final = 10.0
 #: ``opt`` of a route that reads its body itself, under a limit of its own (Litestar's is off):
 #: ``async (request) -> bytes``, which must return the same bytes when the handler calls it again.
 READ_BODY: Final = "read_body"
@@ -233,6 +236,9 @@ async def claim(request: Request[Any, Any, Any], db: asyncpg.Connection, now: dt
             now,
             dt.timedelta(seconds=settings.idempotency_ttl_s),
             max(1, round(settings.idempotency_wait_s * 1000)),
+            # The wait is the lock's: the pool's command timeout must not cut it short into a 500
+            # when METREG_IDEMPOTENCY_WAIT is longer.
+            timeout=settings.idempotency_wait_s + _MARGIN_S,
         )
     except asyncpg.LockNotAvailableError:
         raise IdempotencyKeyBusyError.for_field(
@@ -320,10 +326,12 @@ async def purge_expired(db: asyncpg.Connection, now: dt.datetime, *, batch: int 
     total = 0
     while True:
         deleted: int = await db.fetchval(
+            # By row address: an IN over the keys is planned as a semi-join over every expired row,
+            # and each batch would read the whole backlog again (quadratic after the worker was down).
             """WITH gone AS (
                    DELETE FROM idempotency_keys
-                   WHERE expires_at <= $1 AND (key_id, idempotency_key) IN (
-                       SELECT key_id, idempotency_key FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2)
+                   WHERE expires_at <= $1 AND ctid = ANY (ARRAY(
+                       SELECT ctid FROM idempotency_keys WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2))
                    RETURNING 1)
                SELECT count(*) FROM gone""",
             now,
@@ -345,7 +353,7 @@ _PARAMETER = Parameter(
     "while the first is still running the second waits for it, up to `METREG_IDEMPOTENCY_WAIT` seconds, then "
     "gets a 409. The operation's refusals (4xx) are kept too; not kept, so that their retries run again: server "
     "errors (5xx), a body that fails validation, a 409 that asks to retry. An answer holding a secret shown once "
-    "(a new API key, a calendar feed's URL) is not kept: its retry gets a 409.",
+    "(a new API key, a calendar feed's URL, a webhook's signing secret) is not kept: its retry gets a 409.",
     schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255, pattern=_KEY_PATTERN),
 )
 

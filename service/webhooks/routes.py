@@ -17,6 +17,7 @@ from service.deliveries.webhook import WebhookCall, new_http_client, post_webhoo
 from service.deps import ClockDep, Db, PrincipalDep, SettingsDep
 from service.enterprises.access import writable_enterprise
 from service.errors import InvalidInputError, NotFoundError, RuleViolationError
+from service.idempotency import SHOWN_ONCE
 from service.policy import Actor, access
 from service.problems import problem_responses
 from service.webhooks.queries import deactivate_webhook, insert_webhook, select_webhook_target, select_webhooks
@@ -50,7 +51,9 @@ class WebhookController(Controller):
 
     @post(
         operation_id="CreateWebhook",
-        opt=access(Actor.ADMIN, Actor.OWNER, Actor.OTHER_ENTERPRISE, Actor.REGULATOR, Actor.OTHER_REGULATOR),
+        # Its answer holds the signing secret, shown once: not kept for a retry to see again.
+        opt=access(Actor.ADMIN, Actor.OWNER, Actor.OTHER_ENTERPRISE, Actor.REGULATOR, Actor.OTHER_REGULATOR)
+        | {SHOWN_ONCE: True},
         summary="Register a webhook",
         description="For the caller's enterprise (enterprise key) or region (regulator key); admins name "
         "`enterprise_id` or `region_code`. https only, and no loopback, link-local or private address "

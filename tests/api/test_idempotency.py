@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from jobs.worker import worker_options
-from service import idempotency
+from service import db, idempotency
 from service.app import create_app
 from service.auth import Role, parse_key
 from service.clock import FixedClock
@@ -351,6 +351,18 @@ async def test_a_calendar_feeds_url_is_not_kept(tenant: Tenant, pool: asyncpg.Po
         )
 
 
+async def test_a_webhooks_signing_secret_is_not_kept(tenant: Tenant, pool: asyncpg.Pool) -> None:
+    key, body = _key(), {"url": f"https://hooks.example.com/{uuid.uuid4().hex[:8]}"}
+    first = await tenant.api.post("/v1/webhooks", json=body, headers=key)
+    assert first.status_code == 201, first.text
+    withheld = problem(await tenant.api.post("/v1/webhooks", json=body, headers=key), 409)
+    assert withheld["type"] == "urn:metreg:problem:idempotent-answer-withheld"
+    [record] = await _records(pool, key)
+    assert (record["status"], record["body"]) == (201, None)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM webhooks WHERE url = $1", body["url"]) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Malformed keys
 
@@ -461,6 +473,58 @@ async def test_a_second_request_past_the_wait_is_a_409_and_the_first_still_lands
         assert not first.done()
     assert (await first).status_code == 201
     assert await _instruments(pool, tenant, body["serial_no"]) == 1
+
+
+async def test_a_new_key_does_not_wait_for_another_request_of_the_same_api_key(
+    tenant: Tenant, pool: asyncpg.Pool, waiting_client: httpx.AsyncClient
+) -> None:
+    # The first request of a minute records the API key's use, locking its row until it commits;
+    # a key's claim must not wait for that (it did: its foreign key's share lock conflicted, and the
+    # second request answered 409 after the wait).
+    api = Api(waiting_client, tenant.api.key)
+    key_id = await _key_id(pool, tenant.api.key)
+    await pool.execute("UPDATE api_keys SET last_used_at = NULL WHERE id = $1", key_id)
+    async with pool.acquire() as conn, conn.transaction():
+        # Registration reads the enterprise FOR SHARE and waits; a foreign key's check does not.
+        await conn.execute("SELECT 1 FROM enterprises WHERE id = $1 FOR NO KEY UPDATE", uuid.UUID(tenant.id))
+        first = asyncio.create_task(api.post(tenant.instruments_url, json=_gauge()))
+        await _waiting_on(pool, await conn.fetchval("SELECT pg_backend_pid()"))  # it has recorded the key's use
+        hook = {"url": f"https://hooks.example.com/{uuid.uuid4().hex[:8]}"}
+        second = await api.post("/v1/webhooks", json=hook, headers=_key())
+        assert second.status_code == 201, second.text
+        assert not first.done()
+    assert (await first).status_code == 201
+
+
+async def test_a_wait_longer_than_the_pools_command_timeout_still_ends_in_a_409(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "COMMAND_TIMEOUT_S", 0.2)
+    app = create_app(app_settings(database_url, idempotency_wait_s=0.5), clock=clock)
+    key = _key()
+    async with (
+        running(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://metreg.test") as client,
+        pool.acquire() as holder,
+    ):
+        # A request of the same API key holds the key, claimed and not yet answered (rolled back after).
+        transaction = holder.transaction()
+        await transaction.start()
+        try:
+            await holder.execute(
+                "SELECT set_config('metreg.key_id', $1, true)", str(await _key_id(pool, tenant.api.key))
+            )
+            await holder.execute(
+                "SELECT * FROM idempotency_claim($1, 'POST /elsewhere', $2, $3, '1 day', 1000)",
+                key["Idempotency-Key"],
+                hashlib.sha256(b"another request").digest(),
+                NOW,
+            )
+            api = Api(client, tenant.api.key)
+            busy = problem(await api.post(tenant.instruments_url, json=_gauge(), headers=key), 409)
+        finally:
+            await transaction.rollback()
+    assert busy["type"] == "urn:metreg:problem:idempotency-key-busy"
 
 
 async def test_a_key_whose_request_rolled_back_is_free_for_the_waiting_retry(

@@ -67,7 +67,9 @@ def _cpu_seconds(pid: int) -> float | None:
 
 def _drop(name: str, constraint: str | None) -> str:
     if constraint is not None:
-        return f'ALTER TABLE instruments DROP CONSTRAINT "{constraint}"'
+        # CASCADE: a foreign key may rest on the constraint (notices' on instruments_id_enterprise);
+        # it goes with it, in a transaction rolled back.
+        return f'ALTER TABLE instruments DROP CONSTRAINT "{constraint}" CASCADE'
     return f'DROP INDEX "{name}"'
 
 

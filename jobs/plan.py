@@ -21,6 +21,7 @@ plans only the instruments changed since.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from typing import Any
 
@@ -113,14 +114,20 @@ FOR SHARE OF i
 
 # The notices found due, written in one statement apart from the read: were they one, each
 # existence probe would walk the rows the same statement had just inserted (invisible to it, but
-# still visited), and the run would grow with the square of the notices it writes.
+# still visited), and the run would grow with the square of the notices it writes. Most of a day's
+# run is this statement, row by row: a query checking its foreign key (one for instrument and
+# enterprise, schema/0016), an entry in each index of notices, and the probe for a conflict, in the
+# series' key only (without a target the primary key was probed too, a page of its own a row). The
+# ids are made by _notice_ids.
 _INSERT = """
-INSERT INTO notices (enterprise_id, instrument_id, kind, audience, region_code, cycle, step, due_on, next_attempt_at,
-                     created_at, updated_at)
-SELECT t.enterprise_id, t.instrument_id, t.kind, t.audience, t.region_code, t.cycle, t.step, t.due_on, $1, $1, $1
-FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::date[], $8::int[], $9::date[])
-     AS t(enterprise_id, instrument_id, kind, audience, region_code, cycle, step, due_on)
-ON CONFLICT DO NOTHING
+INSERT INTO notices (id, enterprise_id, instrument_id, kind, audience, region_code, cycle, step, due_on,
+                     next_attempt_at, created_at, updated_at)
+SELECT t.id, t.enterprise_id, t.instrument_id, t.kind, t.audience, t.region_code, t.cycle, t.step, t.due_on,
+       $1, $1, $1
+FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::date[], $9::int[],
+            $10::date[])
+     AS t(id, enterprise_id, instrument_id, kind, audience, region_code, cycle, step, due_on)
+ON CONFLICT (instrument_id, kind, cycle, step, certificate_id) DO NOTHING
 RETURNING kind
 """
 
@@ -130,6 +137,25 @@ UPDATE notice_schedule s SET next_on = coalesce(t.next_on, 'infinity')
 FROM unnest($1::uuid[], $2::date[]) AS t(instrument_id, next_on)
 WHERE s.instrument_id = t.instrument_id
 """
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _notice_ids(now: dt.datetime, count: int) -> list[uuid.UUID]:
+    """``count`` new notice ids, time-ordered (UUID version 7: ``now`` in milliseconds, then 74
+    random bits).
+
+    A run's notices then go to the right edge of the primary key's index, on a few pages: random
+    ids put each on a page of its own, to be read and written back (a tenth of the run's time in
+    the database)."""
+    milliseconds = (now - _EPOCH) // dt.timedelta(milliseconds=1)
+    prefix = milliseconds << 80 | 0x7 << 76 | 0b10 << 62  # the time, the version, the variant
+    random = os.urandom(10 * count)
+    ids = []
+    for start in range(0, 10 * count, 10):
+        bits = int.from_bytes(random[start : start + 10])  # 80 bits: the top 12 and the low 62 used
+        ids.append(uuid.UUID(int=prefix | (bits >> 68) << 64 | (bits & (1 << 62) - 1)))
+    return ids
 
 
 class _Planned:
@@ -169,7 +195,14 @@ class _Run:
 
     async def read(self, sql: str, *args: Any) -> None:
         """Plan the instruments ``sql`` reads, a batch at a time."""
+        # A generic plan (after five runs on one connection) would estimate the schedule's range
+        # without its bound, as a third of the table: the read is planned for its arguments, when
+        # its cursor opens. Only the read: the foreign-key checks of the notices written below run
+        # saved plans too, and forced custom they were planned afresh for every row (a fifth of the
+        # run's time in the database).
+        await self.db.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         cursor = await self.db.cursor(sql, self.now, self.today, *args)
+        await self.db.execute("SET LOCAL plan_cache_mode = DEFAULT")
         while rows := await cursor.fetch(BATCH):
             await self._write(rows)
 
@@ -208,7 +241,8 @@ class _Run:
         # its overdue notice is written).
         if stale:
             self.cancelled += await cancel_stale(self.db, self.now, today=self.today, instrument_ids=stale)
-        for row in await self.db.fetch(_INSERT, self.now, *planned.columns):
+        notice_ids = _notice_ids(self.now, len(planned.columns[0]))
+        for row in await self.db.fetch(_INSERT, self.now, notice_ids, *planned.columns):
             self.created[row["kind"]] = self.created.get(row["kind"], 0) + 1
         await self.db.execute(_RESCHEDULE, ids, next_days)
 
@@ -231,14 +265,11 @@ async def plan(db: asyncpg.Connection, now: dt.datetime, *, today: dt.date | Non
     async with db.transaction():
         if not await db.fetchval("SELECT pg_try_advisory_xact_lock($1)", PLAN_LOCK):
             return PlanResult(ran=False, created={}, cancelled=0)
-        # A generic plan (after five runs on one connection) would estimate the schedule's range
-        # without its bound, as a third of the table. Every statement here is meant to look rows
-        # up by key, as many as are due: a hash or merge join reads a whole table to find them
-        # (the schedule's update from a batch's keys did: a million rows for 20,000).
-        await db.execute(
-            "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_hashjoin = off;"
-            " SET LOCAL enable_mergejoin = off"
-        )
+        # Every statement here is meant to look rows up by key, as many as are due: a hash or merge
+        # join reads a whole table to find them (the schedule's update from a batch's keys did: a
+        # million rows for 20,000). Nor does compiling the read's plan (JIT, some 25 ms a cursor)
+        # pay for itself on rows fetched one key at a time.
+        await db.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off")
         run = _Run(db, now, today)
         repaced = [r["enterprise_id"] for r in await db.fetch(_PACING)]
         if repaced:

@@ -269,6 +269,20 @@ async def test_planning_twice_on_the_same_day_creates_nothing_new(pool: asyncpg.
     assert await _rows(pool, *ids) == before
 
 
+async def test_a_runs_notice_ids_carry_its_time_and_sort_after_those_of_earlier_runs(pool: asyncpg.Pool) -> None:
+    """The planner's notice ids are UUID version 7 of the run's clock (so that a run's notices go to
+    the right edge of the primary key's index, not each to a page of its own)."""
+    _, early = await _gauge(pool)
+    await _plan(pool, today=day(-30), now=NOW)
+    _, late = await _gauge(pool)
+    await _plan(pool, today=day(-30), now=NOW + dt.timedelta(seconds=1))
+    (first,), (second,) = await _rows(pool, early), await _rows(pool, late)
+    assert first["id"].version == second["id"].version == 7
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    assert first["id"].int >> 80 == (NOW - epoch) // dt.timedelta(milliseconds=1)
+    assert first["id"] < second["id"]
+
+
 async def _next_on(pool: asyncpg.Pool, *instrument_ids: uuid.UUID) -> list[dt.date]:
     """The schedule's next planning day of each instrument (date.min for '-infinity': look next run)."""
     async with pool.acquire() as conn:

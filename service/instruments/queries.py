@@ -32,6 +32,7 @@ from service.instruments.schemas import Instrument
 from service.pagination import Params, decode_cursor, split_page
 
 __all__ = (
+    "ORDERED_SCAN",
     "STATUS_PREDICATES",
     "InstrumentFilters",
     "InstrumentRow",
@@ -42,6 +43,8 @@ __all__ = (
     "list_query",
     "prefer_ordered_scan",
     "recompute_validity",
+    "register_enterprise",
+    "register_enterprise_sql",
     "select_by_identities",
     "select_by_numbers",
     "select_enterprise_id",
@@ -50,7 +53,6 @@ __all__ = (
     "select_instruments",
     "select_instruments_in_enterprises",
     "select_register_batches",
-    "select_register_enterprise",
     "status_predicate",
     "to_instrument",
     "update_instrument",
@@ -364,32 +366,34 @@ def list_query(
     return sql, bind.values
 
 
+# What prefer_ordered_scan sets, as statements of their own (no parameters): to be sent with BEGIN.
+ORDERED_SCAN = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
+
+
 async def prefer_ordered_scan(db: asyncpg.Connection, filters: InstrumentFilters) -> None:
     """Steer the rest of the transaction's page reads to an index scan in page order (not search).
 
     Every filter but search has an (enterprise_id, …, due_key, id) index that yields rows in page
     order, so a page stops after limit + 1 matches. Row-level security and the status predicates
-    make the planner expect far fewer matches than there are, and it then prefers a bitmap scan
-    that reads every match in the range and sorts them: on an enterprise of 100,000 instruments,
-    3,000 rows and 220 ms for a page an ordered scan reads in 2 ms (make bench, "List 100 rows
-    filtered"). Search keeps bitmap scans: its trigram index has no order to offer.
+    make the planner expect far fewer matches than there are, and it then prefers to read every
+    match in the range and sort them: by bitmap scan, on an enterprise of 100,000 instruments 3,000
+    rows and 220 ms for a page an ordered scan reads in 2 ms (make bench, "List 100 rows
+    filtered"); and by the ordered index itself once PostgreSQL plans the statement generically
+    (from its sixth run on a connection), which no bitmap setting prevents: hence no sort at all.
+    Search keeps both: its trigram index has no order to offer.
     """
     if filters.q is None:
-        await db.execute("SET LOCAL enable_bitmapscan = off")
+        await db.execute(ORDERED_SCAN)
 
 
-async def select_register_enterprise(
-    db: asyncpg.Connection, enterprise_id: uuid.UUID, *, ordered_scan: bool
-) -> Enterprise | None:
-    """The enterprise whose register a page reads and, if ``ordered_scan`` (a page without search),
-    :func:`prefer_ordered_scan`'s setting made in the same statement: a round trip fewer a page.
+def register_enterprise_sql(enterprise: str) -> str:
+    """The SELECT of the enterprise ``enterprise`` (a placeholder) whose register a page reads, for
+    ``service.auth.AuthenticatedReader.transaction`` (read back by :func:`register_enterprise`)."""
+    return f"SELECT {enterprise_columns('e')} FROM enterprises e WHERE e.id = {enterprise}"
 
-    Only a row that is read makes the setting: none is needed when the enterprise is not visible.
-    """
-    steer = ", set_config('enable_bitmapscan', 'off', true)" if ordered_scan else ""
-    record = await db.fetchrow(
-        f"SELECT {enterprise_columns('e')}{steer} FROM enterprises e WHERE e.id = $1", enterprise_id
-    )
+
+def register_enterprise(record: asyncpg.Record | None) -> Enterprise | None:
+    """The enterprise of a record read by :func:`register_enterprise_sql` (None: none visible)."""
     return None if record is None else enterprise_from(dict(record))
 
 
@@ -404,12 +408,12 @@ async def select_instruments(
 ) -> tuple[list[Instrument], str | None]:
     """One page of the enterprise's register in due order (what lapses first comes first).
 
-    ``steered``: the enterprise was read by :func:`select_register_enterprise`, which made
-    :func:`prefer_ordered_scan`'s setting for a page without search already. Returns the page and the cursor of
-    the next one (None on the last page).
+    ``steered``: the transaction began with :data:`ORDERED_SCAN` for a page without search, as
+    :func:`prefer_ordered_scan` would set it. Returns the page and the cursor of the next one
+    (None on the last page).
     """
     sql, args = list_query(enterprise, filters, limit=limit, cursor=cursor)
-    if not steered or filters.q is not None:
+    if not steered:
         await prefer_ordered_scan(db, filters)
     rows, next_cursor = split_page(
         [_row(r) for r in await db.fetch(sql, *args)], limit, lambda last: _PageKey(due=last.valid_until, id=last.id)

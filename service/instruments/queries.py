@@ -61,10 +61,12 @@ __all__ = (
 )
 
 
-class InstrumentRow(msgspec.Struct, frozen=True):
+class InstrumentRow(msgspec.Struct, frozen=True, gc=False):
     """An instrument as stored, with its catalogue rule (null when uncatalogued).
 
-    Fields in the order of :data:`_COLUMNS`: :func:`_row` builds it by position.
+    Fields in the order of :data:`_COLUMNS`: :func:`_row` builds it by position. Not tracked by the
+    garbage collector (``gc=False``): frozen, it refers to nothing that could refer back to it, and
+    a page makes hundreds of these records, each of which would count towards the next collection.
     """
 
     id: uuid.UUID

@@ -98,7 +98,10 @@ class ValiditySource(enum.StrEnum):
     CERTIFICATE = "certificate"
 
 
-class Cycle(msgspec.Struct, frozen=True, kw_only=True):
+# The structs that assess() makes for every instrument read are frozen records of scalars: never
+# part of a reference cycle, so the garbage collector need not track them (gc=False), and the
+# hundreds a page makes do not hasten its next collection.
+class Cycle(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     months: int | None
     source: CycleSource
 
@@ -125,7 +128,7 @@ class DueSoonWindows(msgspec.Struct, frozen=True, kw_only=True):
         return self.periodic_days
 
 
-class Basis(msgspec.Struct, frozen=True, kw_only=True):
+class Basis(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """How ``valid_until`` was reached, in fields and in words."""
 
     rule: str
@@ -141,7 +144,7 @@ class Validity(msgspec.Struct, frozen=True, kw_only=True):
     basis: Basis
 
 
-class Assessment(msgspec.Struct, frozen=True, kw_only=True):
+class Assessment(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Every computed field of an instrument read (design.md §5), for one local date."""
 
     compulsory: bool

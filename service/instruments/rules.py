@@ -344,30 +344,36 @@ def required_action(status: Status, regime: Regime, *, expired: bool = False) ->
     return RequiredAction.NONE
 
 
+# The reasons that name no date.
+_REASONS = {
+    Status.UNVERIFIED: "no verification on record: it may not be used for a compulsory purpose",
+    Status.SEALED: "sealed (封存): withdrawn from use; its validity is not paused",
+    Status.FAILED: "failed verification: it may not be used",
+    Status.PENDING_VERIFICATION: "waiting for verification before it may be used",
+    Status.SCRAPPED: "scrapped",
+    Status.REPLACED: "replaced by another instrument",
+}
+
+
 def _reason(status: Status, valid_until: dt.date | None, days: int | None) -> str:
-    match status:
-        case Status.VALID if valid_until is None:
-            return "in service with its initial verification; it does not expire"
-        case Status.VALID:
-            return f"valid until {valid_until}, {days} days left"
-        case Status.DUE_SOON:
-            return f"due soon: valid until {valid_until}, {days} days left"
-        case Status.OVERDUE:
-            assert valid_until is not None
-            return f"overdue since {dates.next_due(valid_until)}: its validity ended on {valid_until}"
-        case Status.UNVERIFIED:
-            return "no verification on record: it may not be used for a compulsory purpose"
-        case Status.SEALED:
-            return "sealed (封存): withdrawn from use; its validity is not paused"
-        case Status.FAILED:
-            return "failed verification: it may not be used"
-        case Status.PENDING_VERIFICATION:
-            return "waiting for verification before it may be used"
-        case Status.SCRAPPED:
-            return "scrapped"
-        case Status.REPLACED:
-            return "replaced by another instrument"
-    raise AssertionError(status)  # pragma: no cover - the match is exhaustive
+    if (fixed := _REASONS.get(status)) is not None:
+        return fixed
+    if valid_until is None:
+        assert status is Status.VALID  # only a valid instrument may have no end date
+        return "in service with its initial verification; it does not expire"
+    if status is Status.OVERDUE:
+        return f"overdue since {dates.next_due(valid_until)}: its validity ended on {valid_until}"
+    soon = "due soon: " if status is Status.DUE_SOON else ""
+    return f"{soon}valid until {valid_until}, {days} days left"
+
+
+# Every answer of required_action, worked out once: assess asks it for every instrument read.
+_ACTIONS = {
+    (status, regime, expired): required_action(status, regime, expired=expired)
+    for status in Status
+    for regime in Regime
+    for expired in (False, True)
+}
 
 
 def assess(
@@ -426,7 +432,7 @@ def assess(
         status=status,
         status_reason=_reason(status, until, days),
         days_until_due=days,
-        required_action=required_action(status, regime, expired=days is not None and days < 0),
+        required_action=_ACTIONS[status, regime, days is not None and days < 0],
         basis=basis,
     )
 

@@ -197,13 +197,20 @@ def to_instrument(row: InstrumentRow, enterprise: Enterprise, as_of: dt.date) ->
     return to_instruments([row], enterprise, as_of)[0]
 
 
+# assess's answers by everything it reads. It is a pure function of hashable values, so an answer
+# stands for every later read of the same facts on the same local day under the same enterprise
+# rules: the rows of a page that share their facts, a page read again, the next page. Emptied
+# when it holds _ASSESSED_MAX answers (a few MB), as an export of a large register does in passing.
+_ASSESSED: dict[tuple[object, ...], Assessment] = {}
+_ASSESSED_MAX = 4096
+
+
 def to_instruments(rows: Sequence[InstrumentRow], enterprise: Enterprise, as_of: dt.date) -> list[Instrument]:
     """The API's view of each of ``rows`` (instruments of ``enterprise``) on its local date
     ``as_of``: :func:`to_instrument` of each, with the enterprise's due-soon windows worked out once
-    and :func:`assess` run once for each distinct set of facts it reads (a page's rows share many)."""
+    and :func:`assess` run once for each distinct set of what it reads (:data:`_ASSESSED`)."""
     windows = DueSoonWindows.from_reminders(enterprise.reminder_days, enterprise.rotation_reminder_days)
     period_rule = enterprise.period_rule
-    assessed: dict[tuple[object, ...], Assessment] = {}
     items = []
     for row in rows:
         facts = (
@@ -215,10 +222,15 @@ def to_instruments(rows: Sequence[InstrumentRow], enterprise: Enterprise, as_of:
             row.valid_until,
             row.validity_source,
             row.current_certificate_number,
+            period_rule,
+            windows,
+            as_of,
         )
-        found = assessed.get(facts)
+        found = _ASSESSED.get(facts)
         if found is None:
-            found = assessed[facts] = assess(
+            if len(_ASSESSED) >= _ASSESSED_MAX:
+                _ASSESSED.clear()
+            found = _ASSESSED[facts] = assess(
                 item=row.rule,
                 regime=row.regime,
                 lifecycle=row.lifecycle,

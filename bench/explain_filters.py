@@ -4,7 +4,9 @@ Builds (once, and reuses) a database with ``--instruments`` instruments spread o
 ``--enterprises`` enterprises plus one large enterprise of ``--large`` instruments, then runs
 ``EXPLAIN (ANALYZE, BUFFERS)`` of the exact SQL ``GET /v1/enterprises/{id}/instruments`` sends for
 each status, the due-date filter and search, on the large enterprise and on a small one. Prints
-each plan's shape and time; exits 1 if any plan reads the instruments table sequentially.
+each plan's shape and time, as PostgreSQL first plans the statement and as it plans it from its
+sixth run on a connection; exits 1 if any plan reads the instruments table sequentially, or sorts
+a page without search.
 
     python -m bench.explain_filters                        # 1,000,000 instruments
     python -m bench.explain_filters --instruments 20000 --large 5000 --fresh
@@ -18,6 +20,7 @@ import datetime as dt
 import os
 import sys
 import time
+import uuid
 from typing import Any
 
 import asyncpg
@@ -144,6 +147,62 @@ def _walk(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return nodes
 
 
+class PagePlan(msgspec.Struct, frozen=True, kw_only=True):
+    """What one EXPLAIN ANALYZE of a page read found."""
+
+    milliseconds: float
+    rows: int
+    scans: list[str]
+    """Scans of the register's tables (the catalogue left out), as 'Node Type on index or table'."""
+    sequential: bool
+    """Whether it reads the instruments table sequentially."""
+    sorted: bool
+    """Whether it sorts (a page without search should come in index order)."""
+
+
+async def explain_page(
+    conn: asyncpg.Connection, enterprise_id: uuid.UUID, filters: InstrumentFilters, sql: str, args: list[Any]
+) -> tuple[PagePlan, PagePlan]:
+    """EXPLAIN ANALYZE the page read ``sql`` as the API runs it (its role, under row-level security,
+    with an enterprise key of ``enterprise_id``, the page's scan settings): the plan PostgreSQL makes
+    for the first runs of the statement on a connection (custom, for its values), then the one it
+    may keep from the sixth run on (generic, for any values)."""
+    plans = []
+    for mode in ("force_custom_plan", "force_generic_plan"):
+        async with conn.transaction():
+            await conn.execute("SET LOCAL ROLE metreg_api")
+            await conn.execute(_AS_ENTERPRISE, str(enterprise_id))
+            await prefer_ordered_scan(conn, filters)
+            await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
+            # A prepared statement, as asyncpg runs the page; EXPLAIN EXECUTE takes its values as literals.
+            await conn.execute(f"PREPARE page AS {sql}")
+            try:
+                values = [await conn.fetchval("SELECT quote_literal($1::text)", str(a)) for a in args]
+                raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE page({', '.join(values)})")
+            finally:
+                await conn.execute("DEALLOCATE page")
+        top = msgspec.json.decode(raw)[0]
+        nodes = _walk(top["Plan"])
+        plans.append(
+            PagePlan(
+                milliseconds=top["Execution Time"],
+                rows=top["Plan"].get("Actual Rows", 0),
+                scans=sorted(
+                    {
+                        f"{n['Node Type']} on {n.get('Index Name') or n.get('Relation Name')}"
+                        for n in nodes
+                        if "Scan" in n["Node Type"]
+                        and n.get("Relation Name", "") != "catalog_items"
+                        and "catalog_items" not in (n.get("Index Name") or "")
+                    }
+                ),
+                sequential=any(n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "instruments" for n in nodes),
+                sorted=any("Sort" in n["Node Type"] for n in nodes),
+            )
+        )
+    return plans[0], plans[1]
+
+
 async def explain(dsn: str, today: dt.date, limit: int) -> bool:
     conn = await asyncpg.connect(dsn)
     try:
@@ -155,7 +214,8 @@ async def explain(dsn: str, today: dt.date, limit: int) -> bool:
             "SELECT enterprise_id FROM instruments GROUP BY enterprise_id ORDER BY count(*) LIMIT 1"
         )
         total = await conn.fetchval("SELECT count(*) FROM instruments")
-        print(f"register: {total:,} instruments; EXPLAIN ANALYZE of one page (limit {limit}), as of {today}\n")
+        print(f"register: {total:,} instruments; EXPLAIN ANALYZE of one page (limit {limit}), as of {today}")
+        print("each as first planned (custom) and as planned from its sixth run on a connection (generic)\n")
         ok = True
         for label, enterprise_id, size in [("large", ids[0]["enterprise_id"], ids[0]["n"]), ("small", small, None)]:
             enterprise = await select_enterprise(conn, enterprise_id)
@@ -168,30 +228,14 @@ async def explain(dsn: str, today: dt.date, limit: int) -> bool:
                     given["due_before"] = today + dt.timedelta(days=given["due_before"])
                 filters = InstrumentFilters(as_of=today, **given)
                 sql, args = list_query(enterprise, filters, limit=limit, cursor=None)
-                # As the API runs it: its role, under row-level security, with the enterprise's key.
-                async with conn.transaction():
-                    await conn.execute("SET LOCAL ROLE metreg_api")
-                    await conn.execute(_AS_ENTERPRISE, str(enterprise_id))
-                    await prefer_ordered_scan(conn, filters)
-                    raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *args)
-                top = msgspec.json.decode(raw)[0]
-                nodes = _walk(top["Plan"])
-                scans = sorted(
-                    {
-                        f"{n['Node Type']} on {n.get('Index Name') or n.get('Relation Name')}"
-                        for n in nodes
-                        if "Scan" in n["Node Type"]
-                        and n.get("Relation Name", "") != "catalog_items"
-                        and "catalog_items" not in (n.get("Index Name") or "")
-                    }
-                )
-                sequential = any(
-                    n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "instruments" for n in nodes
-                )
-                ok &= not sequential
-                mark = "SEQ SCAN" if sequential else "index"
-                rows = top["Plan"].get("Actual Rows", 0)
-                print(f"  {case.label:34} {top['Execution Time']:8.2f} ms  {rows:4} rows  {mark:8} {'; '.join(scans)}")
+                shown = []
+                for plan in await explain_page(conn, enterprise_id, filters, sql, args):
+                    # Search has no index in page order: only it may sort.
+                    misplanned = plan.sequential or (plan.sorted and filters.q is None)
+                    ok &= not misplanned
+                    mark = "SEQ SCAN" if plan.sequential else "SORTED" if misplanned else "index"
+                    shown.append(f"{plan.milliseconds:8.2f} ms  {plan.rows:4} rows  {mark:8} {'; '.join(plan.scans)}")
+                print(f"  {case.label:34} {shown[0]}\n  {'':34} {shown[1]}")
             print()
         return ok
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import time
@@ -320,9 +321,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             settings.redis_url, socket_timeout=2, socket_connect_timeout=2
         )
         app.state.limiter = RateLimiter(app.state.redis, clock, f"{settings.queue_name}:rate")
+        # What it took to start (modules, routes, the app: ~90,000 objects) lives as long as the
+        # app, yet each full collection scanned it again, and requests in flight (a register page's
+        # rows) bring one on every few hundred requests: ~45 ms each, ~0.15 ms of CPU a request on
+        # the bench's list. Frozen, a full collection scans only what requests made. Thawed on the
+        # way out, so that an app stopped in a longer-lived process (tests) leaves nothing behind.
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             await app.state.redis.aclose()
             await app.state.db_pool.close()
 

@@ -14,6 +14,8 @@ import enum
 import hashlib
 import secrets
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -155,11 +157,12 @@ _AUTHENTICATED_READ = f"""
 
 class AuthenticatedReader:
     """The request's key, checked for shape but not yet looked up, and a connection outside any
-    transaction: :meth:`fetchrow` authenticates and reads in one round trip.
+    transaction: :meth:`fetchrow` authenticates and reads in one round trip, :meth:`transaction`
+    does so at the start of a transaction that further reads then share.
 
-    For a handler that reads one row and writes nothing (``GET /v1/instruments/{id}``): asking for
-    ``reader`` instead of ``principal`` authenticates as surely, since the reader offers no read
-    but the authenticated one.
+    For a handler that reads and writes nothing (``GET /v1/instruments/{id}``, a register page):
+    asking for ``reader`` instead of ``principal`` authenticates as surely, since the reader
+    offers no read but the authenticated ones.
     """
 
     def __init__(self, db: asyncpg.Connection, key: tuple[str, bytes], now: dt.datetime, context: tuple[str, str]):
@@ -196,6 +199,33 @@ class AuthenticatedReader:
             region_code=record["key_region_code"],
         )
         return principal, None if record[0] is None else record
+
+    @asynccontextmanager
+    async def transaction(
+        self, read: str, *args: Any, setup: str = ""
+    ) -> AsyncIterator[tuple[Principal, asyncpg.Record | None, asyncpg.Connection]]:
+        """A transaction that starts with :meth:`fetchrow`'s authenticated read: the principal, the
+        row, and the connection, whose further statements run as the principal until the block
+        ends (COMMIT; ROLLBACK when it raises).
+
+        ``setup`` is statements without parameters (``SET LOCAL`` planner settings) sent with BEGIN
+        in one round trip: in force when the later statements are planned, as a setting made by a
+        statement never is for that statement itself.
+
+        Raises:
+            UnauthorizedError: a key that is unknown, expired or revoked.
+        """
+        await self._db.execute(f"BEGIN; {setup}" if setup else "BEGIN")
+        try:
+            # The key's settings are transaction-local (set_config(..., true)): inside this block
+            # they last until COMMIT, as provide_principal's do.
+            principal, record = await self.fetchrow(read, *args)
+            yield principal, record, self._db
+        except BaseException:
+            if not self._db.is_closed():
+                await self._db.execute("ROLLBACK")
+            raise
+        await self._db.execute("COMMIT")
 
 
 def _presented_key(request: Request[Any, Any, Any]) -> tuple[str, str]:

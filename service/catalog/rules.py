@@ -38,8 +38,9 @@ class Regime(enum.StrEnum):
     NOT_CONTROLLED = "not_controlled"
 
 
-class CatalogRule(msgspec.Struct, frozen=True, kw_only=True):
-    """The part of a catalogue item that the legal rules read."""
+class CatalogRule(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The part of a catalogue item that the legal rules read (frozen and never in a reference
+    cycle: untracked by the garbage collector, as every row read carries one)."""
 
     code: str
     regime: Regime

@@ -9,6 +9,8 @@ it issued documents for.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 
@@ -17,13 +19,15 @@ from service.enterprises.queries import select_enterprise
 from service.enterprises.schemas import Enterprise
 from service.errors import ForbiddenError, NotFoundError
 from service.instruments.queries import (
+    ORDERED_SCAN,
     InstrumentRow,
     instrument_in_enterprise,
     instrument_in_enterprise_sql,
+    register_enterprise,
+    register_enterprise_sql,
     select_enterprise_id,
     select_instrument,
     select_instrument_in_enterprise,
-    select_register_enterprise,
 )
 
 __all__ = (
@@ -50,6 +54,9 @@ _READ_VISIBLE = instrument_in_enterprise_sql(
     "$6", f", CASE WHEN principal_role() = 'lab' THEN {_lab_knows('i.id', 'principal_lab()')} END AS lab_knows"
 )
 
+# The enterprise $6 of a register page, for AuthenticatedReader.transaction.
+_REGISTER_ENTERPRISE = register_enterprise_sql("$6")
+
 
 async def lab_knows_instrument(db: asyncpg.Connection, principal: Principal, instrument_id: uuid.UUID) -> bool:
     """Whether ``principal`` is a lab that has or had a request item for the instrument, or issued
@@ -60,19 +67,25 @@ async def lab_knows_instrument(db: asyncpg.Connection, principal: Principal, ins
     return known
 
 
+@asynccontextmanager
 async def readable_register(
-    db: asyncpg.Connection, principal: Principal, enterprise_id: uuid.UUID, *, ordered_scan: bool
-) -> Enterprise:
-    """The enterprise, if the principal may read its register: ``readable_enterprise``'s answer,
-    read with the page's scan setting (:func:`select_register_enterprise`).
+    reader: AuthenticatedReader, enterprise_id: uuid.UUID, *, ordered_scan: bool
+) -> AsyncIterator[tuple[Enterprise, asyncpg.Connection]]:
+    """The enterprise, if the caller may read its register, and a connection whose transaction
+    runs as the caller until the block ends: BEGIN with the page's scan settings
+    (:data:`ORDERED_SCAN`, if ``ordered_scan``) in one round trip, then the key and the enterprise
+    in one statement.
 
     Raises:
-        NotFoundError: absent, or outside the principal's scope.
+        UnauthorizedError: the key is unknown, expired or revoked.
+        NotFoundError: absent, or outside the caller's scope.
     """
-    found = await select_register_enterprise(db, enterprise_id, ordered_scan=ordered_scan)
-    if found is None or not principal.may_read_enterprise(found.id, found.region_code):
-        raise NotFoundError(f"enterprise {enterprise_id} not found")
-    return found
+    setup = ORDERED_SCAN if ordered_scan else ""
+    async with reader.transaction(_REGISTER_ENTERPRISE, enterprise_id, setup=setup) as (principal, record, db):
+        found = register_enterprise(record)
+        if found is None or not principal.may_read_enterprise(found.id, found.region_code):
+            raise NotFoundError(f"enterprise {enterprise_id} not found")
+        yield found, db
 
 
 async def _visible(

@@ -22,6 +22,7 @@ from service.enterprises.queries import enterprise_columns, enterprise_from
 from service.enterprises.schemas import Enterprise
 from service.errors import DuplicateError
 from service.instruments.rules import (
+    Assessment,
     DueSoonWindows,
     Lifecycle,
     Status,
@@ -32,6 +33,7 @@ from service.instruments.schemas import Instrument
 from service.pagination import Params, decode_cursor, split_page
 
 __all__ = (
+    "ORDERED_SCAN",
     "STATUS_PREDICATES",
     "InstrumentFilters",
     "InstrumentRow",
@@ -42,6 +44,8 @@ __all__ = (
     "list_query",
     "prefer_ordered_scan",
     "recompute_validity",
+    "register_enterprise",
+    "register_enterprise_sql",
     "select_by_identities",
     "select_by_numbers",
     "select_enterprise_id",
@@ -50,17 +54,19 @@ __all__ = (
     "select_instruments",
     "select_instruments_in_enterprises",
     "select_register_batches",
-    "select_register_enterprise",
     "status_predicate",
     "to_instrument",
+    "to_instruments",
     "update_instrument",
 )
 
 
-class InstrumentRow(msgspec.Struct, frozen=True):
+class InstrumentRow(msgspec.Struct, frozen=True, gc=False):
     """An instrument as stored, with its catalogue rule (null when uncatalogued).
 
-    Fields in the order of :data:`_COLUMNS`: :func:`_row` builds it by position.
+    Fields in the order of :data:`_COLUMNS`: :func:`_row` builds it by position. Not tracked by the
+    garbage collector (``gc=False``): frozen, it refers to nothing that could refer back to it, and
+    a page makes hundreds of these records, each of which would count towards the next collection.
     """
 
     id: uuid.UUID
@@ -121,22 +127,25 @@ _LIFECYCLES: Final = {m.value: m for m in Lifecycle}
 _VALIDITY_SOURCES: Final = {m.value: m for m in ValiditySource}
 
 
-def _row(record: asyncpg.Record) -> InstrumentRow:
-    """The row of a record whose first columns are :data:`_COLUMNS`, in order (later ones ignored).
+def _rule(record: asyncpg.Record) -> CatalogRule:
+    """The catalogue rule in the ``c_`` columns of a record of a catalogued instrument."""
+    return CatalogRule(
+        code=record[2],
+        regime=_REGIMES[record[27]],
+        compulsory_uses=tuple(_LEGAL_USES[u] for u in record[28]),
+        legal_max_cycle_months=record[29],
+        default_cycle_months=record[30],
+        regulation=record[31],
+    )
+
+
+def _row(record: asyncpg.Record, rule: CatalogRule | None = None) -> InstrumentRow:
+    """The row of a record whose first columns are :data:`_COLUMNS`, in order (later ones ignored);
+    ``rule`` is its catalogue rule when the caller has it already (:func:`_rows`).
 
     Built by position, not through a dict and ``msgspec.convert``: ~1.5 µs a row instead of ~12,
     paid by every row of a list page.
     """
-    rule = None
-    if record[2] is not None:
-        rule = CatalogRule(
-            code=record[2],
-            regime=_REGIMES[record[27]],
-            compulsory_uses=tuple(_LEGAL_USES[u] for u in record[28]),
-            legal_max_cycle_months=record[29],
-            default_cycle_months=record[30],
-            regulation=record[31],
-        )
     return InstrumentRow(
         record[0],
         record[1],
@@ -165,63 +174,116 @@ def _row(record: asyncpg.Record) -> InstrumentRow:
         record[24],
         record[25],
         record[26],
-        rule,
+        rule if rule is not None or record[2] is None else _rule(record),
     )
+
+
+def _rows(records: Sequence[asyncpg.Record]) -> list[InstrumentRow]:
+    """:func:`_row` of each record of one statement, each catalogue rule built once: in one
+    statement's rows a catalogue code always comes with the same rule."""
+    rules: dict[str, CatalogRule] = {}
+    rows = []
+    for record in records:
+        code = record[2]
+        rule = None if code is None else rules.get(code)
+        if code is not None and rule is None:
+            rule = rules[code] = _rule(record)
+        rows.append(_row(record, rule))
+    return rows
 
 
 def to_instrument(row: InstrumentRow, enterprise: Enterprise, as_of: dt.date) -> Instrument:
     """The API's view of ``row`` on the enterprise's local date ``as_of``."""
-    found = assess(
-        item=row.rule,
-        regime=row.regime,
-        lifecycle=row.lifecycle,
-        own_cycle_months=row.cycle_months,
-        last_verified_on=row.last_verified_on,
-        valid_until=row.valid_until,
-        validity_source=row.validity_source,
-        rule=enterprise.period_rule,
-        windows=DueSoonWindows.from_reminders(enterprise.reminder_days, enterprise.rotation_reminder_days),
-        today=as_of,
-        certificate_number=row.current_certificate_number,
-    )
-    # By position, in Instrument's field order: a third of the cost of keywords, paid per row of a list.
-    return Instrument(
-        row.id,
-        row.enterprise_id,
-        row.catalog_code,
-        row.name,
-        row.model,
-        row.serial_no,
-        row.manufacturer,
-        row.management_no,
-        row.measuring_range,
-        row.accuracy_class,
-        row.mpe,
-        row.location,
-        row.department,
-        row.legal_use,
-        found.compulsory,
-        found.regime,
-        found.traceability,
-        found.cycle_months,
-        row.lifecycle,
-        row.last_verified_on,
-        found.valid_until,
-        found.next_due,
-        found.status,
-        found.status_reason,
-        found.days_until_due,
-        found.required_action,
-        found.basis,
-        row.current_certificate_id,
-        row.current_certificate_number,
-        row.replaces,
-        row.replaced_by,
-        as_of,
-        row.version,
-        row.created_at,
-        row.updated_at,
-    )
+    return to_instruments([row], enterprise, as_of)[0]
+
+
+# assess's answers by everything it reads. It is a pure function of hashable values, so an answer
+# stands for every later read of the same facts on the same local day under the same enterprise
+# rules: the rows of a page that share their facts, a page read again, the next page. Emptied
+# when it holds _ASSESSED_MAX answers (a few MB), as an export of a large register does in passing.
+_ASSESSED: dict[tuple[object, ...], Assessment] = {}
+_ASSESSED_MAX = 4096
+
+
+def to_instruments(rows: Sequence[InstrumentRow], enterprise: Enterprise, as_of: dt.date) -> list[Instrument]:
+    """The API's view of each of ``rows`` (instruments of ``enterprise``) on its local date
+    ``as_of``: :func:`to_instrument` of each, with the enterprise's due-soon windows worked out once
+    and :func:`assess` run once for each distinct set of what it reads (:data:`_ASSESSED`)."""
+    windows = DueSoonWindows.from_reminders(enterprise.reminder_days, enterprise.rotation_reminder_days)
+    period_rule = enterprise.period_rule
+    items = []
+    for row in rows:
+        facts = (
+            row.rule,
+            row.regime,
+            row.lifecycle,
+            row.cycle_months,
+            row.last_verified_on,
+            row.valid_until,
+            row.validity_source,
+            row.current_certificate_number,
+            period_rule,
+            windows,
+            as_of,
+        )
+        found = _ASSESSED.get(facts)
+        if found is None:
+            if len(_ASSESSED) >= _ASSESSED_MAX:
+                _ASSESSED.clear()
+            found = _ASSESSED[facts] = assess(
+                item=row.rule,
+                regime=row.regime,
+                lifecycle=row.lifecycle,
+                own_cycle_months=row.cycle_months,
+                last_verified_on=row.last_verified_on,
+                valid_until=row.valid_until,
+                validity_source=row.validity_source,
+                rule=period_rule,
+                windows=windows,
+                today=as_of,
+                certificate_number=row.current_certificate_number,
+            )
+        # By position, in Instrument's field order: a third of the cost of keywords, paid per row of a list.
+        items.append(
+            Instrument(
+                row.id,
+                row.enterprise_id,
+                row.catalog_code,
+                row.name,
+                row.model,
+                row.serial_no,
+                row.manufacturer,
+                row.management_no,
+                row.measuring_range,
+                row.accuracy_class,
+                row.mpe,
+                row.location,
+                row.department,
+                row.legal_use,
+                found.compulsory,
+                found.regime,
+                found.traceability,
+                found.cycle_months,
+                row.lifecycle,
+                row.last_verified_on,
+                found.valid_until,
+                found.next_due,
+                found.status,
+                found.status_reason,
+                found.days_until_due,
+                found.required_action,
+                found.basis,
+                row.current_certificate_id,
+                row.current_certificate_number,
+                row.replaces,
+                row.replaced_by,
+                as_of,
+                row.version,
+                row.created_at,
+                row.updated_at,
+            )
+        )
+    return items
 
 
 async def select_instrument(
@@ -364,32 +426,34 @@ def list_query(
     return sql, bind.values
 
 
+# What prefer_ordered_scan sets, as statements of their own (no parameters): to be sent with BEGIN.
+ORDERED_SCAN = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
+
+
 async def prefer_ordered_scan(db: asyncpg.Connection, filters: InstrumentFilters) -> None:
     """Steer the rest of the transaction's page reads to an index scan in page order (not search).
 
     Every filter but search has an (enterprise_id, …, due_key, id) index that yields rows in page
     order, so a page stops after limit + 1 matches. Row-level security and the status predicates
-    make the planner expect far fewer matches than there are, and it then prefers a bitmap scan
-    that reads every match in the range and sorts them: on an enterprise of 100,000 instruments,
-    3,000 rows and 220 ms for a page an ordered scan reads in 2 ms (make bench, "List 100 rows
-    filtered"). Search keeps bitmap scans: its trigram index has no order to offer.
+    make the planner expect far fewer matches than there are, and it then prefers to read every
+    match in the range and sort them: by bitmap scan, on an enterprise of 100,000 instruments 3,000
+    rows and 220 ms for a page an ordered scan reads in 2 ms (make bench, "List 100 rows
+    filtered"); and by the ordered index itself once PostgreSQL plans the statement generically
+    (from its sixth run on a connection), which no bitmap setting prevents: hence no sort at all.
+    Search keeps both: its trigram index has no order to offer.
     """
     if filters.q is None:
-        await db.execute("SET LOCAL enable_bitmapscan = off")
+        await db.execute(ORDERED_SCAN)
 
 
-async def select_register_enterprise(
-    db: asyncpg.Connection, enterprise_id: uuid.UUID, *, ordered_scan: bool
-) -> Enterprise | None:
-    """The enterprise whose register a page reads and, if ``ordered_scan`` (a page without search),
-    :func:`prefer_ordered_scan`'s setting made in the same statement: a round trip fewer a page.
+def register_enterprise_sql(enterprise: str) -> str:
+    """The SELECT of the enterprise ``enterprise`` (a placeholder) whose register a page reads, for
+    ``service.auth.AuthenticatedReader.transaction`` (read back by :func:`register_enterprise`)."""
+    return f"SELECT {enterprise_columns('e')} FROM enterprises e WHERE e.id = {enterprise}"
 
-    Only a row that is read makes the setting: none is needed when the enterprise is not visible.
-    """
-    steer = ", set_config('enable_bitmapscan', 'off', true)" if ordered_scan else ""
-    record = await db.fetchrow(
-        f"SELECT {enterprise_columns('e')}{steer} FROM enterprises e WHERE e.id = $1", enterprise_id
-    )
+
+def register_enterprise(record: asyncpg.Record | None) -> Enterprise | None:
+    """The enterprise of a record read by :func:`register_enterprise_sql` (None: none visible)."""
     return None if record is None else enterprise_from(dict(record))
 
 
@@ -404,17 +468,17 @@ async def select_instruments(
 ) -> tuple[list[Instrument], str | None]:
     """One page of the enterprise's register in due order (what lapses first comes first).
 
-    ``steered``: the enterprise was read by :func:`select_register_enterprise`, which made
-    :func:`prefer_ordered_scan`'s setting for a page without search already. Returns the page and the cursor of
-    the next one (None on the last page).
+    ``steered``: the transaction began with :data:`ORDERED_SCAN` for a page without search, as
+    :func:`prefer_ordered_scan` would set it. Returns the page and the cursor of the next one
+    (None on the last page).
     """
     sql, args = list_query(enterprise, filters, limit=limit, cursor=cursor)
-    if not steered or filters.q is not None:
+    if not steered:
         await prefer_ordered_scan(db, filters)
     rows, next_cursor = split_page(
-        [_row(r) for r in await db.fetch(sql, *args)], limit, lambda last: _PageKey(due=last.valid_until, id=last.id)
+        _rows(await db.fetch(sql, *args)), limit, lambda last: _PageKey(due=last.valid_until, id=last.id)
     )
-    return [to_instrument(r, enterprise, filters.as_of) for r in rows], next_cursor
+    return to_instruments(rows, enterprise, filters.as_of), next_cursor
 
 
 async def select_register_batches(
@@ -435,7 +499,7 @@ async def select_register_batches(
         f"{_SELECT} WHERE {where} ORDER BY i.management_no NULLS LAST, i.created_at, i.id", enterprise_id
     )
     while records := await cursor.fetch(batch_rows):
-        yield [_row(r) for r in records]
+        yield _rows(records)
 
 
 # Columns a write sets from the request, in a fixed order (never from client-supplied names).

@@ -91,9 +91,7 @@ class EnterpriseInstrumentController(Controller):
     )
     async def list_instruments(
         self,
-        db: Db,
-        clock: ClockDep,
-        principal: PrincipalDep,
+        reader: ReaderDep,
         enterprise_id: FromPath[uuid.UUID],
         status: Annotated[Status | None, QueryParameter(description="Computed status.")] = None,
         catalog_code: Annotated[str | None, QueryParameter(max_length=64, pattern=NO_NUL)] = None,
@@ -104,20 +102,24 @@ class EnterpriseInstrumentController(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
     ) -> Page[Instrument]:
-        enterprise = await readable_register(db, principal, enterprise_id, ordered_scan=q is None)
-        validate_date("as_of", as_of)
-        validate_date("due_before", due_before)
-        if q is not None and not q.strip():
-            raise InvalidInputError.for_field("q", "must not be blank")
-        filters = InstrumentFilters(
-            as_of=as_of or dates.local_today(clock.now(), enterprise.timezone),
-            status=status,
-            catalog_code=catalog_code,
-            legal_use=legal_use,
-            due_before=due_before,
-            q=q.strip() if q else None,
-        )
-        items, next_cursor = await select_instruments(db, enterprise, filters, limit=limit, cursor=cursor, steered=True)
+        # One dependency, not db, clock and principal: BEGIN with the scan settings, the key with
+        # the enterprise, the page and COMMIT are the page's four round trips.
+        async with readable_register(reader, enterprise_id, ordered_scan=q is None) as (enterprise, db):
+            validate_date("as_of", as_of)
+            validate_date("due_before", due_before)
+            if q is not None and not q.strip():
+                raise InvalidInputError.for_field("q", "must not be blank")
+            filters = InstrumentFilters(
+                as_of=as_of or dates.local_today(reader.now, enterprise.timezone),
+                status=status,
+                catalog_code=catalog_code,
+                legal_use=legal_use,
+                due_before=due_before,
+                q=q.strip() if q else None,
+            )
+            items, next_cursor = await select_instruments(
+                db, enterprise, filters, limit=limit, cursor=cursor, steered=True
+            )
         return Page(items=items, next_cursor=next_cursor)
 
 

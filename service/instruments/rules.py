@@ -98,7 +98,10 @@ class ValiditySource(enum.StrEnum):
     CERTIFICATE = "certificate"
 
 
-class Cycle(msgspec.Struct, frozen=True, kw_only=True):
+# The structs that assess() makes for every instrument read are frozen records of scalars: never
+# part of a reference cycle, so the garbage collector need not track them (gc=False), and the
+# hundreds a page makes do not hasten its next collection.
+class Cycle(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     months: int | None
     source: CycleSource
 
@@ -125,7 +128,7 @@ class DueSoonWindows(msgspec.Struct, frozen=True, kw_only=True):
         return self.periodic_days
 
 
-class Basis(msgspec.Struct, frozen=True, kw_only=True):
+class Basis(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """How ``valid_until`` was reached, in fields and in words."""
 
     rule: str
@@ -141,7 +144,7 @@ class Validity(msgspec.Struct, frozen=True, kw_only=True):
     basis: Basis
 
 
-class Assessment(msgspec.Struct, frozen=True, kw_only=True):
+class Assessment(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Every computed field of an instrument read (design.md §5), for one local date."""
 
     compulsory: bool
@@ -215,50 +218,73 @@ def validity(
     otherwise it is computed from the verification date and the cycle by the enterprise's period
     rule (R2/R4). Scrap-on-failure instruments never expire (domain.md §1.5).
     """
+    basis = _basis(
+        regime=regime,
+        cycle=cycle,
+        last_verified_on=last_verified_on,
+        printed_valid_until=printed_valid_until,
+        rule=rule,
+        regulation=regulation,
+    )
+    until = None
+    if last_verified_on is not None and regime is not Regime.INITIAL_ONLY_SCRAP_ON_FAILURE:
+        if printed_valid_until is not None:
+            until = printed_valid_until
+        elif cycle.months is not None:
+            until = dates.valid_until(last_verified_on, cycle.months, rule)
+    return Validity(valid_until=until, basis=basis)
+
+
+# Frozen, so one instance serves every instrument they describe.
+_UNVERIFIED = Basis(rule="unverified", text="no verification on record")
+_NO_CYCLE = Basis(rule="unverified", text="no cycle to compute from")
+
+
+def _basis(
+    *,
+    regime: Regime,
+    cycle: Cycle,
+    last_verified_on: dt.date | None,
+    printed_valid_until: dt.date | None,
+    rule: dates.PeriodRule,
+    regulation: str | None,
+) -> Basis:
+    """How :func:`validity` reaches its date, in fields and in words, without computing the date:
+    a read has it stored (:func:`assess`)."""
     if last_verified_on is None:
-        return Validity(valid_until=None, basis=Basis(rule="unverified", text="no verification on record"))
+        return _UNVERIFIED
     if regime is Regime.INITIAL_ONLY_SCRAP_ON_FAILURE:
-        return Validity(
-            valid_until=None,
-            basis=Basis(
-                rule="no_expiry",
-                from_=last_verified_on,
-                regulation=regulation,
-                text=f"verified on {last_verified_on}; initial verification only, no valid-until date "
-                "(scrapped when it fails)",
-            ),
+        return Basis(
+            rule="no_expiry",
+            from_=last_verified_on,
+            regulation=regulation,
+            text=f"verified on {last_verified_on}; initial verification only, no valid-until date "
+            "(scrapped when it fails)",
         )
     if printed_valid_until is not None:
-        return Validity(
-            valid_until=printed_valid_until,
-            basis=Basis(
-                rule="printed",
-                from_=last_verified_on,
-                cycle_months=cycle.months,
-                cycle_source=cycle.source,
-                regulation=regulation,
-                text=f"valid until {printed_valid_until} as printed on the certificate of {last_verified_on}",
-            ),
-        )
-    if cycle.months is None:
-        return Validity(valid_until=None, basis=Basis(rule="unverified", text="no cycle to compute from"))
-    until = dates.valid_until(last_verified_on, cycle.months, rule)
-    life = " (use life)" if regime is Regime.INITIAL_ONLY_LIMITED_LIFE else ""
-    span = f"{last_verified_on} + {cycle.months} months{life}"
-    text = {
-        dates.PeriodRule.INCLUSIVE_MINUS_ONE: f"valid until = {span} − 1 day",
-        dates.PeriodRule.CIVIL_CODE: f"valid until = {span} (Civil Code: ends on the corresponding day)",
-    }[rule]
-    return Validity(
-        valid_until=until,
-        basis=Basis(
-            rule=rule.value,
+        return Basis(
+            rule="printed",
             from_=last_verified_on,
             cycle_months=cycle.months,
             cycle_source=cycle.source,
             regulation=regulation,
-            text=text,
-        ),
+            text=f"valid until {printed_valid_until} as printed on the certificate of {last_verified_on}",
+        )
+    if cycle.months is None:
+        return _NO_CYCLE
+    life = " (use life)" if regime is Regime.INITIAL_ONLY_LIMITED_LIFE else ""
+    span = f"{last_verified_on} + {cycle.months} months{life}"
+    if rule is dates.PeriodRule.INCLUSIVE_MINUS_ONE:
+        text = f"valid until = {span} − 1 day"
+    else:
+        text = f"valid until = {span} (Civil Code: ends on the corresponding day)"
+    return Basis(
+        rule=rule.value,
+        from_=last_verified_on,
+        cycle_months=cycle.months,
+        cycle_source=cycle.source,
+        regulation=regulation,
+        text=text,
     )
 
 
@@ -318,31 +344,36 @@ def required_action(status: Status, regime: Regime, *, expired: bool = False) ->
     return RequiredAction.NONE
 
 
-def _reason(status: Status, valid_until: dt.date | None, today: dt.date) -> str:
-    days = (valid_until - today).days if valid_until else None
-    match status:
-        case Status.VALID if valid_until is None:
-            return "in service with its initial verification; it does not expire"
-        case Status.VALID:
-            return f"valid until {valid_until}, {days} days left"
-        case Status.DUE_SOON:
-            return f"due soon: valid until {valid_until}, {days} days left"
-        case Status.OVERDUE:
-            assert valid_until is not None
-            return f"overdue since {dates.next_due(valid_until)}: its validity ended on {valid_until}"
-        case Status.UNVERIFIED:
-            return "no verification on record: it may not be used for a compulsory purpose"
-        case Status.SEALED:
-            return "sealed (封存): withdrawn from use; its validity is not paused"
-        case Status.FAILED:
-            return "failed verification: it may not be used"
-        case Status.PENDING_VERIFICATION:
-            return "waiting for verification before it may be used"
-        case Status.SCRAPPED:
-            return "scrapped"
-        case Status.REPLACED:
-            return "replaced by another instrument"
-    raise AssertionError(status)  # pragma: no cover - the match is exhaustive
+# The reasons that name no date.
+_REASONS = {
+    Status.UNVERIFIED: "no verification on record: it may not be used for a compulsory purpose",
+    Status.SEALED: "sealed (封存): withdrawn from use; its validity is not paused",
+    Status.FAILED: "failed verification: it may not be used",
+    Status.PENDING_VERIFICATION: "waiting for verification before it may be used",
+    Status.SCRAPPED: "scrapped",
+    Status.REPLACED: "replaced by another instrument",
+}
+
+
+def _reason(status: Status, valid_until: dt.date | None, days: int | None) -> str:
+    if (fixed := _REASONS.get(status)) is not None:
+        return fixed
+    if valid_until is None:
+        assert status is Status.VALID  # only a valid instrument may have no end date
+        return "in service with its initial verification; it does not expire"
+    if status is Status.OVERDUE:
+        return f"overdue since {dates.next_due(valid_until)}: its validity ended on {valid_until}"
+    soon = "due soon: " if status is Status.DUE_SOON else ""
+    return f"{soon}valid until {valid_until}, {days} days left"
+
+
+# Every answer of required_action, worked out once: assess asks it for every instrument read.
+_ACTIONS = {
+    (status, regime, expired): required_action(status, regime, expired=expired)
+    for status in Status
+    for regime in Regime
+    for expired in (False, True)
+}
 
 
 def assess(
@@ -368,22 +399,18 @@ def assess(
     cycle = _cycle_for_read(item, regime, own_cycle_months)
     regulation = item.regulation if item and regime is not Regime.NOT_CONTROLLED else None
     if validity_source is ValiditySource.CERTIFICATE:
-        found = Validity(
-            valid_until=valid_until,
-            basis=_certificate_basis(regime, cycle, last_verified_on, valid_until, certificate_number, regulation),
-        )
+        basis = _certificate_basis(regime, cycle, last_verified_on, valid_until, certificate_number, regulation)
     else:
-        printed = valid_until if validity_source is ValiditySource.PRINTED else None
-        found = validity(
+        basis = _basis(
             regime=regime,
             cycle=cycle,
             last_verified_on=last_verified_on,
-            printed_valid_until=printed,
+            printed_valid_until=valid_until if validity_source is ValiditySource.PRINTED else None,
             rule=rule,
             regulation=regulation,
         )
-    # The stored date is the legal record and what the SQL filters read; the computation above
-    # only explains it (they agree by construction: writes store what validity() computes).
+    # The stored date is the legal record and what the SQL filters read; the basis above only
+    # explains it (they agree by construction: writes store what validity() computes).
     until = None if regime is Regime.INITIAL_ONLY_SCRAP_ON_FAILURE else valid_until
     status = status_of(
         lifecycle=lifecycle,
@@ -393,6 +420,7 @@ def assess(
         today=today,
         windows=windows,
     )
+    days = None if until is None else (until - today).days
     compulsory = regime is not Regime.NOT_CONTROLLED
     return Assessment(
         compulsory=compulsory,
@@ -400,12 +428,12 @@ def assess(
         traceability=Traceability.VERIFICATION if compulsory else Traceability.CALIBRATION,
         cycle_months=cycle.months,
         valid_until=until,
-        next_due=dates.next_due(until) if until else None,
+        next_due=None if until is None else dates.next_due(until),
         status=status,
-        status_reason=_reason(status, until, today),
-        days_until_due=(until - today).days if until else None,
-        required_action=required_action(status, regime, expired=until is not None and today > until),
-        basis=found.basis,
+        status_reason=_reason(status, until, days),
+        days_until_due=days,
+        required_action=_ACTIONS[status, regime, days is not None and days < 0],
+        basis=basis,
     )
 
 
@@ -435,14 +463,17 @@ def _certificate_basis(
     )
 
 
+_NO_CYCLE_READ = Cycle(months=None, source=CycleSource.NONE)
+
+
 def _cycle_for_read(item: CatalogRule | None, regime: Regime, own: int | None) -> Cycle:
     if regime is Regime.INITIAL_ONLY_SCRAP_ON_FAILURE:
-        return Cycle(months=None, source=CycleSource.NONE)
+        return _NO_CYCLE_READ
     if own is not None:
         return Cycle(months=own, source=CycleSource.INSTRUMENT)
     if item is not None and item.default_cycle_months is not None:
         return Cycle(months=item.default_cycle_months, source=CycleSource.CATALOG)
-    return Cycle(months=None, source=CycleSource.NONE)
+    return _NO_CYCLE_READ
 
 
 class Derived(msgspec.Struct, frozen=True, kw_only=True):

@@ -75,10 +75,11 @@ class InstrumentUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     valid_until: dt.date | _U | None = msgspec.UNSET
 
 
-class Instrument(msgspec.Struct, frozen=True):
+class Instrument(msgspec.Struct, frozen=True, gc=False):
     """An instrument with its legal status computed for ``as_of`` (the enterprise's local date).
 
     Not keyword-only: ``to_instrument`` builds it by position, so its field order is part of that code.
+    Not tracked by the garbage collector, as ``InstrumentRow`` (a page makes hundreds; none is in a cycle).
 
     ``days_until_due`` is ``valid_until`` − ``as_of``: 0 on the last valid day, negative when overdue.
     ``basis`` says how ``valid_until`` was reached; ``status_reason`` says why the status is what it is.

@@ -17,7 +17,7 @@ import msgspec
 from service.catalog.queries import select_catalog
 from service.db import Connection
 from service.enterprises.schemas import Enterprise
-from service.instruments.queries import select_register_batches, to_instrument
+from service.instruments.queries import select_register_batches, to_instruments
 from service.instruments.schemas import Instrument
 from service.ledger.importing import Catalog
 from service.ledger.values import CellError
@@ -76,7 +76,7 @@ async def instrument_batches(
     """The register as the API shows it on the local date ``today``, ``batch_rows`` instruments at a time."""
     batches = select_register_batches(db, enterprise.id, batch_rows=batch_rows, compulsory_only=compulsory_only)
     async for rows in batches:
-        yield [to_instrument(r, enterprise, today) for r in rows]
+        yield to_instruments(rows, enterprise, today)
 
 
 async def ledger_csv(db: Connection, export: LedgerExport, tally: Tally | None = None) -> AsyncIterator[bytes]:

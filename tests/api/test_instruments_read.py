@@ -12,6 +12,7 @@ import pytest
 from service.app import create_app
 from service.auth import Role
 from service.clock import FixedClock
+from service.instruments.queries import ORDERED_SCAN
 from tests.conftest import GAUGE, Api, MakeTenant, Tenant, app_settings, fields_of, mint, problem, running
 
 
@@ -219,11 +220,13 @@ async def test_a_read_is_one_statement_and_leaves_no_principal_on_the_connection
         problem(await Api(client, tenant.api.key[:-4] + "AAAA").get(f"/v1/instruments/{gauge['id']}"), 401)
 
 
-async def test_a_page_reads_its_enterprise_and_steers_its_scan_in_one_statement(
+async def test_a_page_is_four_round_trips_its_scan_settings_sent_with_begin(
     tenant: Tenant, database_url: str, clock: FixedClock
 ) -> None:
-    """BEGIN, the key, the enterprise with the ordered-scan setting, the page, COMMIT: no statement
-    of its own for the setting, and none at all for a search page, which keeps bitmap scans."""
+    """BEGIN with the ordered-scan settings, the key with the enterprise, the page, COMMIT: no round
+    trip of its own for the settings, and no settings for a search page, which keeps bitmap scans
+    and sorts. Nothing outlives the page on the pooled connection: no transaction, no principal,
+    no setting."""
     await tenant.register(**GAUGE, name="锅炉压力表", last_verified_on="2026-01-15")
     app = create_app(app_settings(database_url, db_pool_min=1, db_pool_max=1), clock=clock)
     async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
@@ -231,7 +234,7 @@ async def test_a_page_reads_its_enterprise_and_steers_its_scan_in_one_statement(
         async with app.state.db_pool.acquire() as conn:
             conn.add_query_logger(lambda logged: statements.append(logged.query))
         api = Api(client, tenant.api.key)
-        for params, steered in [({"due_before": "2100-01-01"}, True), ({"q": "锅炉"}, False)]:
+        for params, begin in [({"due_before": "2100-01-01"}, f"BEGIN; {ORDERED_SCAN}"), ({"q": "锅炉"}, "BEGIN")]:
             assert (await api.get(tenant.instruments_url, params=params)).status_code == 200
             await asyncio.sleep(0)
             statements.clear()  # past the first use's type look-ups
@@ -239,6 +242,20 @@ async def test_a_page_reads_its_enterprise_and_steers_its_scan_in_one_statement(
             assert page.status_code == 200, page.text
             assert len(page.json()["items"]) == 1
             await asyncio.sleep(0)
-            assert len(statements) == 5, statements
-            assert not any("SET LOCAL" in s for s in statements)
-            assert any("set_config('enable_bitmapscan', 'off', true)" in s for s in statements) is steered
+            assert len(statements) == 4, statements
+            assert statements[0] == begin
+            assert "api_keys" in statements[1]
+            assert "enterprises" in statements[1]
+            assert "FROM instruments" in statements[2]
+            assert statements[3] == "COMMIT"
+            async with app.state.db_pool.acquire() as conn:
+                assert not conn.is_in_transaction()
+                left = await conn.fetchrow(
+                    """SELECT current_setting('metreg.role', true) AS role, current_setting('enable_sort') AS sort,
+                              current_setting('enable_bitmapscan') AS bitmap"""
+                )
+                assert (left["role"] or "", left["sort"], left["bitmap"]) == ("", "on", "on")
+        # A wrong key is a 401 and leaves no transaction open either.
+        problem(await Api(client, tenant.api.key[:-4] + "AAAA").get(tenant.instruments_url), 401)
+        async with app.state.db_pool.acquire() as conn:
+            assert not conn.is_in_transaction()

@@ -19,7 +19,7 @@ Servers run pinned to one core and the load to the other where the machine has t
 table and writes it as JSON to ``--results`` (``<UTC time>.json`` and ``latest.json``). Absolute
 figures on a shared machine move 2-3x within minutes: the ratios, paired run by run, are the figures.
 
-    python -m bench                                     # the full register, ~8 minutes
+    python -m bench                                     # the full register, ~5 minutes
     python -m bench --small                             # 20,000 instruments, ~3 minutes
     python -m bench --only reads --runs 5 --keep        # keep the register for the next run
 """

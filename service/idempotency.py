@@ -106,7 +106,6 @@ _FINGERPRINTED = ("if-match",)
 # Response headers a client acts on, kept and replayed with the body.
 _KEPT_HEADERS = frozenset({"location", "etag"})
 _SAVEPOINT = "idempotency_claimed"
-_SCOPE_KEY = "idempotency"
 
 _CLAIM = "SELECT * FROM idempotency_claim($1, $2, $3, $4, $5, $6)"
 _ANSWER = """UPDATE idempotency_keys SET status = $2, media_type = $3, headers = $4, body = $5
@@ -163,15 +162,10 @@ _current: contextvars.ContextVar[_Exchange | None] = contextvars.ContextVar("ide
 
 
 async def before_request(request: Request[Any, Any, Any]) -> None:
-    """Open the exchange of a POST or PATCH (every request resets it: a task may serve several)."""
-    exchange = _Exchange() if request.method in _WRITES else None
-    request.scope["state"][_SCOPE_KEY] = exchange
-    _current.set(exchange)
-
-
-def _exchange_of(request: Request[Any, Any, Any]) -> _Exchange | None:
-    exchange: _Exchange | None = request.scope["state"].get(_SCOPE_KEY)
-    return exchange
+    """Open the exchange of a POST or PATCH. It lives in a context variable, not the request:
+    ``after_request`` is given only the response; and it is set for every request, so no request
+    sees another's."""
+    _current.set(_Exchange() if request.method in _WRITES else None)
 
 
 def _key_of(request: Request[Any, Any, Any]) -> str | None:
@@ -216,7 +210,7 @@ async def claim(request: Request[Any, Any, Any], db: asyncpg.Connection, now: dt
         IdempotencyKeyBusyError: another request with it is still running after the wait (409).
         AnswerWithheldError: the key's request is done, but its answer held a secret shown once (409).
     """
-    exchange = _exchange_of(request)
+    exchange = _current.get()
     if exchange is None:
         return
     key = _key_of(request)
@@ -293,7 +287,7 @@ async def keep_refusal(request: Request[Any, Any, Any], exc: MetregError) -> boo
     """Make a 4xx the handler raised the answer of the request's key: the handler's work is rolled
     back to the claim and the problem document written. False when there is nothing to keep (no
     key, or not a 4xx): the caller then rolls everything back as usual."""
-    exchange = _exchange_of(request)
+    exchange = _current.get()
     pending = exchange.claim if exchange is not None else None
     if pending is None or pending.answered or not 400 <= exc.status < 500:
         return False

@@ -99,6 +99,7 @@ class Catalog:
     def __init__(self, items: Sequence[CatalogItem]) -> None:
         self._rules: dict[str, CatalogRule] = {}
         self._by_label: dict[str, str] = {}
+        self._found: dict[str, str | None] = {}
         for item in items:
             self._rules[item.code] = msgspec.convert(msgspec.structs.asdict(item), CatalogRule, from_attributes=True)
             for label in (item.code, item.name_zh, item.name_en):
@@ -110,7 +111,11 @@ class Catalog:
         Raises:
             CellError: no catalogue item has that code or name.
         """
-        code = self._by_label.get(header_key(label))
+        # A ledger names a few items many times over: each name is folded once.
+        try:
+            code = self._found[label]
+        except KeyError:
+            code = self._found[label] = self._by_label.get(header_key(label))
         if code is None:
             raise CellError("is not in the catalogue: give its code or name as GET /v1/catalog lists it")
         return code

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import enum
+import typing
+
 import msgspec
 
 from service.instruments.queries import _COLUMNS, InstrumentRow
+from service.ledger.queries import STAGED
 
 
 def _names(columns: str) -> list[str]:
@@ -27,3 +31,18 @@ def test_columns_are_in_the_order_of_the_row_struct() -> None:
         "c_default_cycle_months",
         "c_regulation",
     ]
+
+
+def test_every_enum_an_import_stages_is_a_str_enum() -> None:
+    """The import copies enum members as they are (service/ledger/queries.py ``_record``): asyncpg
+    writes a StrEnum as its text, but any other enum would fail the COPY."""
+    staged = {f.name: f.type for f in msgspec.structs.fields(InstrumentRow) if f.name in STAGED}
+    assert set(staged) == set(STAGED)
+    enums = [
+        t
+        for hint in staged.values()
+        for t in (typing.get_args(hint) or (hint,))
+        if isinstance(t, type) and issubclass(t, enum.Enum)
+    ]
+    assert enums, "the staged fields include the lifecycle, use, regime and validity-source enums"
+    assert all(issubclass(t, enum.StrEnum) for t in enums), enums

@@ -85,6 +85,7 @@ class World:
     b: uuid.UUID
     a_requested: uuid.UUID  # A's instrument in lab L's request
     a_other: uuid.UUID  # A's instrument no lab has seen
+    a_request: uuid.UUID  # lab L's request for a_requested
     b_instrument: uuid.UUID
     lab_l: uuid.UUID
     lab_m: uuid.UUID
@@ -175,7 +176,7 @@ async def build_world(client: httpx.AsyncClient, pool: asyncpg.Pool) -> World:
     a_requested = await tenant_a.register(**GAUGE, last_verified_on=VERIFIED)
     a_other = await tenant_a.register(**GAUGE, last_verified_on=VERIFIED)
     b_instrument = await tenant_b.register(**GAUGE, last_verified_on=VERIFIED)
-    _, a_certificate = await _result_of(tenant_a, account_l, a_requested["id"])
+    a_request, a_certificate = await _result_of(tenant_a, account_l, a_requested["id"])
     b_request, b_certificate = await _result_of(tenant_b, account_m, b_instrument["id"])
 
     a_webhook = (await _created(tenant_a.api, "/v1/webhooks", {"url": HOOK_URL}))["webhook"]
@@ -204,6 +205,7 @@ async def build_world(client: httpx.AsyncClient, pool: asyncpg.Pool) -> World:
         b=b,
         a_requested=_id(a_requested),
         a_other=_id(a_other),
+        a_request=_id(a_request),
         b_instrument=_id(b_instrument),
         lab_l=lab_l,
         lab_m=lab_m,
@@ -556,7 +558,6 @@ _REFUSED_UNDER_A: dict[str, tuple[str, Callable[[World], tuple[Any, ...]]]] = {
         "INSERT INTO instruments (enterprise_id, name, serial_no, regime) VALUES ($1, '伪造', 'X-1', 'not_controlled')",
         lambda w: (w.b,),
     ),
-    "move A's instrument to B": ("UPDATE instruments SET enterprise_id = $1 WHERE id = $2", lambda w: (w.b, w.a_other)),
     "insert a request of B": (
         """INSERT INTO verification_requests (enterprise_id, lab_id, created_at, updated_at)
            VALUES ($1, $2, $3, $3)""",
@@ -581,6 +582,180 @@ async def test_writes_under_a_into_bs_register_are_refused(write: str, world: Wo
     async with acting(api_pool, world, Who.ENTERPRISE_A) as conn:
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="new row violates row-level security policy"):
             await conn.execute(sql, *args(world))
+
+
+# ---------------------------------------------------------------------------------------------
+# A row never changes owner (schema/0017_owners_fixed.sql)
+#
+# The policies' check of a written row is their USING expression, which lets a lab through to the
+# instrument of its request and an admin through to everything: what holds a row to its owner
+# there is a trigger, which binds every role.
+
+
+@dataclasses.dataclass(frozen=True)
+class Move:
+    sql: str
+    args: Callable[[World], tuple[Any, ...]]
+    refusal: type[Exception] = asyncpg.InsufficientPrivilegeError
+    match: str = "never changes: a row stays with its owner"
+
+
+# What lab L sees of A's register: the instrument of its request and what hangs on it.
+_MOVES_OF_WHAT_THE_LAB_SEES: dict[str, Move] = {
+    "instrument to B": Move("UPDATE instruments SET enterprise_id = $1 WHERE id = $2", lambda w: (w.b, w.a_requested)),
+    "request to B": Move(
+        "UPDATE verification_requests SET enterprise_id = $1 WHERE id = $2", lambda w: (w.b, w.a_request)
+    ),
+    "request to lab M": Move(
+        "UPDATE verification_requests SET lab_id = $1 WHERE id = $2", lambda w: (w.lab_m, w.a_request)
+    ),
+    "request item to B's instrument": Move(
+        "UPDATE request_items SET instrument_id = $1 WHERE request_id = $2", lambda w: (w.b_instrument, w.a_request)
+    ),
+    "request item to B's request": Move(
+        "UPDATE request_items SET request_id = $1 WHERE request_id = $2", lambda w: (w.b_request, w.a_request)
+    ),
+    "event to B's instrument": Move(
+        "UPDATE instrument_events SET instrument_id = $1 WHERE instrument_id = $2",
+        lambda w: (w.b_instrument, w.a_requested),
+    ),
+    "notice to B": Move(
+        "UPDATE notices SET enterprise_id = $1, instrument_id = $2 WHERE id = $3",
+        lambda w: (w.b, w.b_instrument, w.a_notice),
+    ),
+    # Immutable since schema/0005 but for a one-time revocation: no trigger of 0017's needed.
+    "certificate to B": Move(
+        "UPDATE certificates SET enterprise_id = $1 WHERE id = $2",
+        lambda w: (w.b, w.a_certificate),
+        refusal=asyncpg.RestrictViolationError,
+        match="only a one-time revocation may be added",
+    ),
+}
+# The rest of A's own rows, which A and the admin see.
+_MOVES_OF_AS_OTHER_ROWS: dict[str, Move] = {
+    "unseen instrument to B": Move(
+        "UPDATE instruments SET enterprise_id = $1 WHERE id = $2", lambda w: (w.b, w.a_other)
+    ),
+    "delivery to B's notice": Move(
+        "UPDATE deliveries SET notice_id = $1 WHERE notice_id = $2", lambda w: (w.b_notice, w.a_notice)
+    ),
+    "webhook to B": Move("UPDATE webhooks SET enterprise_id = $1 WHERE enterprise_id = $2", lambda w: (w.b, w.a)),
+    "webhook to a region": Move(
+        "UPDATE webhooks SET enterprise_id = NULL, region_code = $1 WHERE enterprise_id = $2",
+        lambda w: (REGULATOR_OF_B, w.a),
+    ),
+    "calendar feed to B": Move(
+        "UPDATE calendar_feeds SET enterprise_id = $1 WHERE enterprise_id = $2", lambda w: (w.b, w.a)
+    ),
+    "key to B": Move("UPDATE api_keys SET enterprise_id = $1 WHERE enterprise_id = $2", lambda w: (w.b, w.a)),
+    "key made an admin's": Move(
+        "UPDATE api_keys SET role = 'admin', enterprise_id = NULL WHERE enterprise_id = $1", lambda w: (w.a,)
+    ),
+}
+_MOVES_ONLY_AN_ADMIN_SEES: dict[str, Move] = {
+    "lab key to lab M": Move("UPDATE api_keys SET lab_id = $1 WHERE lab_id = $2", lambda w: (w.lab_m, w.lab_l)),
+    "regulator's webhook to another region": Move(
+        "UPDATE webhooks SET region_code = $1 WHERE region_code = $2", lambda w: (REGULATOR_OF_B, REGULATOR_OF_A)
+    ),
+}
+MOVES = _MOVES_OF_WHAT_THE_LAB_SEES | _MOVES_OF_AS_OTHER_ROWS | _MOVES_ONLY_AN_ADMIN_SEES
+_API_MOVES = (
+    [(Who.LAB_OF_A, move) for move in _MOVES_OF_WHAT_THE_LAB_SEES]
+    + [(Who.ENTERPRISE_A, move) for move in _MOVES_OF_WHAT_THE_LAB_SEES | _MOVES_OF_AS_OTHER_ROWS]
+    + [(Who.ADMIN, move) for move in MOVES]
+)
+# The worker writes notices, deliveries and attempts of every tenant.
+_WORKER_MOVES: dict[str, Move] = {
+    "notice to B": MOVES["notice to B"],
+    "delivery to B's notice": MOVES["delivery to B's notice"],
+    "attempt to A's delivery": Move(
+        "UPDATE delivery_attempts SET delivery_id = (SELECT id FROM deliveries WHERE notice_id = $1) WHERE id = $2",
+        lambda w: (w.a_notice, w.b_attempt),
+    ),
+}
+
+
+@pytest.mark.parametrize(("who", "move"), _API_MOVES, ids=[f"{who}-{move}" for who, move in _API_MOVES])
+async def test_no_principal_moves_a_row_it_sees_to_another_owner(
+    who: Who, move: str, world: World, api_pool: asyncpg.Pool
+) -> None:
+    sql, args, refusal, match = dataclasses.astuple(MOVES[move])
+    async with acting(api_pool, world, who) as conn:
+        with pytest.raises(refusal, match=match):
+            await conn.execute(sql, *args(world))
+
+
+@pytest.mark.parametrize("move", list(_WORKER_MOVES))
+async def test_the_worker_moves_no_row_to_another_owner(move: str, world: World, worker_pool: asyncpg.Pool) -> None:
+    sql, args, refusal, match = dataclasses.astuple(_WORKER_MOVES[move])
+    async with worker_pool.acquire() as conn, conn.transaction():
+        with pytest.raises(refusal, match=match):
+            await conn.execute(sql, *args(world))
+
+
+@pytest.mark.parametrize("move", list(MOVES))
+async def test_not_even_the_tables_owner_moves_a_row_to_another_owner(
+    move: str, world: World, pool: asyncpg.Pool
+) -> None:
+    sql, args, refusal, match = dataclasses.astuple(MOVES[move])
+    async with pool.acquire() as conn, conn.transaction():
+        assert await conn.fetchval("SELECT tableowner = current_user FROM pg_tables WHERE tablename = 'instruments'")
+        with pytest.raises(refusal, match=match):
+            await conn.execute(sql, *args(world))
+
+
+_ORDINARY_UPDATES: dict[Who, list[tuple[str, Callable[[World], tuple[Any, ...]]]]] = {
+    Who.LAB_OF_A: [
+        # Naming the owner column is no move while its value stays.
+        (
+            "UPDATE instruments SET location = 'bench 3', enterprise_id = enterprise_id WHERE id = $1",
+            lambda w: (w.a_requested,),
+        ),
+        (
+            "UPDATE verification_requests SET note = 'on the bench', lab_id = $2 WHERE id = $1",
+            lambda w: (w.a_request, w.lab_l),
+        ),
+        ("UPDATE request_items SET withdrawn_on = NULL WHERE request_id = $1", lambda w: (w.a_request,)),
+        ("UPDATE notices SET last_error = 'rechecked' WHERE id = $1", lambda w: (w.a_notice,)),
+    ],
+    Who.ADMIN: [
+        ("UPDATE instruments SET location = 'store', enterprise_id = $2 WHERE id = $1", lambda w: (w.a_other, w.a)),
+        ("UPDATE deliveries SET last_error = 'rechecked' WHERE notice_id = $1", lambda w: (w.a_notice,)),
+        ("UPDATE webhooks SET events = '{}' WHERE enterprise_id = $1", lambda w: (w.a,)),
+        ("UPDATE calendar_feeds SET name = 'renamed' WHERE enterprise_id = $1", lambda w: (w.a,)),
+        ("UPDATE api_keys SET name = 'renamed' WHERE enterprise_id = $1", lambda w: (w.a,)),
+    ],
+}
+
+
+@pytest.mark.parametrize("who", list(_ORDINARY_UPDATES), ids=str)
+async def test_an_update_that_keeps_the_owner_still_works(who: Who, world: World, api_pool: asyncpg.Pool) -> None:
+    async with acting(api_pool, world, who) as conn:
+        for sql, args in _ORDINARY_UPDATES[who]:
+            updated = await conn.execute(sql, *args(world))
+            assert int(updated.removeprefix("UPDATE ")) >= 1, sql
+
+
+async def test_without_its_trigger_the_policy_alone_let_a_lab_move_a_request(world: World, pool: asyncpg.Pool) -> None:
+    """What schema/0017 closed: lab L's update passes the policy's check on lab_id alone."""
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await conn.execute("ALTER TABLE verification_requests DISABLE TRIGGER owner_fixed")
+            await conn.execute("SET LOCAL ROLE metreg_api")
+            await become(conn, world, Who.LAB_OF_A)
+            moved = await conn.fetchval(
+                "UPDATE verification_requests SET enterprise_id = $1 WHERE id = $2 RETURNING enterprise_id",
+                world.b,
+                world.a_request,
+            )
+            assert moved == world.b
+        finally:
+            await transaction.rollback()
+    assert (
+        await pool.fetchval("SELECT enterprise_id FROM verification_requests WHERE id = $1", world.a_request) == world.a
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -286,7 +286,11 @@ async def after_request(response: Any) -> Any:
 async def keep_refusal(request: Request[Any, Any, Any], exc: MetregError) -> bool:
     """Make a 4xx the handler raised the answer of the request's key: the handler's work is rolled
     back to the claim and the problem document written. False when there is nothing to keep (no
-    key, or not a 4xx): the caller then rolls everything back as usual."""
+    key, or not a 4xx): the caller then rolls everything back as usual.
+
+    Should the database be lost while the refusal is written or committed, the request answers the
+    503 of any outage (``service.problems``), not the refusal: the key is free for the retry, or,
+    had the COMMIT gone through before the session ended, the retry gets the refusal."""
     exchange = _current.get()
     pending = exchange.claim if exchange is not None else None
     if pending is None or pending.answered or not 400 <= exc.status < 500:

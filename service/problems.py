@@ -183,6 +183,21 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> R
 RETRY_UNAVAILABLE_S = 1
 
 
+#: What a lost database looks like from here.
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    # The server ends the session: shut down (fast), crashed, or pg_terminate_backend.
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    # asyncpg's protocol can be left mid-operation on a session the server ended while it was
+    # idle in the pool ("cannot switch to state 15"): the same outage, seen one step later.
+    asyncpg.InternalClientError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+)
+
+
 def _on_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     log.warning("database unavailable: %s", type(exc).__name__)
     return _problem(
@@ -192,6 +207,21 @@ def _on_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response
         slug="unavailable",
         headers={"Retry-After": str(RETRY_UNAVAILABLE_S)},
     )
+
+
+def _on_lost_in_teardown(request: Request[Any, Any, Any], exc: ExceptionGroup[Exception]) -> Response[Problem]:
+    """What failed while the dependencies were torn down after the handler raised: Litestar throws
+    the handler's error into each generator and groups whatever else comes out
+    (``litestar/_kwargs/cleanup.py``), such as ``service.db.provide_db``'s COMMIT of a refusal kept
+    for an ``Idempotency-Key``. A lost database there is the same 503 as anywhere else (the commit
+    may or may not have happened: the retry finds out), anything else a 500."""
+    lost, other = exc.split(_UNAVAILABLE)
+    if lost is None or other is not None:
+        return _on_internal(request, exc)
+    first: Exception = lost
+    while isinstance(first, ExceptionGroup):
+        first = first.exceptions[0]
+    return _on_unavailable(request, first)
 
 
 def _on_unique_violation(request: Request[Any, Any, Any], exc: asyncpg.UniqueViolationError) -> Response[Problem]:
@@ -224,16 +254,8 @@ def exception_handlers() -> ExceptionHandlersMap:
         asyncpg.UntranslatableCharacterError: _on_unstorable_text,
         asyncpg.DeadlockDetectedError: _on_concurrent_change,
         asyncpg.SerializationError: _on_concurrent_change,
-        asyncpg.PostgresConnectionError: _on_unavailable,
-        asyncpg.CannotConnectNowError: _on_unavailable,
-        # The server ends the session: shut down (fast), crashed, or pg_terminate_backend.
-        asyncpg.AdminShutdownError: _on_unavailable,
-        asyncpg.CrashShutdownError: _on_unavailable,
-        # asyncpg's protocol can be left mid-operation on a session the server ended while it was
-        # idle in the pool ("cannot switch to state 15"): the same outage, seen one step later.
-        asyncpg.InternalClientError: _on_unavailable,
-        asyncpg.InterfaceError: _on_unavailable,
-        ConnectionError: _on_unavailable,
+        **dict.fromkeys(_UNAVAILABLE, _on_unavailable),
+        ExceptionGroup: _on_lost_in_teardown,
         Exception: _on_internal,
     }
 

@@ -8,8 +8,10 @@ app on a database of its own whose sessions are ended under it with ``pg_termina
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import socket
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -103,3 +105,64 @@ async def test_sessions_ended_under_the_pool_answer_200_or_503_never_500_and_the
             assert_unavailable(response)
     assert after.status_code == 200, after.text
     assert ready.status_code == 200, ready.text
+
+
+# A fault of the server's own making, in the outage database only: a deferred trigger ends the
+# session at the COMMIT of a kept refusal, an immediate one while the refusal is being written.
+# The function runs as its owner (a superuser): the API's session logged in as one, and only a
+# superuser may end it.
+_END_SESSION = """
+CREATE FUNCTION drill_end_session() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    PERFORM pg_terminate_backend(pg_backend_pid());
+    PERFORM pg_sleep(60);  -- not reached: the session ends at its next check for interrupts
+    RETURN NULL;
+END $$"""
+_ENDS_SESSION = {
+    "at-commit": "CREATE CONSTRAINT TRIGGER drill_end_session AFTER UPDATE ON idempotency_keys "
+    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.status >= 400) EXECUTE FUNCTION drill_end_session()",
+    "writing-the-answer": "CREATE TRIGGER drill_end_session AFTER UPDATE ON idempotency_keys "
+    "FOR EACH ROW WHEN (NEW.status >= 400) EXECUTE FUNCTION drill_end_session()",
+}
+
+
+@contextlib.asynccontextmanager
+async def session_ended_when_a_refusal_is_kept(dsn: str, when: str) -> AsyncIterator[None]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute(_END_SESSION)
+            await conn.execute(_ENDS_SESSION[when])
+        yield
+    finally:
+        await conn.execute("DROP FUNCTION IF EXISTS drill_end_session() CASCADE")
+        await conn.close()
+
+
+@pytest.mark.parametrize("when", list(_ENDS_SESSION))
+async def test_a_refusal_kept_for_an_idempotency_key_that_cannot_be_committed_is_503_and_the_key_stays_free(
+    outage_dsn: str, when: str
+) -> None:
+    """The session ends while a refused write's answer is kept for its Idempotency-Key
+    (``service.idempotency.keep_refusal``): the client hears that the database was away (503), as
+    anywhere else, and nothing was kept: the retry runs the request again."""
+    conn = await asyncpg.connect(outage_dsn)
+    try:
+        key = (await create_key(conn, ApiKeyCreate(role=Role.ADMIN, name="refusal"), dt.datetime.now(dt.UTC))).key
+    finally:
+        await conn.close()
+    app = create_app(app_settings(outage_dsn, db_pool_min=1, db_pool_max=2), clock=SystemClock())
+    idempotency_key = f"outage-{uuid.uuid4()}"
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency_key}
+    # A refusal of the handler's own: no such enterprise.
+    url = f"/v1/enterprises/{uuid.uuid4()}"
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        async with session_ended_when_a_refusal_is_kept(outage_dsn, when):
+            lost = await client.patch(url, json={"name": "x"}, headers=headers)
+        assert_unavailable(lost)
+        first = await client.patch(url, json={"name": "x"}, headers=headers)
+        again = await client.patch(url, json={"name": "x"}, headers=headers)
+    assert (first.status_code, first.headers.get("idempotent-replayed")) == (404, None), first.text
+    assert (again.status_code, again.headers.get("idempotent-replayed")) == (404, "true"), again.text
+    assert again.content == first.content

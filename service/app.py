@@ -55,7 +55,7 @@ from service.deliveries.routes import DeliveryController
 from service.deps import dependencies
 from service.enterprises.routes import EnterpriseController
 from service.history.routes import HistoryController
-from service.idempotency import IdempotentReplay, after_request, before_request, prepare, replay
+from service.idempotency import OPENAPI_HEADERS, IdempotentReplay, after_request, before_request, prepare, replay
 from service.instruments.routes import EnterpriseInstrumentController, InstrumentController
 from service.keys.routes import ApiKeyController
 from service.labs.routes import LabController
@@ -387,7 +387,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                     "bearer": SecurityScheme(
                         type="http", scheme="bearer", description="An API key: `mr_<prefix>_<secret>`."
                     )
-                }
+                },
+                headers=dict(OPENAPI_HEADERS),
             ),
         ),
     )

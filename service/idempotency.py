@@ -49,14 +49,22 @@ import datetime as dt
 import hashlib
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import asyncpg
 import msgspec
 from litestar import Request
 from litestar.enums import MediaType, ParamType
 from litestar.handlers import HTTPRouteHandler
-from litestar.openapi.spec import OpenAPIType, Operation, Parameter, Schema
+from litestar.openapi.spec import (
+    OpenAPIHeader,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    Reference,
+    Schema,
+)
 from litestar.response import Response
 from litestar.serialization import get_serializer
 from litestar.utils.helpers import get_enum_string_value
@@ -73,6 +81,7 @@ from service.settings import Settings
 
 __all__ = (
     "HEADER",
+    "OPENAPI_HEADERS",
     "READ_BODY",
     "REPLAYED_HEADER",
     "SHOWN_ONCE",
@@ -356,12 +365,48 @@ _PARAMETER = Parameter(
 )
 
 
+#: The headers the operations' answers refer to, for the app's OpenAPI components: described once
+#: there rather than in each answer of each write.
+OPENAPI_HEADERS: Final = {
+    REPLAYED_HEADER: OpenAPIHeader(
+        description="`true` on an answer sent again for a request with an `Idempotency-Key` already answered: the "
+        "first answer as it was (status, body, `Location`, `ETag`), and nothing was done again. Absent otherwise.",
+        schema=Schema(type=OpenAPIType.STRING, enum=["true"]),
+    )
+}
+_REPLAYED = Reference(ref=f"#/components/headers/{REPLAYED_HEADER}")
+# Refusals that come before the key is claimed (authentication, a body too slow to arrive, rate
+# limits), never kept. Any other 4xx of an operation may be a refusal of its handler, which is.
+_NEVER_KEPT = frozenset({401, 408, 429})
+
+
 @dataclasses.dataclass
 class IdempotentOperation(Operation):
-    """The OpenAPI operation of a route that takes ``Idempotency-Key``: the header among its parameters."""
+    """The OpenAPI operation of a route that takes ``Idempotency-Key``: the header among its
+    parameters, and ``Idempotent-Replayed`` on each answer that may be a kept one."""
+
+    #: Whether its successes are kept, and so may be replayed (not when they show a secret once).
+    successes_replayed: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self.parameters = [*(self.parameters or []), _PARAMETER]
+        self.responses = {
+            status: dataclasses.replace(response, headers={**(response.headers or {}), REPLAYED_HEADER: _REPLAYED})
+            if isinstance(response, OpenAPIResponse) and self._may_be_replayed(status)
+            else response
+            for status, response in (self.responses or {}).items()
+        }
+
+    def _may_be_replayed(self, status: str) -> bool:
+        code = int(status) if status.isdigit() else 0
+        return (200 <= code < 300 and self.successes_replayed) or (400 <= code < 500 and code not in _NEVER_KEPT)
+
+
+@dataclasses.dataclass
+class _ShownOnceOperation(IdempotentOperation):
+    """A route whose answer holds a secret shown once: its refusals are kept, not its successes."""
+
+    successes_replayed: ClassVar[bool] = False
 
 
 def prepare(handlers: Iterable[HTTPRouteHandler]) -> None:
@@ -369,8 +414,8 @@ def prepare(handlers: Iterable[HTTPRouteHandler]) -> None:
 
     Each must authenticate on the request's transaction (``principal`` or ``admin``, never a
     connection of its own: its own transactions could commit without the key's answer) and have a
-    bounded body (Litestar's limit, or ``opt[READ_BODY]``). Its OpenAPI entry gains the header and
-    the answers it may cause.
+    bounded body (Litestar's limit, or ``opt[READ_BODY]``). Its OpenAPI entry gains the header, the
+    answers it may cause, and ``Idempotent-Replayed`` on the answers that may be replayed.
     """
     for handler in handlers:
         if not handler.http_methods & _WRITES:
@@ -384,8 +429,11 @@ def prepare(handlers: Iterable[HTTPRouteHandler]) -> None:
             )
         if handler.resolve_request_max_body_size() is None and READ_BODY not in handler.opt:
             raise RuntimeError(f"{where} reads an unbounded body: declare how it reads it, opt={{READ_BODY: …}}")
+        shown_once = bool(handler.opt.get(SHOWN_ONCE))
         if handler.operation_class is Operation:
-            handler.operation_class = IdempotentOperation
+            handler.operation_class = _ShownOnceOperation if shown_once else IdempotentOperation
         elif not issubclass(handler.operation_class, IdempotentOperation):
             raise RuntimeError(f"{where} has an OpenAPI operation class that does not derive from IdempotentOperation")
-        handler.responses = with_idempotency_responses(handler.responses, shown_once=bool(handler.opt.get(SHOWN_ONCE)))
+        elif shown_once and handler.operation_class.successes_replayed:
+            raise RuntimeError(f"{where} shows a secret once: its OpenAPI operation class must not replay successes")
+        handler.responses = with_idempotency_responses(handler.responses, shown_once=shown_once)

@@ -630,3 +630,54 @@ async def test_the_header_is_documented_on_every_write_and_no_read(app_client: h
     for shown_once in ("CreateApiKey", "RotateApiKey", "CreateCalendarFeed"):
         assert "secret shown once" in operations[shown_once]["responses"]["409"]["description"], shown_once
     assert "secret" not in operations["RegisterInstrument"]["responses"]["409"]["description"]
+
+
+SHOWN_ONCE = {"CreateApiKey", "RotateApiKey", "CreateCalendarFeed", "CreateWebhook"}
+
+
+async def test_idempotent_replayed_is_documented_on_every_answer_a_write_may_replay_and_no_read(
+    app_client: httpx.AsyncClient,
+) -> None:
+    spec = (await app_client.get("/docs/openapi.json")).json()
+    replayed = spec["components"]["headers"][idempotency.REPLAYED_HEADER]
+    assert replayed["schema"] == {"type": "string", "enum": ["true"]}
+    assert "Idempotency-Key" in replayed["description"]
+    reference = {"$ref": f"#/components/headers/{idempotency.REPLAYED_HEADER}"}
+    writes: dict[str, set[str]] = {}
+    for item in spec["paths"].values():
+        for method, operation in item.items():
+            if method not in ("get", "post", "patch", "delete", "put"):
+                continue
+            documented = {
+                status
+                for status, response in operation["responses"].items()
+                if (response.get("headers") or {}).get(idempotency.REPLAYED_HEADER) == reference
+            }
+            if method not in ("post", "patch"):
+                assert documented == set(), operation["operationId"]
+                continue
+            writes[operation["operationId"]] = documented
+            statuses = set(operation["responses"])
+            successes = {s for s in statuses if s.startswith("2")}
+            assert successes, operation["operationId"]
+            # Refused before the key is claimed (authentication, a slow body, rate limits): never kept.
+            refusals = {s for s in statuses if s.startswith("4")} - {"401", "408", "429"}
+            kept = refusals if operation["operationId"] in SHOWN_ONCE else successes | refusals
+            assert documented == kept, operation["operationId"]
+            assert {"404", "409", "422"} & documented, operation["operationId"]
+    assert len(writes) >= 18
+    assert set(writes) >= SHOWN_ONCE
+
+
+async def test_a_replayed_answer_carries_the_header_its_operation_documents(
+    tenant: Tenant, app_client: httpx.AsyncClient
+) -> None:
+    body, headers = _gauge(), _key()
+    first = await tenant.api.post(tenant.instruments_url, json=body, headers=headers)
+    again = await tenant.api.post(tenant.instruments_url, json=body, headers=headers)
+    spec = (await app_client.get("/docs/openapi.json")).json()
+    documented = spec["paths"]["/v1/enterprises/{enterprise_id}/instruments"]["post"]["responses"]["201"]["headers"]
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert REPLAYED not in first.headers
+    assert again.headers[REPLAYED] == "true"
+    assert idempotency.REPLAYED_HEADER in documented

@@ -11,7 +11,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import Operation
 
 from service.deps import Conn, Db, PrincipalDep, ReaderDep, dependencies
-from service.idempotency import READ_BODY, IdempotentOperation, prepare
+from service.idempotency import READ_BODY, SHOWN_ONCE, IdempotentOperation, prepare
 from service.policy import Actor, access
 from service.problems import problem_responses
 
@@ -85,3 +85,25 @@ def test_a_custom_operation_class_must_derive_from_idempotent_operation() -> Non
 
     with pytest.raises(RuntimeError, match="does not derive from IdempotentOperation"):
         prepare(_handlers(make_thing))
+
+
+def test_a_write_showing_a_secret_once_documents_no_replayed_success() -> None:
+    @post("/v1/secrets", opt=access(Actor.ADMIN) | {SHOWN_ONCE: True})
+    async def make_secret(db: Db, principal: PrincipalDep) -> None:
+        return None
+
+    [handler] = _handlers(make_secret)
+    prepare([handler])
+    assert issubclass(handler.operation_class, IdempotentOperation)
+    assert handler.operation_class.successes_replayed is False
+
+    @dataclasses.dataclass
+    class Replaying(IdempotentOperation):
+        pass
+
+    @post("/v1/secrets", opt=access(Actor.ADMIN) | {SHOWN_ONCE: True}, operation_class=Replaying)
+    async def make_other_secret(db: Db, principal: PrincipalDep) -> None:
+        return None
+
+    with pytest.raises(RuntimeError, match="shows a secret once: its OpenAPI operation class must not replay"):
+        prepare(_handlers(make_other_secret))

@@ -34,6 +34,7 @@ from service.files import file_chunks
 from service.ledger.exporting import LedgerExport, ledger_csv, ledger_xlsx
 from service.ledger.filing import FILING_TITLE, filing_xlsx
 from service.ledger.writing import CSV_MEDIA_TYPE, XLSX_MEDIA_TYPE, ExportFormat, Lang
+from service.negotiation import preferred_media_type
 from service.policy import Actor, access
 from service.problems import problem_responses
 
@@ -47,19 +48,23 @@ _FILE_NAME: Final = {Lang.ZH: "计量器具台账", Lang.EN: "instrument-ledger"
 def negotiate(
     request: Request[Any, Any, Any], asked: ExportFormat | None, offered: tuple[ExportFormat, ...]
 ) -> ExportFormat:
-    """The format to send: ``?format=`` when given, else the best of ``offered`` the ``Accept``
-    header takes (no header takes anything), the first on a tie.
+    """The format to send: ``?format=`` when given, else the one of ``offered`` the ``Accept``
+    header weighs highest (the first on a tie; no header takes anything).
 
     Raises:
-        NotAcceptableError: ``Accept`` takes none of ``offered``.
+        NotAcceptableError: ``Accept`` takes none of ``offered`` (names none, or weighs them ``q=0``).
     """
     if asked is not None:
         return asked
-    if not request.headers.get("accept", "").strip():
+    # Several Accept lines are one list (RFC 9110 §5.3).
+    accept = ", ".join(request.headers.getall("accept", []))
+    if not accept.strip():
         return offered[0]
-    types = [t for t, f in _OFFERED.items() if f in offered]
-    best = request.accept.best_match(sorted(types, key=lambda t: offered.index(_OFFERED[t])))
+    types = sorted((t for t, f in _OFFERED.items() if f in offered), key=lambda t: offered.index(_OFFERED[t]))
+    best = preferred_media_type(accept, types)
     if best is None:
+        if len(types) == 1:
+            raise NotAcceptableError(f"this operation writes {types[0]}; the Accept header does not take it")
         raise NotAcceptableError(
             f"this operation writes {' or '.join(types)}; the Accept header takes neither "
             "(send one of them, */*, or ?format=)"
@@ -147,7 +152,9 @@ class LedgerExportController(Controller):
         "computes (compulsory, traceability, certificate number, status and days until due as of the "
         "enterprise's local today). The cycle is the one in force (the instrument's own, else the "
         "catalogue's default) and the valid-until the one the register holds. `format` (csv or xlsx) wins "
-        "over `Accept` (text/csv, the XLSX type, */*); without either, CSV, in UTF-8 with a BOM so that "
+        "over `Accept`, whose weights count: of text/csv and the XLSX type (named, or through text/*, "
+        "application/* or */*) the one it weighs higher, CSV on a tie; `q=0` refuses a type, and an Accept that "
+        "takes neither is a 406. Without either, CSV, in UTF-8 with a BOM so that "
         "Excel opens it, streamed as it is read. In CSV a text that a spreadsheet would run as a formula "
         "(starting with = + - @ or a tab, after any apostrophes of its own) gets a leading `'`, which the "
         "import takes off again. Headers and labels are Chinese unless `lang=en`. "

@@ -408,6 +408,11 @@ async def test_a_text_a_spreadsheet_would_run_gets_a_quote_in_csv_only(tenant: T
         ("text/*", {}, "csv"),
         (XLSX_MEDIA_TYPE, {}, "xlsx"),
         (f"text/csv;q=0.5, {XLSX_MEDIA_TYPE}", {}, "xlsx"),
+        (f"{XLSX_MEDIA_TYPE};q=0.9, text/csv;q=0.8", {}, "xlsx"),
+        # q=0 refuses a type (RFC 9110 §12.4.2), even where a wider range would take it.
+        (f"text/csv;q=0, {XLSX_MEDIA_TYPE}", {}, "xlsx"),
+        ("text/csv;q=0, */*", {}, "xlsx"),
+        ("text/csv;q=0", {"format": "csv"}, "csv"),
         ("text/html,application/xhtml+xml,*/*;q=0.8", {}, "csv"),
         ("application/json", {"format": "xlsx"}, "xlsx"),
         (XLSX_MEDIA_TYPE, {"format": "csv"}, "csv"),
@@ -429,14 +434,19 @@ async def test_format_wins_over_accept_which_wins_over_the_default(
     assert header == ZH_HEADER
 
 
-async def test_an_accept_no_format_matches_is_a_406(tenant: Tenant) -> None:
-    body = problem(await tenant.api.get(ledger_url(tenant), headers={"Accept": "application/json"}), 406)
+@pytest.mark.parametrize("accept", ["application/json", "text/csv;q=0", "*/*;q=0", "text/*;q=0.5, text/csv;q=0"])
+async def test_an_accept_no_format_matches_is_a_406(tenant: Tenant, accept: str) -> None:
+    body = problem(await tenant.api.get(ledger_url(tenant), headers={"Accept": accept}), 406)
     assert body["type"] == "urn:metreg:problem:not-acceptable"
     assert "text/csv" in body["detail"]
     assert XLSX_MEDIA_TYPE in body["detail"]
+
+
+@pytest.mark.parametrize("accept", ["text/csv", f"{XLSX_MEDIA_TYPE};q=0", f"text/csv, {XLSX_MEDIA_TYPE};q=0"])
+async def test_an_accept_refusing_the_filing_is_a_406(tenant: Tenant, accept: str) -> None:
     filing = f"/v1/enterprises/{tenant.id}/filing"
-    body = problem(await tenant.api.get(filing, headers={"Accept": "text/csv"}), 406)
-    assert XLSX_MEDIA_TYPE in body["detail"]
+    body = problem(await tenant.api.get(filing, headers={"Accept": accept}), 406)
+    assert body["detail"] == f"this operation writes {XLSX_MEDIA_TYPE}; the Accept header does not take it"
 
 
 @pytest.mark.parametrize(("name", "value"), [("format", "pdf"), ("format", "CSV "), ("lang", "fr"), ("lang", "")])

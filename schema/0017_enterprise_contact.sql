@@ -17,5 +17,5 @@ ALTER TABLE enterprises
     ADD COLUMN contact_name text CHECK (length(contact_name) BETWEEN 1 AND 100),
     ADD COLUMN contact_phone text CHECK (
         length(contact_phone) BETWEEN 1 AND 40
-        AND contact_phone ~ '^ *\+?[0-9 ()-]*[0-9][0-9 ()-]*( *(转|分机|[Ee][Xx][Tt]\.?|[Xx]|#) *[0-9]{1,8})?$'
+        AND contact_phone ~ '^ *\+?[0-9 ()-]*[0-9][0-9 ()-]*( *(转|分机|[Ee][Xx][Tt]\.?|[Xx]|#) *[0-9]{1,8})? *$'
     );

@@ -44,7 +44,7 @@ NotifyEmails = Annotated[
 
 #: What a phone number is written with, at home and abroad: an optional leading +, digits, spaces,
 #: hyphens and parentheses (at least one digit), then optionally an extension (转123, 分机 123,
-#: ext. 123, x123, #123). schema/0017_enterprise_contact.sql checks the same pattern; leading
+#: ext. 123, x123, #123). schema/0018_enterprise_contact.sql checks the same pattern; leading
 #: and trailing spaces are allowed only because the API trims before it stores.
 PHONE_PATTERN = r"^ *\+?[0-9 ()-]*[0-9][0-9 ()-]*( *(转|分机|[Ee][Xx][Tt]\.?|[Xx]|#) *[0-9]{1,8})? *$"
 _ADDRESS = (

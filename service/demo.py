@@ -37,6 +37,10 @@ __all__ = ("DemoKeys", "DemoResult", "seed_demo")
 DEMO_NAME = "浦江示范制造有限公司 (metreg demo)"
 DEMO_CREDIT_CODE = "91310115MA1K40000" + credit_code_check_char("91310115MA1K40000")
 DEMO_REGION = "310115"
+# The filing table's title block (fictitious, like the company).
+DEMO_ADDRESS = "上海市浦东新区川沙路 5588 号"
+DEMO_CONTACT_NAME = "陈静"
+DEMO_CONTACT_PHONE = "021-5012 3456 转 8012"
 DEMO_SIZE = 200
 DEMO_LAB = "浦东计量检定所 (metreg demo)"
 DEMO_LAB_ACCREDITATION = "(2026)国量标沪证字第000号"
@@ -382,7 +386,16 @@ async def seed_demo(db: asyncpg.Connection, now: dt.datetime, kept: DemoKeys | N
     created = existing is None
     if existing is None:
         enterprise = await insert_enterprise(
-            db, EnterpriseCreate(name=DEMO_NAME, credit_code=DEMO_CREDIT_CODE, region_code=DEMO_REGION), now
+            db,
+            EnterpriseCreate(
+                name=DEMO_NAME,
+                credit_code=DEMO_CREDIT_CODE,
+                region_code=DEMO_REGION,
+                address=DEMO_ADDRESS,
+                contact_name=DEMO_CONTACT_NAME,
+                contact_phone=DEMO_CONTACT_PHONE,
+            ),
+            now,
         )
         enterprise_id, name = enterprise.id, enterprise.name
         await _seed_register(db, enterprise, now)

@@ -109,8 +109,8 @@ async def create_targets_of(
         FROM n JOIN webhooks w ON w.region_code IS NOT NULL AND starts_with(n.region_code, w.region_code)
         WHERE n.audience = 'regulator' AND w.active AND (cardinality(w.events) = 0 OR n.kind = ANY (w.events))
         UNION ALL
-        SELECT n.id, 'email', NULL, address, e.digest, CASE WHEN e.digest THEN n.digest_at ELSE $2 END, $2, $2
-        FROM n JOIN enterprises e ON e.id = n.enterprise_id, unnest(e.notify_emails) AS address
+        SELECT n.id, 'email', NULL, mail.address, e.digest, CASE WHEN e.digest THEN n.digest_at ELSE $2 END, $2, $2
+        FROM n JOIN enterprises e ON e.id = n.enterprise_id, unnest(e.notify_emails) AS mail(address)
         WHERE n.audience = 'enterprise'
         ON CONFLICT DO NOTHING
         """,

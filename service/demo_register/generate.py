@@ -88,6 +88,24 @@ _CIVIL_CODE_PERCENT: Final = 10
 _LONG_REMINDERS_PERCENT: Final = 20
 _YEAR: Final = 365
 _LETTERS: Final = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+_SURNAMES: Final = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高"
+_GIVEN_NAMES: Final = (
+    "伟",
+    "芳",
+    "敏",
+    "静",
+    "磊",
+    "洋",
+    "勇",
+    "军",
+    "杰",
+    "婷",
+    "建华",
+    "志强",
+    "秀英",
+    "海燕",
+    "国平",
+)
 _Item = TypeVar("_Item")
 
 
@@ -177,6 +195,9 @@ class EnterprisePlan:
     """High bits of its instruments' ids (drawn from the seed like everything else)."""
     name: str
     credit_code: str
+    address: str
+    contact_name: str
+    contact_phone: str
     period_rule: dates.PeriodRule
     reminder_days: list[int]
     rotation_reminder_days: list[int]
@@ -226,11 +247,15 @@ def enterprise_plan(spec: EnterpriseSpec, rules: dict[str, CatalogRule], today: 
     first17 = "91" + spec.region.code + "".join(charset[b % 31] for b in digest[:9])
     statuses = [_WHEEL[(spec.offset + p) % len(_WHEEL)] for p in range(spec.size)]
     prefix = spec.trade.prefix
+    address, contact_name, contact_phone = _contact(spec)
     plan = EnterprisePlan(
         spec=spec,
         id_base=int.from_bytes(digest[16:]) & ~0xFFFF_FFFF_FFFF,
         name=rng.choice(spec.trade.names).format(city=spec.region.city, n=spec.index + 1),
         credit_code=first17 + credit_code_check_char(first17),
+        address=address,
+        contact_name=contact_name,
+        contact_phone=contact_phone,
         period_rule=dates.PeriodRule.CIVIL_CODE
         if rng.randrange(100) < _CIVIL_CODE_PERCENT
         else dates.PeriodRule.INCLUSIVE_MINUS_ONE,
@@ -245,6 +270,22 @@ def enterprise_plan(spec: EnterpriseSpec, rules: dict[str, CatalogRule], today: 
     _pair_replacements(plan, rng)
     plan.seed_state = rng.getstate()
     return plan
+
+
+def _contact(spec: EnterpriseSpec) -> tuple[str, str, str]:
+    """The address, contact person and phone of the enterprise at ``spec`` (its filing's title block).
+
+    Drawn from a generator of their own: drawing them from the register's would change every
+    instrument of a register generated before they existed.
+    """
+    rng = Random(f"{spec.key}: contact")
+    region = spec.region
+    address = f"{region.district}{rng.choice(region.roads)}{rng.randrange(1, 3000)}号"
+    person = rng.choice(_SURNAMES) + rng.choice(_GIVEN_NAMES)
+    digits = "".join(str(rng.randrange(10)) for _ in range(7))
+    line = f"{region.area_code}-{rng.randrange(2, 9)}{digits[:3]} {digits[3:]}"
+    phone = f"{line} 转 {rng.randrange(800, 900)}" if rng.randrange(3) == 0 else line
+    return address, person, phone
 
 
 def _pair_replacements(plan: EnterprisePlan, rng: Random) -> None:

@@ -161,6 +161,9 @@ async def _load_enterprise(conn: asyncpg.Connection, plan: EnterprisePlan, now: 
                 period_rule=plan.period_rule,
                 reminder_days=plan.reminder_days,
                 rotation_reminder_days=plan.rotation_reminder_days,
+                address=plan.address,
+                contact_name=plan.contact_name,
+                contact_phone=plan.contact_phone,
             ),
             now,
         )

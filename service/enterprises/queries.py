@@ -23,7 +23,7 @@ __all__ = (
 
 _COLUMNS = """id, name, credit_code, region_code, timezone, period_rule, reminder_days,
               rotation_reminder_days, overdue_repeat_days, escalate_after_days, notify_emails, digest,
-              version, created_at, updated_at"""
+              address, contact_name, contact_phone, version, created_at, updated_at"""
 
 
 def _enterprise(row: asyncpg.Record) -> Enterprise:
@@ -51,8 +51,9 @@ async def insert_enterprise(db: asyncpg.Connection, data: EnterpriseCreate, now:
         row = await db.fetchrow(
             f"""INSERT INTO enterprises (name, credit_code, region_code, timezone, period_rule, reminder_days,
                                          rotation_reminder_days, overdue_repeat_days, escalate_after_days,
-                                         notify_emails, digest, created_at, updated_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, $11, $12, $8, $8)
+                                         notify_emails, digest, address, contact_name, contact_phone,
+                                         created_at, updated_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, $11, $12, $13, $14, $15, $8, $8)
                 RETURNING {_COLUMNS}""",
             data.name,
             data.credit_code,
@@ -66,6 +67,9 @@ async def insert_enterprise(db: asyncpg.Connection, data: EnterpriseCreate, now:
             data.escalate_after_days,
             data.notify_emails,
             data.digest,
+            data.address,
+            data.contact_name,
+            data.contact_phone,
         )
     except asyncpg.UniqueViolationError:
         raise DuplicateError.for_field("credit_code", "an enterprise with this credit code exists") from None
@@ -93,6 +97,9 @@ UPDATABLE = (
     "escalate_after_days",
     "notify_emails",
     "digest",
+    "address",
+    "contact_name",
+    "contact_phone",
 )
 
 

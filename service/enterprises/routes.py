@@ -22,8 +22,22 @@ from service.problems import problem_responses
 __all__ = ("EnterpriseController",)
 
 
+#: The optional fields of the filing's title block: trimmed, and null (or absent) when unknown.
+CONTACT = ("address", "contact_name", "contact_phone")
+
+
+def _trimmed(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
 def _check_settings(
-    *, name: Any, credit_code: str | None, timezone: Any, reminder_days: Any, rotation_reminder_days: Any
+    *,
+    name: Any,
+    credit_code: str | None,
+    timezone: Any,
+    reminder_days: Any,
+    rotation_reminder_days: Any,
+    contact: dict[str, Any],
 ) -> None:
     problems: list[FieldError] = []
     if isinstance(name, str) and not name:
@@ -35,6 +49,13 @@ def _check_settings(
     for name, days in (("reminder_days", reminder_days), ("rotation_reminder_days", rotation_reminder_days)):
         if isinstance(days, list) and (why := reminder_days_problem(days)):
             problems.append(FieldError(field=name, message=why))
+    # Blank would print an empty line as if it were the value; null says "not kept", and the filing
+    # leaves the line to fill in by hand.
+    problems += [
+        FieldError(field=field, message="must not be blank (null leaves it unset)")
+        for field, value in contact.items()
+        if isinstance(value, str) and not value
+    ]
     if problems:
         raise InvalidInputError.for_fields(problems)
 
@@ -55,7 +76,9 @@ class EnterpriseController(Controller):
         operation_id="CreateEnterprise",
         opt=access(Actor.ADMIN),
         summary="Create an enterprise",
-        description="Admin only. The credit code must carry a valid GB 32100-2015 check character and be unique.",
+        description="Admin only. The credit code must carry a valid GB 32100-2015 check character and be unique. "
+        "`address`, `contact_name` and `contact_phone` are optional: they fill the title block of the filing "
+        "table (GET /v1/enterprises/{id}/filing), which leaves a line blank for each one not given.",
         responses=problem_responses(400, 401, 403, 409, 413),
     )
     async def create_enterprise(
@@ -70,6 +93,7 @@ class EnterpriseController(Controller):
             name=data.name.strip(),
             credit_code=data.credit_code.strip().upper(),
             notify_emails=_unique_emails(data.notify_emails),
+            **{f: _trimmed(getattr(data, f)) for f in CONTACT},
         )
         _check_settings(
             name=data.name,
@@ -77,6 +101,7 @@ class EnterpriseController(Controller):
             timezone=data.timezone,
             reminder_days=data.reminder_days,
             rotation_reminder_days=data.rotation_reminder_days,
+            contact={f: getattr(data, f) for f in CONTACT},
         )
         return await insert_enterprise(db, data, clock.now())
 
@@ -104,7 +129,8 @@ class EnterpriseController(Controller):
         description="The enterprise itself or an admin; `region_code` is admin only. Changing "
         "`period_rule` recomputes every valid-until date that metreg computed (printed and certificate "
         "dates stay). Reminder settings (`reminder_days`, `rotation_reminder_days`, `overdue_repeat_days`, "
-        "`escalate_after_days`, `notify_emails`, `digest`) apply from the next planning run.",
+        "`escalate_after_days`, `notify_emails`, `digest`) apply from the next planning run. `address`, "
+        "`contact_name` and `contact_phone` (the filing table's title block) are trimmed; `null` clears one.",
         responses=problem_responses(400, 401, 403, 404, 409, 413),
     )
     async def update_enterprise(
@@ -125,12 +151,16 @@ class EnterpriseController(Controller):
             changes["name"] = changes["name"].strip()
         if isinstance(changes.get("notify_emails"), list):
             changes["notify_emails"] = _unique_emails(changes["notify_emails"])
+        for field in CONTACT:
+            if field in changes:
+                changes[field] = _trimmed(changes[field])
         _check_settings(
             name=changes.get("name"),
             credit_code=None,
             timezone=changes.get("timezone"),
             reminder_days=changes.get("reminder_days"),
             rotation_reminder_days=changes.get("rotation_reminder_days"),
+            contact={f: changes[f] for f in CONTACT if f in changes},
         )
         now = clock.now()
         updated = await update_enterprise(db, enterprise_id, changes, now)

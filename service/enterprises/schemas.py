@@ -11,7 +11,7 @@ import msgspec
 from service.dates import PeriodRule
 from service.types import NO_NUL, Name, RegionCode, Text
 
-__all__ = ("Enterprise", "EnterpriseCreate", "EnterpriseUpdate")
+__all__ = ("PHONE_PATTERN", "Enterprise", "EnterpriseCreate", "EnterpriseUpdate")
 
 Timezone = Annotated[str, Text(64, description="IANA time zone of the enterprise's local dates.")]
 ReminderDays = Annotated[
@@ -42,6 +42,33 @@ NotifyEmails = Annotated[
     list[Email], msgspec.Meta(max_length=20, description="Where reminders and notices are e-mailed.")
 ]
 
+#: What a phone number is written with, at home and abroad: an optional leading +, digits, spaces,
+#: hyphens and parentheses (at least one digit), then optionally an extension (转123, 分机 123,
+#: ext. 123, x123, #123). schema/0018_enterprise_contact.sql checks the same pattern; leading
+#: and trailing spaces are allowed only because the API trims before it stores.
+PHONE_PATTERN = r"^ *\+?[0-9 ()-]*[0-9][0-9 ()-]*( *(转|分机|[Ee][Xx][Tt]\.?|[Xx]|#) *[0-9]{1,8})? *$"
+_ADDRESS = (
+    "单位地址, printed in the title block of the filing table (GET /v1/enterprises/{id}/filing); "
+    "without it that line is left blank to fill in by hand."
+)
+_CONTACT_NAME = "联系人: whom the regulator asks about the filing, printed in the filing table's title block."
+_CONTACT_PHONE = (
+    "联系电话 of the contact, printed in the filing table's title block: digits, spaces, `+`, `-`, "
+    "parentheses and an optional extension (`转123`, `ext. 123`)."
+)
+Address = Annotated[str, Text(300, min_length=1, description=_ADDRESS)]
+ContactName = Annotated[str, Text(100, min_length=1, description=_CONTACT_NAME)]
+ContactPhone = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=40,
+        pattern=PHONE_PATTERN,
+        description=_CONTACT_PHONE,
+        examples=["021-5012 3456 转 8012", "+86 21 5012 3456"],
+    ),
+]
+
 
 class EnterpriseCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A new enterprise. Only an admin creates one."""
@@ -65,10 +92,13 @@ class EnterpriseCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     escalate_after_days: EscalateDays = 30
     notify_emails: NotifyEmails = msgspec.field(default_factory=list)
     digest: bool = False
+    address: Address | None = None
+    contact_name: ContactName | None = None
+    contact_phone: ContactPhone | None = None
 
 
 class EnterpriseUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Changes to an enterprise; absent fields stay as they are.
+    """Changes to an enterprise; absent fields stay as they are, ``null`` clears a nullable one.
 
     ``region_code`` decides which regulator sees the enterprise, so only an admin may change it.
     """
@@ -83,6 +113,9 @@ class EnterpriseUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     escalate_after_days: EscalateDays | msgspec.UnsetType = msgspec.UNSET
     notify_emails: NotifyEmails | msgspec.UnsetType = msgspec.UNSET
     digest: bool | msgspec.UnsetType = msgspec.UNSET
+    address: Address | msgspec.UnsetType | None = msgspec.UNSET
+    contact_name: ContactName | msgspec.UnsetType | None = msgspec.UNSET
+    contact_phone: ContactPhone | msgspec.UnsetType | None = msgspec.UNSET
     version: int | msgspec.UnsetType = msgspec.UNSET
     """The version last read; when given, a stale one is refused with 409."""
 
@@ -95,7 +128,8 @@ class Enterprise(msgspec.Struct, frozen=True, kw_only=True):
     offsets, and the largest of each is the window in which an instrument is ``due_soon``.
     ``overdue_repeat_days`` and ``escalate_after_days`` pace the overdue series and the one
     escalation to the regulator; ``notify_emails`` receive notices by e-mail, as one daily digest
-    when ``digest`` is true.
+    when ``digest`` is true. ``address``, ``contact_name`` and ``contact_phone`` fill the title
+    block of the filing table; null when not given.
     """
 
     id: uuid.UUID
@@ -110,6 +144,10 @@ class Enterprise(msgspec.Struct, frozen=True, kw_only=True):
     escalate_after_days: int
     notify_emails: list[str]
     digest: bool
+    # Described, not constrained: a row read back is not validated again.
+    address: Annotated[str | None, msgspec.Meta(description=_ADDRESS)]
+    contact_name: Annotated[str | None, msgspec.Meta(description=_CONTACT_NAME)]
+    contact_phone: Annotated[str | None, msgspec.Meta(description=_CONTACT_PHONE)]
     version: int
     created_at: dt.datetime
     updated_at: dt.datetime

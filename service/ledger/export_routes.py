@@ -199,11 +199,12 @@ class LedgerExportController(Controller):
         opt=access(Actor.ADMIN, Actor.OWNER, Actor.REGULATOR),
         summary="Export the filing table of compulsory instruments (强制检定计量器具备案表) as XLSX",
         description="The enterprise, an admin, or a regulator of its region. A title block with the "
-        "enterprise's name and unified social credit code (address, contact and seal are left blank for the "
-        "enterprise to fill in: metreg does not keep them), then one row per instrument under legal "
-        "control that is still kept (scrapped and replaced ones are left out): name, catalogue item, model, "
-        "accuracy class, range, serial number, quantity, compulsory use, location, manufacturer and the "
-        "cycle in force; the verifying institution is left for the institution side.",
+        "enterprise's name, unified social credit code, `address`, `contact_name` and `contact_phone` (any of "
+        "the last three the enterprise has not set is left blank to fill in by hand, as is the seal), then "
+        "one row per instrument under legal control that is still kept (scrapped and replaced ones are left "
+        "out): name, catalogue item, model, accuracy class, range, serial number, quantity, compulsory use, "
+        "location, manufacturer and the cycle in force; the verifying institution is left for the "
+        "institution side.",
         operation_class=_FilingOperation,
         responses=problem_responses(400, 401, 404, 406),
     )

@@ -1,11 +1,12 @@
 """The filing table of compulsory instruments (强制检定计量器具备案表, domain.md §4.2) as XLSX.
 
-What an enterprise hands the market-regulation bureau: a title block naming the user organisation,
-then one row per instrument under legal control that it still keeps (scrapped and replaced ones
-are no longer in use and are left out). metreg keeps no address or contact of an enterprise, so
-those lines of the title block are left for the enterprise to fill in, as are the seal and the
-verifying institution (which the institution side fills). The national form's exact layout is not
-fixed (domain.md §4.2: provinces differ); the columns are those the filing systems ask for.
+What an enterprise hands the market-regulation bureau: a title block naming the user organisation
+(name, credit code, and the address, contact and phone the enterprise keeps in metreg), then one
+row per instrument under legal control that it still keeps (scrapped and replaced ones are no
+longer in use and are left out). An address, contact or phone the enterprise has not given is left
+blank for it to fill in by hand, as are the seal and the verifying institution (which the
+institution side fills). The national form's exact layout is not fixed (domain.md §4.2: provinces
+differ); the columns are those the filing systems ask for.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ FILING_COLUMNS: Final = (
 )
 
 
+def _contact_line(name: str | None, phone: str | None) -> str:
+    """The title block's 联系人 / 联系电话 line; a part not kept is blank, with room to write it in."""
+    # Full-width spaces: as wide as the characters written into them by hand.
+    person = f"{name}　　　　" if name else "　" * 8
+    return f"联系人：{person}联系电话：{phone or ''}"
+
+
 def filing_cells(number: int, instrument: Instrument, catalog: dict[str, str]) -> list[Cell]:
     """The filing row of ``instrument``, the ``number``-th of the table.
 
@@ -72,9 +80,8 @@ async def filing_xlsx(db: Connection, export: LedgerExport, file: IO[bytes]) -> 
     sheet.title(FILING_TITLE, width)
     sheet.line(f"使用单位名称：{enterprise.name}", width)
     sheet.line(f"统一社会信用代码：{enterprise.credit_code}", width)
-    # Not kept by metreg (an enterprise has no address or contact columns): the enterprise fills them.
-    sheet.line("单位地址：", width)
-    sheet.line("联系人：　　　　　　　　联系电话：", width)
+    sheet.line(f"单位地址：{enterprise.address or ''}", width)
+    sheet.line(_contact_line(enterprise.contact_name, enterprise.contact_phone), width)
     sheet.header(
         [label for label, _ in FILING_COLUMNS],
         [max(text_width(label) + 2, chars) for label, chars in FILING_COLUMNS],

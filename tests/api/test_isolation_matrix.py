@@ -5,7 +5,8 @@ policy its handler declares (``opt=access(...)``, ``service.policy``) and the st
 entry documents. One world of tenant B is built once per module: enterprise B (region 120101), an
 instrument, lab L holding an accepted request for it and the certificate L issued, the notice that
 result wrote, a webhook of B with a failed delivery, an API key of B, an import and a calendar feed
-of B. Everything of B that a response could carry holds the marker ``SECRET-B-<token>``.
+of B. Everything of B that a response could carry holds the marker ``SECRET-B-<token>`` (its
+enterprise's name, address and contact too).
 
 ``violations`` calls one operation as one caller and says what is wrong with the answer:
 
@@ -220,8 +221,8 @@ async def build_world(client: httpx.AsyncClient, pool: asyncpg.Pool) -> World:
         assert response.status_code == 201, response.text
         return response.json()  # type: ignore[no-any-return]
 
-    async def enterprise(name: str, region_code: str) -> str:
-        body = {"name": name, "credit_code": new_credit_code(), "region_code": region_code}
+    async def enterprise(name: str, region_code: str, **extra: str) -> str:
+        body = {"name": name, "credit_code": new_credit_code(), "region_code": region_code} | extra
         return str((await created(admin, "/v1/enterprises", body))["id"])
 
     async def lab(name: str) -> str:
@@ -231,7 +232,10 @@ async def build_world(client: httpx.AsyncClient, pool: asyncpg.Pool) -> World:
     async def key(role: Role, **scope: Any) -> str:
         return await mint(pool, role, **{k: uuid.UUID(v) if k.endswith("_id") else v for k, v in scope.items()})
 
-    b, a = await enterprise(f"{marker}-enterprise", REGION_B), await enterprise("企业A", "310115")
+    b = await enterprise(
+        f"{marker}-enterprise", REGION_B, address=f"{marker}-address", contact_name=f"{marker}-contact"
+    )
+    a = await enterprise("企业A", "310115")
     lab_l, lab_m = await lab(f"{marker}-lab"), await lab("其他实验室")
     keys: dict[Caller, str | None] = {
         Actor.ADMIN: admin.key,
@@ -360,7 +364,7 @@ SAMPLES: dict[str, Sample] = {
         body=lambda ids, c: {"name": "新企业", "credit_code": new_credit_code(), "region_code": REGION_B}
     ),
     "GetEnterprise": Sample(reveals=True),
-    "UpdateEnterprise": Sample(body=_fixed({"digest": False})),
+    "UpdateEnterprise": Sample(body=_fixed({"digest": False, "contact_phone": "022-2345 6789"})),
     "CreateLab": Sample(
         body=lambda ids, c: {"name": "新实验室", "accreditation_no": _serial(), "region_code": REGION_B, "scope": []}
     ),

@@ -491,6 +491,7 @@ async def test_the_filing_table_lists_the_compulsory_instruments_still_kept(tena
     assert text[0] == "强制检定计量器具备案表"
     assert text[1] == f"使用单位名称：{tenant.enterprise['name']}"
     assert text[2] == f"统一社会信用代码：{tenant.enterprise['credit_code']}"
+    # The tenant keeps no address or contact: those lines are left to fill in by hand.
     assert text[3] == "单位地址："
     assert text[4].startswith("联系人：")
     assert text[4].endswith("联系电话：")
@@ -536,6 +537,52 @@ async def test_the_filing_table_lists_the_compulsory_instruments_still_kept(tena
     with zipfile.ZipFile(io.BytesIO(response.content)) as book:
         assert 'ySplit="6"' in book.read("xl/worksheets/sheet1.xml").decode()
     assert unquote(response.headers["content-disposition"].partition("''")[2]) == f"强制检定计量器具备案表-{TODAY}.xlsx"
+
+
+def title_block(response: httpx.Response) -> list[str]:
+    """The filing table's lines above its header: title, name, credit code, address, contact."""
+    grid = read_xlsx(response)
+    assert grid[5][:2] == ["序号", "计量器具名称"]
+    return [" ".join(str(c) for c in row if c not in ("", None)) for row in grid[:5]]
+
+
+async def test_the_filing_title_block_prints_the_stored_address_and_contact(
+    make_tenant: MakeTenant, app_client: httpx.AsyncClient, pool: Any
+) -> None:
+    from service.auth import Role
+
+    given = {
+        "address": "上海市浦东新区川沙路 5588 号",
+        "contact_name": "陈静",
+        "contact_phone": "021-5012 3456 转 8012",
+    }
+    tenant = await make_tenant(region_code="310115", **given)
+    await tenant.register(**GAUGE, serial_no="TB-1", last_verified_on="2026-01-15")
+    expected = [
+        "强制检定计量器具备案表",
+        f"使用单位名称：{tenant.enterprise['name']}",
+        f"统一社会信用代码：{tenant.enterprise['credit_code']}",
+        "单位地址：上海市浦东新区川沙路 5588 号",
+        "联系人：陈静　　　　联系电话：021-5012 3456 转 8012",
+    ]
+    assert title_block(await tenant.api.get(f"/v1/enterprises/{tenant.id}/filing")) == expected
+    # A regulator of the region gets the same table.
+    regulator = Api(app_client, await mint(pool, Role.REGULATOR, region_code="3101"))
+    response = await regulator.get(f"/v1/enterprises/{tenant.id}/filing")
+    assert title_block(response) == expected
+    assert [row[6] for row in read_xlsx(response)[6:7]] == ["TB-1"]
+
+
+async def test_a_title_line_is_left_blank_only_for_what_is_not_stored(tenant: Tenant) -> None:
+    url, filing = f"/v1/enterprises/{tenant.id}", f"/v1/enterprises/{tenant.id}/filing"
+    assert (await tenant.api.patch(url, json={"contact_phone": "+86 21 5012 3456"})).status_code == 200
+    lines = title_block(await tenant.api.get(filing))
+    # No name: room to write one in, then the phone that is kept.
+    assert lines[3:] == ["单位地址：", "联系人：" + "　" * 8 + "联系电话：+86 21 5012 3456"]
+    changed = {"address": "上海市徐汇区漕宝路 88 号", "contact_name": "李娜", "contact_phone": None}
+    assert (await tenant.api.patch(url, json=changed)).status_code == 200
+    lines = title_block(await tenant.api.get(filing))
+    assert lines[3:] == ["单位地址：上海市徐汇区漕宝路 88 号", "联系人：李娜　　　　联系电话："]
 
 
 # ---------------------------------------------------------------------------------------------

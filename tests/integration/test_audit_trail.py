@@ -155,6 +155,29 @@ async def test_updating_an_enterprise_shows_the_change(tenant: Tenant, pool: asy
     assert {k for k in row["after"] if row["after"][k] != row["before"][k]} == {"name", "version"}
 
 
+async def test_a_change_of_address_and_contact_is_audited(tenant: Tenant, admin: Api, pool: asyncpg.Pool) -> None:
+    url = f"/v1/enterprises/{tenant.id}"
+    rid = request_id("address")
+    given = {"address": "上海市浦东新区川沙路 5588 号", "contact_phone": "021-5012 3456"}
+    response = await tenant.api.patch(url, json=given, headers=sent(rid))
+    assert response.status_code == 200, response.text
+    rows = await rows_of(pool, rid)
+    row = only(rows, "enterprises", "update")
+    written_by(rows, rid, await key_id(pool, tenant.api.key), "enterprise", "UpdateEnterprise", NOW)
+    assert (row["before"]["address"], row["after"]["address"]) == (None, given["address"])
+    assert {k for k in row["after"] if row["after"][k] != row["before"][k]} == {"address", "contact_phone", "version"}
+    # A correction by an admin, and clearing the phone, each show what was there before.
+    rid = request_id("readdress")
+    response = await admin.patch(
+        url, json={"address": "上海市浦东新区川沙路 5589 号", "contact_phone": None}, headers=sent(rid)
+    )
+    assert response.status_code == 200, response.text
+    row = only(await rows_of(pool, rid), "enterprises", "update")
+    assert row["actor_role"] == "admin"
+    assert (row["before"]["address"], row["after"]["address"]) == (given["address"], "上海市浦东新区川沙路 5589 号")
+    assert (row["before"]["contact_phone"], row["after"]["contact_phone"]) == (given["contact_phone"], None)
+
+
 async def test_keys_are_audited_without_their_secret_or_their_use(
     admin: Api, tenant: Tenant, app_client: httpx.AsyncClient, pool: asyncpg.Pool
 ) -> None:

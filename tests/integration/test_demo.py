@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import asyncpg
+import io
 
-from service.demo import DEMO_SIZE, DemoKeys, seed_demo
+import asyncpg
+from python_calamine import CalamineWorkbook
+
+from service.demo import DEMO_ADDRESS, DEMO_CONTACT_NAME, DEMO_CONTACT_PHONE, DEMO_SIZE, DemoKeys, seed_demo
 from tests.conftest import NOW, Api
 
 
@@ -49,6 +52,14 @@ async def test_demo_seeds_once_covers_every_status_and_reuses_keys(pool: asyncpg
     lab = Api(anonymous.client, first.keys.lab_key)
     own = (await lab.get(f"/v1/labs/{first.lab_id}")).json()
     assert len(own["scope"]) == await _catalog_size(pool)
+    # Its filing table's title block is complete: nothing is left to fill in by hand.
+    filing = await member.get(f"/v1/enterprises/{first.enterprise_id}/filing")
+    assert filing.status_code == 200, filing.text
+    grid = CalamineWorkbook.from_filelike(io.BytesIO(filing.content)).get_sheet_by_index(0).to_python()
+    assert [row[0] for row in grid[3:5]] == [
+        f"单位地址：{DEMO_ADDRESS}",
+        f"联系人：{DEMO_CONTACT_NAME}　　　　联系电话：{DEMO_CONTACT_PHONE}",
+    ]
 
 
 async def test_keys_kept_from_before_the_demo_lab_are_replaced_by_a_full_set(

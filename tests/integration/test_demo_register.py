@@ -87,9 +87,12 @@ async def test_the_database_holds_what_was_generated(loaded: LoadResult, db: asy
         assert count == record["rows"]
     assert loaded.sample_id == imports[0]["enterprise_id"]
     regions = await db.fetch(
-        "SELECT region_code FROM enterprises WHERE id = ANY($1::uuid[])", [r["enterprise_id"] for r in imports]
+        "SELECT region_code, address, contact_name, contact_phone FROM enterprises WHERE id = ANY($1::uuid[])",
+        [r["enterprise_id"] for r in imports],
     )
     assert sorted(r["region_code"] for r in regions) == sorted(s.region.code for s in specs)
+    # Each with the address and contact its filing table prints.
+    assert all(r["address"] and r["contact_name"] and r["contact_phone"] for r in regions)
 
 
 async def test_each_enterprise_is_audited_as_itself_and_one_import(loaded: LoadResult, db: asyncpg.Connection) -> None:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 
 from service import dates
@@ -15,6 +16,7 @@ from service.catalog.rules import CatalogRule, LegalUse, Regime
 from service.demo_register import SHARES, enterprise_plan, plan_register
 from service.demo_register.generate import COLUMNS, EnterprisePlan, wheel
 from service.demo_register.trades import TRADES
+from service.enterprises.schemas import EnterpriseCreate
 from service.instruments.rules import DueSoonWindows, Lifecycle, Status, derive, status_of
 
 TODAY = dt.date(2026, 6, 15)
@@ -185,3 +187,23 @@ def test_identities_are_unique_per_enterprise_and_replacements_name_their_succes
             assert new["catalog_code"] == old["catalog_code"]
             assert old["last_verified_on"] is None or old["last_verified_on"] <= new["last_verified_on"]
         assert sum(r["replaces"] is not None for r in rows) == len(replaced)
+
+
+def test_every_enterprise_has_an_address_in_its_region_and_a_contact_the_api_accepts() -> None:
+    plans = [p for p, _ in _register(300, 30, seed=12)]
+    for plan in plans:
+        region = plan.spec.region
+        assert plan.address.startswith(region.district)
+        assert plan.address.endswith("号")
+        assert plan.contact_phone.startswith(f"{region.area_code}-")
+        # As the API would take them (lengths, the phone's pattern), so the filing is complete.
+        body = {"name": plan.name, "credit_code": plan.credit_code, "region_code": region.code}
+        contact = {"address": plan.address, "contact_name": plan.contact_name, "contact_phone": plan.contact_phone}
+        created = msgspec.convert(body | contact, EnterpriseCreate)
+        assert (created.address, created.contact_name, created.contact_phone) == tuple(contact.values())
+    assert len({p.address for p in plans}) == len(plans)
+    assert any("转" in p.contact_phone for p in plans)
+    again = [p for p, _ in _register(300, 30, seed=12)]
+    assert [(p.address, p.contact_name, p.contact_phone) for p in again] == [
+        (p.address, p.contact_name, p.contact_phone) for p in plans
+    ]

@@ -539,6 +539,24 @@ async def test_the_filing_table_lists_the_compulsory_instruments_still_kept(tena
     assert unquote(response.headers["content-disposition"].partition("''")[2]) == f"强制检定计量器具备案表-{TODAY}.xlsx"
 
 
+async def test_the_filing_leaves_out_types_under_type_approval_only_and_non_compulsory_uses(tenant: Tenant) -> None:
+    """Compulsory verification needs a catalogue item whose regime is a verification one and one of
+    its compulsory uses (domain.md §0 fact 1): a load cell (称重传感器, type approval only) weighing for
+    trade, and a pressure gauge used for no compulsory purpose, are calibrated, not filed."""
+    await tenant.register(
+        catalog_code="load_cell", legal_use="trade_settlement", name="称重传感器", serial_no="TA-1", cycle_months=12
+    )
+    await tenant.register(**{**GAUGE, "legal_use": "none"}, name="一般压力表", serial_no="TA-2", cycle_months=12)
+    await tenant.register(**GAUGE, name="一般压力表", serial_no="TA-3", last_verified_on="2026-05-01")
+    response = await tenant.api.get(f"/v1/enterprises/{tenant.id}/filing")
+    grid = read_xlsx(response)
+    header = grid[5]
+    rows = [dict(zip(header, r, strict=True)) for r in grid[6:] if r[0] not in ("", None)][:-1]
+    assert [r["出厂编号"] for r in rows] == ["TA-3"]
+    listed = (await tenant.api.get(tenant.instruments_url, params={"limit": 10})).json()["items"]
+    assert {i["serial_no"]: i["compulsory"] for i in listed} == {"TA-1": False, "TA-2": False, "TA-3": True}
+
+
 def title_block(response: httpx.Response) -> list[str]:
     """The filing table's lines above its header: title, name, credit code, address, contact."""
     grid = read_xlsx(response)

@@ -72,8 +72,9 @@ BENCH_ARGS ?=
 bench: install ## design.md §9's targets side by side: reads, lists, import, planner, delivery, RSS (own databases; BENCH_ARGS=--small)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-explain: install ## EXPLAIN the list filters and the planner on 1,000,000 instruments, and what new instruments cost (own databases)
+explain: install ## EXPLAIN the list filters, every other list and the planner on large registers, and what new instruments cost (own databases)
 	$(BIN)/python -m bench.explain_filters
+	$(BIN)/python -m bench.explain_lists
 	$(BIN)/python -m bench.explain_planner
 	$(BIN)/python -m bench.import_cost
 

@@ -21,12 +21,14 @@ import os
 import sys
 import time
 import uuid
-from typing import Any
+from collections.abc import Collection, Sequence
+from typing import Any, cast
 
 import asyncpg
 import msgspec
 
 from service import dates, migrate
+from service.auth import Principal, Role
 from service.catalog.rules import LegalUse
 from service.clock import SystemClock
 from service.enterprises.queries import select_enterprise
@@ -137,13 +139,25 @@ CASES = [
 ]
 
 
-_AS_ENTERPRISE = "SELECT set_config('metreg.role', 'enterprise', true), set_config('metreg.enterprise_id', $1, true)"
+# The principal's settings, as the API's authentication sets them (service/auth.py _PRINCIPAL).
+_AS_PRINCIPAL = """SELECT set_config('metreg.key_id', $1, true), set_config('metreg.role', $2, true),
+                          set_config('metreg.enterprise_id', $3, true), set_config('metreg.lab_id', $4, true),
+                          set_config('metreg.region_code', $5, true)"""
 
 
 def _walk(plan: dict[str, Any]) -> list[dict[str, Any]]:
     nodes = [plan]
     for child in plan.get("Plans", []):
         nodes += _walk(child)
+    return nodes
+
+
+def _main_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The nodes of ``plan`` outside its subplans (a correlated subquery's, a policy's lookups)."""
+    nodes = [plan]
+    for child in plan.get("Plans", []):
+        if child.get("Parent Relationship") not in ("SubPlan", "InitPlan"):
+            nodes += _main_nodes(child)
     return nodes
 
 
@@ -155,33 +169,71 @@ class PagePlan(msgspec.Struct, frozen=True, kw_only=True):
     scans: list[str]
     """Scans of the register's tables (the catalogue left out), as 'Node Type on index or table'."""
     sequential: bool
-    """Whether it reads the instruments table sequentially."""
+    """Whether it reads one of the large tables sequentially."""
     sorted: bool
     """Whether it sorts (a page without search should come in index order)."""
+    read: int
+    """Rows its scans of the listed table read, outside subplans: returned, or filtered out (by
+    row-level security, by a filter the index does not hold), over every loop."""
+    jit: bool
+    """Whether the statement was compiled by JIT."""
+    parallel: bool
+    """Whether it started parallel workers (Gather)."""
 
 
-async def explain_page(
-    conn: asyncpg.Connection, enterprise_id: uuid.UUID, filters: InstrumentFilters, sql: str, args: list[Any]
+def _read(node: dict[str, Any]) -> int:
+    # EXPLAIN shows rows per loop (rounded): read is about what they add up to.
+    per_loop = sum(
+        int(node.get(key, 0)) for key in ("Actual Rows", "Rows Removed by Filter", "Rows Removed by Index Recheck")
+    )
+    return per_loop * int(node.get("Actual Loops", 0))
+
+
+def principal_settings(principal: Principal) -> list[str]:
+    """The values of the settings a request of ``principal`` runs with, for :func:`explain_read`."""
+    return [
+        str(principal.key_id),
+        principal.role.value,
+        str(principal.enterprise_id or ""),
+        str(principal.lab_id or ""),
+        principal.region_code or "",
+    ]
+
+
+async def explain_read(
+    conn: asyncpg.Connection,
+    sql: str,
+    args: Sequence[Any],
+    *,
+    principal: Principal,
+    setup: Sequence[str],
+    table: str,
+    large: Collection[str],
 ) -> tuple[PagePlan, PagePlan]:
-    """EXPLAIN ANALYZE the page read ``sql`` as the API runs it (its role, under row-level security,
-    with an enterprise key of ``enterprise_id``, the page's scan settings): the plan PostgreSQL makes
-    for the first runs of the statement on a connection (custom, for its values), then the one it
-    may keep from the sixth run on (generic, for any values)."""
+    """EXPLAIN ANALYZE the read ``sql`` as the API runs it (its role, under row-level security, as
+    ``principal``, after the statements ``setup`` of its transaction): the plan PostgreSQL makes for
+    the first runs of the statement on a connection (custom, for its values), then the one it may
+    keep from the sixth run on (generic, for any values). ``table`` is the table the read lists;
+    ``large``, those it must never read sequentially."""
     plans = []
     for mode in ("force_custom_plan", "force_generic_plan"):
         async with conn.transaction():
             await conn.execute("SET LOCAL ROLE metreg_api")
-            await conn.execute(_AS_ENTERPRISE, str(enterprise_id))
-            await prefer_ordered_scan(conn, filters)
+            await conn.execute(_AS_PRINCIPAL, *principal_settings(principal))
+            for statement in setup:
+                await conn.execute(statement)
             await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
             # A prepared statement, as asyncpg runs the page; EXPLAIN EXECUTE takes its values as literals.
             await conn.execute(f"PREPARE page AS {sql}")
             try:
-                values = [await conn.fetchval("SELECT quote_literal($1::text)", str(a)) for a in args]
+                values = [
+                    "NULL" if a is None else await conn.fetchval("SELECT quote_literal($1::text)", str(a)) for a in args
+                ]
                 raw = await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE page({', '.join(values)})")
             finally:
                 await conn.execute("DEALLOCATE page")
-        top = msgspec.json.decode(raw)[0]
+        # Text, or already decoded on a connection that decodes JSON (service.db.init_connection).
+        top = (msgspec.json.decode(raw) if isinstance(raw, str) else raw)[0]
         nodes = _walk(top["Plan"])
         plans.append(
             PagePlan(
@@ -196,11 +248,56 @@ async def explain_page(
                         and "catalog_items" not in (n.get("Index Name") or "")
                     }
                 ),
-                sequential=any(n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "instruments" for n in nodes),
+                sequential=any(n["Node Type"] == "Seq Scan" and n.get("Relation Name") in large for n in nodes),
                 sorted=any("Sort" in n["Node Type"] for n in nodes),
+                read=sum(
+                    _read(n)
+                    for n in _main_nodes(top["Plan"])
+                    if "Scan" in n["Node Type"] and n.get("Relation Name") == table
+                ),
+                jit="JIT" in top,
+                parallel=any(n["Node Type"].startswith("Gather") for n in nodes),
             )
         )
     return plans[0], plans[1]
+
+
+class Recorder:
+    """Stands in for a connection: remembers the statements a query function sends, and runs them
+    on ``conn`` (None: runs nothing, and reads nothing)."""
+
+    def __init__(self, conn: asyncpg.Connection | None) -> None:
+        self._conn = conn
+        self.setup: list[str] = []
+        """The statements without values it was given to execute (a read's scan settings)."""
+        self.reads: list[tuple[str, list[Any]]] = []
+        """Each SELECT it was given, with its values."""
+
+    def connection(self) -> asyncpg.Connection:
+        """This recorder, typed as the connection the query functions take."""
+        return cast(asyncpg.Connection, self)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        if not args:
+            self.setup.append(sql)
+        return "" if self._conn is None else await self._conn.execute(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        self.reads.append((sql, list(args)))
+        return [] if self._conn is None else await self._conn.fetch(sql, *args)
+
+
+async def explain_page(
+    conn: asyncpg.Connection, enterprise_id: uuid.UUID, filters: InstrumentFilters, sql: str, args: list[Any]
+) -> tuple[PagePlan, PagePlan]:
+    """EXPLAIN ANALYZE the register page ``sql`` as the API runs it, with an enterprise key of
+    ``enterprise_id`` and the page's scan settings (see :func:`explain_read`)."""
+    steering = Recorder(None)
+    await prefer_ordered_scan(steering.connection(), filters)
+    principal = Principal(key_id=uuid.uuid4(), role=Role.ENTERPRISE, enterprise_id=enterprise_id)
+    return await explain_read(
+        conn, sql, args, principal=principal, setup=steering.setup, table="instruments", large={"instruments"}
+    )
 
 
 async def explain(dsn: str, today: dt.date, limit: int) -> bool:

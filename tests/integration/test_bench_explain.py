@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from bench import explain_filters, explain_planner, import_cost
+from bench import explain_filters, explain_lists, explain_planner, import_cost
 from tests.conftest import BASE_DSN
 
 
@@ -26,6 +26,18 @@ async def test_explain_filters_runs_on_a_tiny_register(capsys: pytest.CaptureFix
         rows = [line for line in out.out.splitlines() if line.startswith(f"  {case.label:34} ")]
         assert len(rows) == 2, case.label  # once for the large, once for the small enterprise
     assert "1,000 instruments" in out.out
+
+
+async def test_explain_lists_runs_on_a_tiny_register(capsys: pytest.CaptureFixture[str]) -> None:
+    dsn = f"{BASE_DSN.rsplit('/', 1)[0]}/metreg_bench_test_{uuid.uuid4().hex[:8]}"
+    code = await explain_lists.main(["--dsn", dsn, "--instruments", "2000", "--enterprises", "10", "--drop"])
+    out = capsys.readouterr()
+    assert code in (0, 1)
+    assert "built 2,000 instruments" in out.out
+    for case in explain_lists.CASES:
+        first = [line for line in out.out.splitlines() if line.startswith(f"  {case.name}, first page ")]
+        assert len(first) == 1, case.name  # then the same page as planned from the sixth run on
+    assert "40,000 notices" in out.out
 
 
 async def test_explain_planner_runs_on_a_tiny_register_and_reads_only_due_rows(

@@ -10,7 +10,7 @@ import msgspec
 
 from service.audit.schemas import AuditEntry
 from service.auth import Principal, Role
-from service.pagination import Params, decode_cursor, split_page
+from service.pagination import Params, decode_cursor, read_in_page_order, split_page
 
 __all__ = ("AuditFilter", "select_entries")
 
@@ -54,6 +54,10 @@ async def select_entries(
         clauses.append(f"at < {params(where.until)}")
     if cursor:
         clauses.append(f"seq < {params(decode_cursor(cursor, _PageKey).seq)}")
+    # An enterprise's rows, and one entity's (entity and entity_id), have an index in page order;
+    # the rest are found walking the trail from its newest row, keeping what scope and filters let
+    # through.
+    await read_in_page_order(db)
     rows = await db.fetch(
         f"""SELECT seq, at, request_id, actor_key_id, actor_role, action, entity, entity_id, operation,
                    enterprise_id, region_code, before, after, encode(prev_hash, 'hex') AS prev_hash,

@@ -14,7 +14,7 @@ import msgspec
 from service.auth import act_as_calendar
 from service.calendars.rules import DueEntry
 from service.calendars.schemas import CalendarFeed
-from service.pagination import Params, decode_cursor, split_page
+from service.pagination import Params, decode_cursor, read_in_page_order, split_page
 
 __all__ = (
     "FeedVersion",
@@ -82,6 +82,7 @@ async def select_feeds(
     if cursor:
         last = decode_cursor(cursor, _PageKey)
         after = f"AND (created_at, id) < ({params(last.created_at)}, {params(last.id)})"
+    await read_in_page_order(db)
     rows = await db.fetch(
         f"""SELECT {_COLUMNS} FROM calendar_feeds WHERE enterprise_id = $1 {after}
             ORDER BY created_at DESC, id DESC LIMIT {params(limit + 1)}""",

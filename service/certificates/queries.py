@@ -15,7 +15,7 @@ from service.auth import Principal
 from service.certificates.rules import Effect, public_status
 from service.certificates.schemas import Certificate, PublicCertificate, PublicInstrument, PublicLab
 from service.errors import ConflictError, DuplicateError
-from service.pagination import decode_cursor, split_page
+from service.pagination import decode_cursor, read_in_page_order, split_page
 
 __all__ = (
     "insert_certificate",
@@ -135,6 +135,7 @@ async def select_instrument_certificates(
         key = decode_cursor(cursor, _PageKey)
         args += [key.performed_on, key.recorded_at, key.id]
         after = " AND (c.performed_on, c.recorded_at, c.id) < ($3, $4, $5)"
+    await read_in_page_order(db)
     records = await db.fetch(
         f"""{_SELECT} WHERE c.instrument_id = $1{after}
             ORDER BY c.performed_on DESC, c.recorded_at DESC, c.id DESC LIMIT $2""",

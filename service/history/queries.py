@@ -12,7 +12,7 @@ import msgspec
 from service.auth import Principal
 from service.history.schemas import Event, EventKind
 from service.instruments.rules import Lifecycle
-from service.pagination import decode_cursor, split_page
+from service.pagination import decode_cursor, read_in_page_order, split_page
 
 __all__ = ("record_event", "select_events")
 
@@ -61,15 +61,20 @@ async def select_events(
     db: asyncpg.Connection, instrument_id: uuid.UUID, *, limit: int, cursor: str | None
 ) -> tuple[list[Event], str | None]:
     """One page of the instrument's events, newest first, and the cursor of the next page."""
-    before = decode_cursor(cursor, _PageKey).seq if cursor else None
+    args: list[Any] = [instrument_id, limit + 1]
+    after = ""
+    if cursor:
+        # A condition of its own, not "$3 IS NULL OR seq < $3": as planned from the statement's
+        # sixth run on a connection (for any values), that one starts every page at the newest event.
+        args.append(decode_cursor(cursor, _PageKey).seq)
+        after = " AND seq < $3"
+    await read_in_page_order(db)
     rows = await db.fetch(
-        """SELECT seq, instrument_id, kind, effective_on, from_lifecycle, to_lifecycle, certificate_id,
-                  related_instrument_id, reason, detail, actor_key_id, actor_role, occurred_at
-           FROM instrument_events
-           WHERE instrument_id = $1 AND ($2::bigint IS NULL OR seq < $2)
-           ORDER BY seq DESC LIMIT $3""",
-        instrument_id,
-        before,
-        limit + 1,
+        f"""SELECT seq, instrument_id, kind, effective_on, from_lifecycle, to_lifecycle, certificate_id,
+                   related_instrument_id, reason, detail, actor_key_id, actor_role, occurred_at
+            FROM instrument_events
+            WHERE instrument_id = $1{after}
+            ORDER BY seq DESC LIMIT $2""",
+        *args,
     )
     return split_page([msgspec.convert(dict(r), Event) for r in rows], limit, lambda last: _PageKey(seq=last.seq))

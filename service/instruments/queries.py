@@ -30,7 +30,7 @@ from service.instruments.rules import (
     assess,
 )
 from service.instruments.schemas import Instrument
-from service.pagination import Params, decode_cursor, split_page
+from service.pagination import PAGE_ORDER, Params, decode_cursor, split_page
 
 __all__ = (
     "ORDERED_SCAN",
@@ -427,7 +427,7 @@ def list_query(
 
 
 # What prefer_ordered_scan sets, as statements of their own (no parameters): to be sent with BEGIN.
-ORDERED_SCAN = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off"
+ORDERED_SCAN = PAGE_ORDER
 
 
 async def prefer_ordered_scan(db: asyncpg.Connection, filters: InstrumentFilters) -> None:
@@ -439,7 +439,9 @@ async def prefer_ordered_scan(db: asyncpg.Connection, filters: InstrumentFilters
     match in the range and sort them: by bitmap scan, on an enterprise of 100,000 instruments 3,000
     rows and 220 ms for a page an ordered scan reads in 2 ms (make bench, "List 100 rows
     filtered"); and by the ordered index itself once PostgreSQL plans the statement generically
-    (from its sixth run on a connection), which no bitmap setting prevents: hence no sort at all.
+    (from its sixth run on a connection), which no bitmap setting prevents: hence no sort at all
+    (nor JIT, nor parallel workers: see :func:`service.pagination.read_in_page_order`, which every
+    other list uses).
     Search keeps both: its trigram index has no order to offer.
     """
     if filters.q is None:

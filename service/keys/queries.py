@@ -11,7 +11,7 @@ import msgspec
 from service.auth import Role, mint_key
 from service.errors import ConflictError, FieldError, RuleViolationError
 from service.keys.schemas import ApiKey, ApiKeyCreate, ApiKeyRotation, CreatedApiKey
-from service.pagination import Params, decode_cursor, split_page
+from service.pagination import Params, decode_cursor, read_in_page_order, split_page
 
 __all__ = ("create_key", "revoke_key", "rotate_key", "select_key", "select_keys")
 
@@ -113,6 +113,7 @@ async def select_keys(
     if cursor:
         last = decode_cursor(cursor, _PageKey)
         clauses.append(f"(created_at, id) < ({params(last.created_at)}, {params(last.id)})")
+    await read_in_page_order(db)
     rows = await db.fetch(
         f"""SELECT {_COLUMNS} FROM api_keys {"WHERE " + " AND ".join(clauses) if clauses else ""}
             ORDER BY created_at DESC, id DESC LIMIT {params(limit + 1)}""",

@@ -21,7 +21,7 @@ from service.instruments.queries import WRITABLE
 from service.ledger.importing import PlannedRow
 from service.ledger.schemas import ImportRecord
 from service.notices.queries import cancel_stale
-from service.pagination import Params, decode_cursor, split_page
+from service.pagination import Params, decode_cursor, read_in_page_order, split_page
 
 __all__ = ("STAGED", "ImportFile", "select_import", "select_imports", "write_import")
 
@@ -162,6 +162,7 @@ async def select_imports(
     if cursor:
         last = decode_cursor(cursor, _PageKey)
         after = f"AND (imported_at, id) < ({params(last.imported_at)}, {params(last.id)})"
+    await read_in_page_order(db)
     rows = await db.fetch(
         f"""SELECT {_RECORD} FROM instrument_imports WHERE enterprise_id = $1 {after}
             ORDER BY imported_at DESC, id DESC LIMIT {params(limit + 1)}""",

@@ -11,7 +11,7 @@ import msgspec
 from service.auth import Principal, Role
 from service.notices.rules import NoticeKind, NoticeStatus
 from service.notices.schemas import Delivery, Notice
-from service.pagination import Params, decode_cursor, split_page
+from service.pagination import Params, decode_cursor, read_in_page_order, split_page
 
 __all__ = (
     "NoticeFilters",
@@ -204,7 +204,12 @@ def _notice(record: asyncpg.Record, deliveries: list[Delivery] | None = None) ->
 async def select_notices(
     db: asyncpg.Connection, principal: Principal, filters: NoticeFilters, *, limit: int, cursor: str | None
 ) -> tuple[list[Notice], str | None]:
-    """One page of the notices the principal may see, newest first."""
+    """One page of the notices the principal may see, newest first.
+
+    An enterprise's come from notices_enterprise in page order; everyone's (an admin's) and a
+    region's from notices_listing (schema/0019), a regulator's keeping those of enterprises in its
+    region as it walks. One instrument's are few, found by notices_series and sorted.
+    """
     bind = Params()
     where = [notice_scope(principal, bind)]
     if filters.instrument_id is not None:
@@ -220,6 +225,8 @@ async def select_notices(
     if cursor is not None:
         key = decode_cursor(cursor, _PageKey)
         where.append(f"(n.created_at, n.id) < ({bind(key.created_at)}::timestamptz, {bind(key.id)}::uuid)")
+    if filters.instrument_id is None:
+        await read_in_page_order(db)
     records = await db.fetch(
         f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY n.created_at DESC, n.id DESC LIMIT {bind(limit + 1)}",
         *bind.values,

@@ -10,7 +10,7 @@ import msgspec
 
 from service import dates
 from service.auth import Principal, Role
-from service.pagination import Params, decode_cursor, split_page
+from service.pagination import Params, decode_cursor, read_in_page_order, split_page
 from service.requests.rules import RequestStatus, is_overdue
 from service.requests.schemas import RequestItem, VerificationRequest
 
@@ -112,7 +112,8 @@ async def select_requests(
     limit: int,
     cursor: str | None,
 ) -> tuple[list[VerificationRequest], str | None]:
-    """One page of the requests the principal may see, newest first."""
+    """One page of the requests the principal may see, newest first: an enterprise's and a lab's
+    in the order of their own index, a region's walking everyone's (verification_requests_all)."""
     bind = Params()
     where = [_scope(principal, bind)]
     if filters.status is not None:
@@ -127,6 +128,7 @@ async def select_requests(
     if cursor is not None:
         key = decode_cursor(cursor, _PageKey)
         where.append(f"(r.created_at, r.id) < ({bind(key.created_at)}::timestamptz, {bind(key.id)}::uuid)")
+    await read_in_page_order(db)
     records = await db.fetch(
         f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY r.created_at DESC, r.id DESC LIMIT {bind(limit + 1)}",
         *bind.values,

@@ -1,0 +1,65 @@
+"""Every keyset-paged list but the register's (tests/integration/test_page_plans.py) reads its page
+from an index in page order and stops there, for every kind of principal that may read it, as
+PostgreSQL plans the read for its first runs on a connection (custom, for the page's values) and
+as it may plan it from the sixth run on (generic, for any values): no sort, no sequential scan of
+a large table, no JIT, no parallel workers. Where the index holds exactly the principal's scope (an enterprise's, a
+lab's, an instrument's rows, or everyone's for an admin) the page reads no more rows than it
+returns; a regulator's scope is a region, which the index walked holds among other rows.
+
+On the ``metreg demo --instruments`` register of 10,000 instruments over 50 enterprises, with
+notices, history, audit rows, requests, documents, keys, feeds and imports written beside it
+(bench/explain_lists.py ``fill``), analysed, in a database of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from bench.explain_lists import CASES, ListCase, Subjects, Volumes, explain_case, fill, misplanned, subjects
+from service.db import init_connection
+from service.demo_register import load_register
+from tests.conftest import NOW, fresh_database
+
+LIMIT = 50
+VOLUMES = Volumes(
+    instruments=10_000, enterprises=50, notices=10, events=5, audit=10, requests=6, keys=2, feeds=120, long=120
+)
+
+
+@pytest.fixture(scope="module")
+async def lists() -> AsyncIterator[tuple[asyncpg.Connection, Subjects]]:
+    """The register and what accumulates beside it, in a database of its own (its statistics are
+    this data's alone); whose lists are read."""
+    async with fresh_database("metreg_lists") as dsn:
+        await load_register(
+            lambda: asyncpg.connect(dsn, server_settings={"timezone": "UTC"}),
+            instruments=VOLUMES.instruments,
+            enterprises=VOLUMES.enterprises,
+            seed=1,
+            jobs=1,
+            now=NOW,
+        )
+        await fill(dsn, VOLUMES, NOW)
+        conn = await asyncpg.connect(dsn)
+        await init_connection(conn)
+        try:
+            yield conn, await subjects(conn, NOW)
+        finally:
+            await conn.close()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+async def test_a_page_is_read_from_its_index_in_page_order_in_either_plan(
+    lists: tuple[asyncpg.Connection, Subjects], case: ListCase
+) -> None:
+    conn, found = lists
+    pages = await explain_case(conn, case, found, limit=LIMIT)
+    # Each list has a full second page, read from the first page's cursor.
+    assert [(page.page, page.returned) for page in pages] == [("first page", LIMIT), ("after a cursor", LIMIT)], pages
+    for page in pages:
+        for plan in (page.custom, page.generic):
+            assert misplanned(case, plan, limit=LIMIT) == [], (page.page, plan)
+            assert plan.rows == LIMIT + 1, (page.page, plan)

@@ -10,7 +10,8 @@
 -- as written because escalations are routed by it. Nor a new one on (region_code, created_at): a
 -- regulator's prefix of 2 or 4 digits spans many region codes, whose notices no such index yields
 -- in created_at order, so it would still read and sort the region's every notice. The walk reads
--- about a page ÷ the region's share of notices, whatever the size of the table.
+-- about a page ÷ the region's share of notices, whatever the size of the table: few for a region
+-- of any weight, but a region with almost none reads almost all (an empty one, every notice).
 --
 -- Ascending, read backwards for newest first: a new notice is the newest, so it lands on the
 -- index's rightmost page, which PostgreSQL finds without descending the tree and, when it splits,

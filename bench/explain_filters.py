@@ -286,6 +286,11 @@ class Recorder:
         self.reads.append((sql, list(args)))
         return [] if self._conn is None else await self._conn.fetch(sql, *args)
 
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        """A read that decides how the page is read (:func:`service.pagination.walks_for_region`),
+        run as it is; not a page read."""
+        return None if self._conn is None else await self._conn.fetchrow(sql, *args)
+
 
 async def explain_page(
     conn: asyncpg.Connection, enterprise_id: uuid.UUID, filters: InstrumentFilters, sql: str, args: list[Any]

@@ -46,6 +46,7 @@ from service.history.queries import select_events
 from service.keys.queries import select_keys
 from service.ledger.queries import select_imports
 from service.notices.queries import NoticeFilters, select_notices
+from service.pagination import GATHER
 from service.requests.queries import RequestFilters, select_requests
 
 __all__ = ("CASES", "LARGE", "ListCase", "Subjects", "Volumes", "build", "explain_case", "fill", "main", "subjects")
@@ -447,6 +448,9 @@ class Page(msgspec.Struct, frozen=True, kw_only=True):
     returned: int
     custom: PagePlan
     generic: PagePlan
+    gathered: bool = False
+    """A regulator's page of a region too small to walk for (service.pagination.walks_for_region):
+    its rows gathered through each enterprise's index and sorted."""
 
 
 async def explain_case(conn: asyncpg.Connection, case: ListCase, subjects: Subjects, *, limit: int) -> list[Page]:
@@ -479,21 +483,23 @@ async def explain_case(conn: asyncpg.Connection, case: ListCase, subjects: Subje
         custom, generic = await explain_read(
             conn, sql, args, principal=principal, setup=recorder.setup, table=case.table, large=LARGE
         )
-        pages.append(Page(page=page, returned=len(items), custom=custom, generic=generic))
+        gathered = GATHER in recorder.setup
+        pages.append(Page(page=page, returned=len(items), custom=custom, generic=generic, gathered=gathered))
         if following is None:
             break
         cursor = following
     return pages
 
 
-def misplanned(case: ListCase, plan: PagePlan, *, limit: int) -> list[str]:
-    """What is wrong with ``plan`` of a page of ``case`` (nothing: it is read in index order, and stops)."""
+def misplanned(case: ListCase, plan: PagePlan, *, limit: int, gathered: bool = False) -> list[str]:
+    """What is wrong with ``plan`` of a page of ``case`` (nothing: it is read in index order, and
+    stops; or, ``gathered``, its region's rows are found by index and sorted)."""
     wrong = []
-    if plan.sorted:
+    if plan.sorted and not gathered:
         wrong.append("sorted")
     if plan.sequential:
         wrong.append("sequential scan")
-    if not any(scan.endswith(f" on {case.index}") and scan.startswith("Index") for scan in plan.scans):
+    if not gathered and not any(scan.endswith(f" on {case.index}") and scan.startswith("Index") for scan in plan.scans):
         wrong.append(f"not from {case.index}")
     if not case.walks and plan.read > limit + 1:
         wrong.append(f"read {plan.read} rows")
@@ -525,7 +531,7 @@ async def explain(dsn: str, now: dt.datetime, limit: int) -> bool:
             for page in await explain_case(conn, case, found, limit=limit):
                 shown = []
                 for plan in (page.custom, page.generic):
-                    wrong = misplanned(case, plan, limit=limit)
+                    wrong = misplanned(case, plan, limit=limit, gathered=page.gathered)
                     ok &= not wrong
                     mark = ", ".join(wrong).upper() or "index"
                     scans = [scan for scan in plan.scans if scan.endswith(f" on {case.index}")] or plan.scans[:1]

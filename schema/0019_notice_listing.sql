@@ -11,7 +11,9 @@
 -- regulator's prefix of 2 or 4 digits spans many region codes, whose notices no such index yields
 -- in created_at order, so it would still read and sort the region's every notice. The walk reads
 -- about a page ÷ the region's share of notices, whatever the size of the table: few for a region
--- of any weight, but a region with almost none reads almost all (an empty one, every notice).
+-- of any weight. A region with almost none would read almost all, so where the walk would read
+-- more than the region holds, its page gathers them through notices_enterprise and sorts them
+-- instead (service/pagination.py walks_for_region).
 --
 -- Ascending, read backwards for newest first: a new notice is the newest, so it lands on the
 -- index's rightmost page, which PostgreSQL finds without descending the tree and, when it splits,

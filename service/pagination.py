@@ -32,6 +32,7 @@ __all__ = (
     "encode_cursor",
     "read_in_page_order",
     "split_page",
+    "walks_for_region",
 )
 
 T = TypeVar("T")
@@ -97,7 +98,12 @@ PAGE_ORDER = (
 )
 
 
-async def read_in_page_order(db: asyncpg.Connection) -> None:
+#: What a page read that gathers its scope's rows and sorts them sets (:func:`walks_for_region`):
+#: the misestimate that prices a walk as a whole index draws JIT and workers to a sort too.
+GATHER = "SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0"
+
+
+async def read_in_page_order(db: asyncpg.Connection, *, walk: bool = True) -> None:
     """Steer the rest of the transaction's reads to an index scan in page order: for a list whose
     page read is the last statement of its transaction, and whose filters have no index narrower
     than the one in page order (the read would walk that one, filtering, where the planner would
@@ -111,5 +117,35 @@ async def read_in_page_order(db: asyncpg.Connection) -> None:
     the whole index, which draws JIT and parallel workers to a page read: an admin's page of
     notices, 0.2 ms in order, spent 8 to 70 ms compiling, and a regulator's page of the audit
     trail 20 ms starting two workers for a 0.3 ms walk. Both go too. Figures: bench/explain_lists.py.
+
+    ``walk=False`` keeps only JIT and parallel workers off, for a page that is cheaper gathered
+    and sorted (:func:`walks_for_region`).
     """
-    await db.execute(PAGE_ORDER)
+    await db.execute(PAGE_ORDER if walk else GATHER)
+
+
+# The visible enterprises are the region's (row-level security); the totals are the planner's
+# estimates, which are all a choice of plan needs and cost nothing to read.
+_REGION_SHARE = """
+SELECT count(*) AS region,
+       greatest((SELECT reltuples FROM pg_class WHERE oid = 'enterprises'::regclass), count(*), 1) AS enterprises,
+       greatest((SELECT reltuples FROM pg_class WHERE oid = $1::regclass), 0) AS listed
+FROM enterprises
+"""
+
+
+async def walks_for_region(db: asyncpg.Connection, table: str, limit: int) -> bool:
+    """Whether a regulator's page of ``table`` should walk everyone's rows in page order, keeping its
+    region's (:func:`read_in_page_order`), rather than gather its region's rows and sort them.
+
+    A walk reads about ``limit / share`` rows to fill a page, where ``share`` is the region's part
+    of the table; gathering reads ``share × rows``. The walk wins when ``share² × rows > limit``:
+    a province's page of two million notices walks about 500 rows instead of sorting 160,000, while
+    a district holding a hundredth of a percent gathers its 200 rather than walk half a million, and
+    a region with no enterprise reads nothing. The share is taken as the region's part of the
+    enterprises, which the caller's principal sees (a regulator: its region's).
+    """
+    row = await db.fetchrow(_REGION_SHARE, table)
+    assert row is not None
+    share = row["region"] / row["enterprises"]
+    return bool(row["region"]) and share * share * row["listed"] > limit

@@ -11,7 +11,7 @@ import msgspec
 from service.auth import Principal, Role
 from service.notices.rules import NoticeKind, NoticeStatus
 from service.notices.schemas import Delivery, Notice
-from service.pagination import Params, decode_cursor, read_in_page_order, split_page
+from service.pagination import Params, decode_cursor, read_in_page_order, split_page, walks_for_region
 
 __all__ = (
     "NoticeFilters",
@@ -226,7 +226,8 @@ async def select_notices(
         key = decode_cursor(cursor, _PageKey)
         where.append(f"(n.created_at, n.id) < ({bind(key.created_at)}::timestamptz, {bind(key.id)}::uuid)")
     if filters.instrument_id is None:
-        await read_in_page_order(db)
+        walk = principal.role is not Role.REGULATOR or await walks_for_region(db, "notices", limit)
+        await read_in_page_order(db, walk=walk)
     records = await db.fetch(
         f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY n.created_at DESC, n.id DESC LIMIT {bind(limit + 1)}",
         *bind.values,

@@ -10,7 +10,7 @@ import msgspec
 
 from service import dates
 from service.auth import Principal, Role
-from service.pagination import Params, decode_cursor, read_in_page_order, split_page
+from service.pagination import Params, decode_cursor, read_in_page_order, split_page, walks_for_region
 from service.requests.rules import RequestStatus, is_overdue
 from service.requests.schemas import RequestItem, VerificationRequest
 
@@ -128,7 +128,8 @@ async def select_requests(
     if cursor is not None:
         key = decode_cursor(cursor, _PageKey)
         where.append(f"(r.created_at, r.id) < ({bind(key.created_at)}::timestamptz, {bind(key.id)}::uuid)")
-    await read_in_page_order(db)
+    walk = principal.role is not Role.REGULATOR or await walks_for_region(db, "verification_requests", limit)
+    await read_in_page_order(db, walk=walk)
     records = await db.fetch(
         f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY r.created_at DESC, r.id DESC LIMIT {bind(limit + 1)}",
         *bind.values,

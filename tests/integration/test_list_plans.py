@@ -21,6 +21,7 @@ import pytest
 from bench.explain_lists import CASES, ListCase, Subjects, Volumes, explain_case, fill, misplanned, subjects
 from service.db import init_connection
 from service.demo_register import load_register
+from service.pagination import walks_for_region
 from tests.conftest import NOW, fresh_database
 
 LIMIT = 50
@@ -61,5 +62,29 @@ async def test_a_page_is_read_from_its_index_in_page_order_in_either_plan(
     assert [(page.page, page.returned) for page in pages] == [("first page", LIMIT), ("after a cursor", LIMIT)], pages
     for page in pages:
         for plan in (page.custom, page.generic):
-            assert misplanned(case, plan, limit=LIMIT) == [], (page.page, plan)
+            assert misplanned(case, plan, limit=LIMIT, gathered=page.gathered) == [], (page.page, plan)
             assert plan.rows == LIMIT + 1, (page.page, plan)
+
+
+async def test_a_regulator_walks_everyones_rows_only_where_its_region_holds_enough_of_them(
+    lists: tuple[asyncpg.Connection, Subjects],
+) -> None:
+    """A walk of everyone's rows reads about limit ÷ share of them to fill a page: for a region with
+    little or nothing in it, gathering its rows and sorting them is what stays small."""
+    conn, found = lists
+
+    async def walks(region: str, table: str, limit: int) -> bool:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL ROLE metreg_api")
+            await conn.execute(
+                "SELECT set_config('metreg.role', 'regulator', true), set_config('metreg.region_code', $1, true)",
+                region,
+            )
+            return await walks_for_region(conn, table, limit)
+
+    province = found.principal("province").region_code
+    assert province is not None
+    assert await walks(province, "notices", LIMIT)
+    assert not await walks(province, "notices", 10_000_000)  # more than the table holds: gather
+    assert not await walks("99", "notices", LIMIT)  # no enterprise there: nothing to walk for
+    assert not await walks("99", "verification_requests", LIMIT)

@@ -44,12 +44,14 @@ _INSERT = f"""
 INSERT INTO instruments (id, enterprise_id, created_at, updated_at, {_COLUMNS})
 SELECT id, enterprise_id, now(), now(), {_COLUMNS} FROM cost_stage ORDER BY valid_until
 """
-# Secondary indexes, and the unique constraints whose index is theirs (dropped as constraints).
+# Secondary indexes, and the unique constraints whose index is theirs (dropped as constraints). A
+# foreign key names the index it references too (conindid): instruments' own links to
+# instruments_id_enterprise (schema/0020) are not that index's owners.
 _INDEXES = """
 SELECT i.relname AS name, c.conname AS constraint_name
 FROM pg_index x
 JOIN pg_class i ON i.oid = x.indexrelid
-LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid
+LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid AND c.contype IN ('p', 'u', 'x')
 WHERE x.indrelid = 'instruments'::regclass AND NOT x.indisprimary
 ORDER BY i.relname
 """
@@ -67,8 +69,8 @@ def _cpu_seconds(pid: int) -> float | None:
 
 def _drop(name: str, constraint: str | None) -> str:
     if constraint is not None:
-        # CASCADE: a foreign key may rest on the constraint (notices' on instruments_id_enterprise);
-        # it goes with it, in a transaction rolled back.
+        # CASCADE: foreign keys may rest on the constraint (notices' and instruments' own links on
+        # instruments_id_enterprise); they go with it, in a transaction rolled back.
         return f'ALTER TABLE instruments DROP CONSTRAINT "{constraint}" CASCADE'
     return f'DROP INDEX "{name}"'
 

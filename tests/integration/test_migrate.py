@@ -83,3 +83,76 @@ def test_gaps_and_stray_names_are_refused(tmp_path: Path) -> None:
     _write(tmp_path, "2_b.sql", "SELECT 1;")
     with pytest.raises(migrate.MigrationError, match="NNNN_description"):
         migrate.discover(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# schema/0020_references_fixed.sql on a database that already holds a register
+
+_REFERENCES_FIXED = "references_fixed"
+_E1, _E2, _OLD, _NEW, _THEIRS, _CERT = (uuid.UUID(int=n) for n in range(1, 7))
+
+
+async def _migrated_up_to_before(dsn: str, name: str, folder: Path) -> None:
+    """Apply the real migrations that come before the one named ``name``, as an older release did."""
+    [target] = [m for m in migrate.discover() if m.name == name]
+    for m in migrate.discover():
+        if m.version < target.version:
+            _write(folder, f"{m.version:04d}_{m.name}.sql", m.sql)
+    await migrate.migrate(dsn, NOW, folder)
+
+
+async def _register(conn: asyncpg.Connection, *, successor_of: uuid.UUID | None) -> None:
+    """Two enterprises; in the first a replaced instrument, its successor and the successor's
+    certificate, linked as the app links them; the second's instrument replaces ``successor_of``
+    (none if None)."""
+    for enterprise, credit_code in ((_E1, "91530102MA6K00000A"), (_E2, "91620102MA6K00000B")):
+        await conn.execute(
+            "INSERT INTO enterprises (id, name, credit_code, region_code) VALUES ($1, '企业', $2, '530102')",
+            enterprise,
+            credit_code,
+        )
+    insert = """INSERT INTO instruments (id, enterprise_id, name, serial_no, regime, replaces)
+                VALUES ($1, $2, 'x', $3, 'not_controlled', $4)"""
+    await conn.execute(insert, _OLD, _E1, "S-OLD", None)
+    await conn.execute(insert, _NEW, _E1, "S-NEW", _OLD)
+    await conn.execute(insert, _THEIRS, _E2, "S-THEIRS", successor_of)
+    await conn.execute("UPDATE instruments SET replaced_by = $1, lifecycle = 'replaced' WHERE id = $2", _NEW, _OLD)
+    await conn.execute(
+        """INSERT INTO certificates (id, instrument_id, enterprise_id, issuer_region, kind, number, outcome,
+                                    performed_on, issued_on, legal_effect, effect_note, content_sha256,
+                                    recorded_by_role, recorded_at)
+           VALUES ($1, $2, $3, '53', 'inspection_record', 'N-1', 'pass', '2026-01-01', '2026-01-01', 'governs', 'x',
+                   repeat('0', 64), 'regulator', $4)""",
+        _CERT,
+        _NEW,
+        _E1,
+        NOW,
+    )
+    await conn.execute("UPDATE instruments SET current_certificate_id = $1 WHERE id = $2", _CERT, _NEW)
+
+
+async def test_a_populated_register_takes_the_owners_references(scratch_dsn: str, tmp_path: Path) -> None:
+    await _migrated_up_to_before(scratch_dsn, _REFERENCES_FIXED, tmp_path)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await _register(conn, successor_of=None)
+        applied = await migrate.migrate(scratch_dsn, NOW)
+        assert _REFERENCES_FIXED in [m.name for m in applied]
+        linked = await conn.fetchrow("SELECT replaced_by, current_certificate_id FROM instruments WHERE id = $1", _OLD)
+        assert tuple(linked) == (_NEW, None)
+    finally:
+        await conn.close()
+
+
+async def test_a_cross_tenant_link_stops_the_migration_with_nothing_applied(scratch_dsn: str, tmp_path: Path) -> None:
+    await _migrated_up_to_before(scratch_dsn, _REFERENCES_FIXED, tmp_path)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await _register(conn, successor_of=_OLD)  # the second enterprise's instrument replaces the first's
+        before = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="instruments_replaces_fkey"):
+            await migrate.migrate(scratch_dsn, NOW)
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == before
+        assert await conn.fetchval("SELECT to_regclass('certificates_id_instrument')") is None
+    finally:
+        await conn.close()

@@ -759,6 +759,125 @@ async def test_without_its_trigger_the_policy_alone_let_a_lab_move_a_request(wor
 
 
 # ---------------------------------------------------------------------------------------------
+# References the worker follows stay with their row's owner (schema/0020_references_fixed.sql)
+#
+# The worker reads every tenant's rows, so what a row of A names is what the worker acts on for
+# A: a delivery's webhook (whose secret signs it) and target (where it is posted), an instrument's
+# current certificate (whose number its notices carry), and the instruments it replaces or is
+# replaced by. The policies check A's row, not the row it names.
+
+ATTACKER_HOOK = "https://attacker.example/hook"
+_MISPOINTED = "violates foreign key constraint"
+
+_REPOINTS: dict[str, Move] = {
+    "A's delivery to B's webhook and elsewhere": Move(
+        f"UPDATE deliveries SET webhook_id = $1, target = '{ATTACKER_HOOK}' WHERE notice_id = $2",
+        lambda w: (w.b_webhook, w.a_notice),
+    ),
+    "A's delivery to B's webhook": Move(
+        "UPDATE deliveries SET webhook_id = $1 WHERE notice_id = $2", lambda w: (w.b_webhook, w.a_notice)
+    ),
+    "A's delivery elsewhere": Move(
+        f"UPDATE deliveries SET target = '{ATTACKER_HOOK}' WHERE notice_id = $1", lambda w: (w.a_notice,)
+    ),
+    "A's delivery to no webhook": Move(
+        "UPDATE deliveries SET webhook_id = NULL WHERE notice_id = $1", lambda w: (w.a_notice,)
+    ),
+    "A's instrument to B's certificate": Move(
+        "UPDATE instruments SET current_certificate_id = $1 WHERE id = $2",
+        lambda w: (w.b_certificate, w.a_requested),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "instruments_current_certificate_id_fkey"',
+    ),
+    # A's own certificate, but another instrument's: its number is no document of this one.
+    "A's instrument to its neighbour's certificate": Move(
+        "UPDATE instruments SET current_certificate_id = $1 WHERE id = $2",
+        lambda w: (w.a_certificate, w.a_other),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "instruments_current_certificate_id_fkey"',
+    ),
+    "A's instrument replacing B's": Move(
+        "UPDATE instruments SET replaces = $1 WHERE id = $2",
+        lambda w: (w.b_instrument, w.a_other),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "instruments_replaces_fkey"',
+    ),
+    "A's instrument replaced by B's": Move(
+        "UPDATE instruments SET replaced_by = $1 WHERE id = $2",
+        lambda w: (w.b_instrument, w.a_other),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "instruments_replaced_by_fkey"',
+    ),
+}
+_DELIVERY_REPOINTS = [name for name in _REPOINTS if name.startswith("A's delivery")]
+_API_REPOINTS = [(who, name) for who in (Who.ENTERPRISE_A, Who.ADMIN) for name in _REPOINTS]
+
+
+@pytest.mark.parametrize(("who", "repoint"), _API_REPOINTS, ids=[f"{who}-{name}" for who, name in _API_REPOINTS])
+async def test_no_principal_points_a_reference_at_another_tenants_row(
+    who: Who, repoint: str, world: World, api_pool: asyncpg.Pool
+) -> None:
+    sql, args, refusal, match = dataclasses.astuple(_REPOINTS[repoint])
+    async with acting(api_pool, world, who) as conn:
+        with pytest.raises(refusal, match=match):
+            await conn.execute(sql, *args(world))
+
+
+@pytest.mark.parametrize("repoint", _DELIVERY_REPOINTS)
+async def test_the_worker_points_no_delivery_elsewhere(repoint: str, world: World, worker_pool: asyncpg.Pool) -> None:
+    sql, args, refusal, match = dataclasses.astuple(_REPOINTS[repoint])
+    async with worker_pool.acquire() as conn, conn.transaction():
+        with pytest.raises(refusal, match=match):
+            await conn.execute(sql, *args(world))
+
+
+@pytest.mark.parametrize("repoint", list(_REPOINTS))
+async def test_not_even_the_tables_owner_points_a_reference_elsewhere(
+    repoint: str, world: World, pool: asyncpg.Pool
+) -> None:
+    sql, args, refusal, match = dataclasses.astuple(_REPOINTS[repoint])
+    async with pool.acquire() as conn, conn.transaction():
+        with pytest.raises(refusal, match=match):
+            await conn.execute(sql, *args(world))
+
+
+async def test_the_api_writes_no_delivery_even_for_its_own_notice(world: World, api_pool: asyncpg.Pool) -> None:
+    """Deliveries are the worker's: one inserted by A would have sent A's notice through B's webhook."""
+    for who in (Who.ENTERPRISE_A, Who.ADMIN):
+        async with acting(api_pool, world, who) as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for table deliveries"):
+                await conn.execute(
+                    """INSERT INTO deliveries (notice_id, channel, webhook_id, target, next_attempt_at, created_at,
+                                              updated_at)
+                       VALUES ($1, 'webhook', $2, $3, $4, $4, $4)""",
+                    world.a_notice,
+                    world.b_webhook,
+                    ATTACKER_HOOK,
+                    NOW,
+                )
+
+
+async def test_references_within_the_owner_still_work(world: World, api_pool: asyncpg.Pool) -> None:
+    """The keys refuse only what points away: an instrument's own certificate, a replacement of
+    the same enterprise, and a delivery update that leaves its webhook and target alone."""
+    async with acting(api_pool, world, Who.ENTERPRISE_A) as conn:
+        for sql, args in [
+            (
+                "UPDATE instruments SET current_certificate_id = $1 WHERE id = $2",
+                (world.a_certificate, world.a_requested),
+            ),
+            ("UPDATE instruments SET replaces = $1 WHERE id = $2", (world.a_requested, world.a_other)),
+            ("UPDATE instruments SET replaced_by = $1 WHERE id = $2", (world.a_other, world.a_requested)),
+            (
+                "UPDATE deliveries SET last_error = 'rechecked', webhook_id = webhook_id, target = target "
+                "WHERE notice_id = $1",
+                (world.a_notice,),
+            ),
+        ]:
+            assert await conn.execute(sql, *args) == "UPDATE 1", sql
+
+
+# ---------------------------------------------------------------------------------------------
 # Nothing outlives its transaction
 
 

@@ -122,7 +122,8 @@ def migrate(create_database: bool, check: bool) -> None:
         sys.exit(1 if todo else 0)
     if create_database and _run(migrations.create_database(settings.database_url)):
         click.echo("created the database", err=True)
-    applied = _run(migrations.migrate(settings.database_url, SystemClock().now()))
+    lock_timeout = dt.timedelta(seconds=settings.migrate_lock_timeout_s)
+    applied = _run(migrations.migrate(settings.database_url, SystemClock().now(), lock_timeout=lock_timeout))
     for m in applied:
         click.echo(f"applied {m.version:04d}_{m.name}", err=True)
     if not applied:

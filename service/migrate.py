@@ -5,6 +5,10 @@
 - A session-level advisory lock on a dedicated connection (never a pooled one: the pool's reset
   would drop it) serialises concurrent deploys; the second waits, then finds nothing to do.
 - An applied file whose checksum changed is refused: fix mistakes with a new migration.
+- A transactional file waits for a lock at most ``lock_timeout`` (``METREG_MIGRATE_LOCK_TIMEOUT``):
+  a lock request queued behind a long transaction makes every later request for the table queue
+  behind it in turn, so that a migration waiting without limit would stall the API. It fails
+  instead, with nothing of it applied, to be run again when that transaction has ended.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from pathlib import Path
 
 import asyncpg
 
-__all__ = ("Migration", "MigrationError", "discover", "migrate", "pending")
+__all__ = ("LOCK_TIMEOUT", "Migration", "MigrationError", "discover", "migrate", "pending")
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
 NO_TRANSACTION = "-- migrate: no-transaction"
 _LOCK_KEY = 0x6D6574726567  # "metreg"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+#: How long a migration's statement waits for a lock by default (METREG_MIGRATE_LOCK_TIMEOUT).
+LOCK_TIMEOUT = dt.timedelta(seconds=5)
 
 
 class MigrationError(RuntimeError):
@@ -96,10 +102,19 @@ async def pending(dsn: str, folder: Path = SCHEMA_DIR) -> list[Migration]:
         await conn.close()
 
 
-async def migrate(dsn: str, now: dt.datetime, folder: Path = SCHEMA_DIR) -> list[Migration]:
+async def migrate(
+    dsn: str, now: dt.datetime, folder: Path = SCHEMA_DIR, *, lock_timeout: dt.timedelta = LOCK_TIMEOUT
+) -> list[Migration]:
     """Apply every pending migration; return those applied (none when up to date).
 
     ``now`` is recorded as ``applied_at`` (an aware UTC instant from the caller's clock).
+    ``lock_timeout`` bounds each wait for a lock inside a transactional migration (not the wait
+    for another deployer's advisory lock, nor a no-transaction file, whose statements such as
+    ``CREATE INDEX CONCURRENTLY`` would leave their work half done if cut off).
+
+    Raises:
+        MigrationError: the folder and the database disagree, or a migration waited longer than
+            ``lock_timeout`` for a lock (it and those after it are not applied; those before are).
     """
     known = discover(folder)
     conn = await asyncpg.connect(dsn)
@@ -108,7 +123,7 @@ async def migrate(dsn: str, now: dt.datetime, folder: Path = SCHEMA_DIR) -> list
         try:
             todo = _check(known, await _applied(conn))
             for migration in todo:
-                await _apply(conn, migration, now)
+                await _apply(conn, migration, now, lock_timeout)
             return todo
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
@@ -116,16 +131,31 @@ async def migrate(dsn: str, now: dt.datetime, folder: Path = SCHEMA_DIR) -> list
         await conn.close()
 
 
-async def _apply(conn: asyncpg.Connection, migration: Migration, now: dt.datetime) -> None:
+async def _apply(conn: asyncpg.Connection, migration: Migration, now: dt.datetime, lock_timeout: dt.timedelta) -> None:
     record = "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)"
     args = (migration.version, migration.name, migration.checksum, now)
     if migration.transactional:
-        async with conn.transaction():
-            await conn.execute(migration.sql)
-            await conn.execute(record, *args)
+        try:
+            async with conn.transaction():
+                # Local to the transaction: the session's wait for the advisory lock stays unbounded.
+                await conn.execute(f"SET LOCAL lock_timeout = {_milliseconds(lock_timeout)}")
+                await conn.execute(migration.sql)
+                await conn.execute(record, *args)
+        except asyncpg.LockNotAvailableError as exc:
+            raise MigrationError(
+                f"{migration.version:04d}_{migration.name}.sql waited more than {lock_timeout.total_seconds():g} s "
+                "(METREG_MIGRATE_LOCK_TIMEOUT) for a lock that another transaction holds, and was rolled back: "
+                "nothing of it is applied (those before it are). It is safe to run `metreg migrate` again once "
+                "that transaction has ended (pg_stat_activity shows which: the oldest xact_start)."
+            ) from exc
     else:
         await conn.execute(migration.sql)
         await conn.execute(record, *args)
+
+
+def _milliseconds(span: dt.timedelta) -> int:
+    """``span`` in whole milliseconds, at least 1 (0 would turn the limit off)."""
+    return max(1, round(span.total_seconds() * 1000))
 
 
 async def create_database(dsn: str) -> bool:

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from service.migrate import LOCK_TIMEOUT
+
 __all__ = ("ENVIRONMENT", "Settings")
 
 # Settings field -> environment variable.
@@ -47,6 +49,7 @@ ENVIRONMENT: dict[str, str] = {
     "retry_delay_s": "METREG_RETRY_DELAY",
     "idempotency_ttl_s": "METREG_IDEMPOTENCY_TTL",
     "idempotency_wait_s": "METREG_IDEMPOTENCY_WAIT",
+    "migrate_lock_timeout_s": "METREG_MIGRATE_LOCK_TIMEOUT",
 }
 
 
@@ -124,6 +127,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     idempotency_wait_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
     """How long a request waits for another one with the same ``Idempotency-Key`` to finish (then
     replays its answer); a request still running after that is a 409."""
+    migrate_lock_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = LOCK_TIMEOUT.total_seconds()
+    """How long ``metreg migrate`` waits for a lock a migration needs before it gives up, with nothing
+    of that migration applied (a lock queued behind a long transaction would stall every request on
+    the table meanwhile). Run it again once the transaction holding the lock has ended."""
 
     def __post_init__(self) -> None:
         # A delivery job is cut off after the dispatch timeout: a send must fit in it with room to

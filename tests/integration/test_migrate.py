@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+from click.testing import CliRunner
 
 from service import migrate
+from service.cli import main
 from tests.conftest import BASE_DSN, NOW
 
 
@@ -72,6 +76,72 @@ async def test_no_transaction_migrations_can_build_indexes_concurrently(scratch_
     _write(tmp_path, "0002_index.sql", "-- migrate: no-transaction\nCREATE INDEX CONCURRENTLY t_a ON t (a);")
     assert [m.transactional for m in migrate.discover(tmp_path)] == [True, False]
     assert len(await migrate.migrate(scratch_dsn, NOW, tmp_path)) == 2
+
+
+@contextlib.asynccontextmanager
+async def _long_transaction(dsn: str, statement: str) -> AsyncIterator[asyncpg.Connection]:
+    """Another session in a transaction that ran ``statement`` and holds its locks until the block ends."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute(statement)
+        try:
+            yield conn
+        finally:
+            await transaction.rollback()
+    finally:
+        await conn.close()
+
+
+async def test_a_migration_waits_for_a_lock_only_so_long_and_leaves_nothing_behind(
+    scratch_dsn: str, tmp_path: Path
+) -> None:
+    _write(tmp_path, "0001_keys.sql", "CREATE TABLE keys (a int); INSERT INTO keys VALUES (1);")
+    await migrate.migrate(scratch_dsn, NOW, tmp_path)
+    _write(tmp_path, "0002_audited.sql", "CREATE TABLE trail (a int); ALTER TABLE keys ADD COLUMN b int;")
+    # A transaction that read the table and is still open: it holds ACCESS SHARE, which the
+    # ALTER's ACCESS EXCLUSIVE must wait for.
+    async with _long_transaction(scratch_dsn, "SELECT * FROM keys"):
+        with pytest.raises(migrate.MigrationError) as refused:
+            await migrate.migrate(scratch_dsn, NOW, tmp_path, lock_timeout=dt.timedelta(milliseconds=100))
+        assert isinstance(refused.value.__cause__, asyncpg.LockNotAvailableError)
+        message = str(refused.value)
+        assert "0002_audited.sql waited more than 0.1 s (METREG_MIGRATE_LOCK_TIMEOUT)" in message
+        assert "nothing of it is applied" in message
+        assert "safe to run `metreg migrate` again" in message
+        conn = await asyncpg.connect(scratch_dsn)
+        try:
+            assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == 1
+            assert await conn.fetchval("SELECT to_regclass('trail')") is None
+            columns = await conn.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = 'keys'::regclass AND attnum > 0"
+            )
+            assert [c["attname"] for c in columns] == ["a"]
+        finally:
+            await conn.close()
+    assert [m.version for m in await migrate.migrate(scratch_dsn, NOW, tmp_path)] == [2]
+    assert await migrate.pending(scratch_dsn, tmp_path) == []
+
+
+async def test_a_second_deployer_waits_for_the_first_however_long(scratch_dsn: str, tmp_path: Path) -> None:
+    """The limit is on the migrations' own locks, not on the advisory lock that queues deployers."""
+    _write(tmp_path, "0001_t.sql", "CREATE TABLE t (a int);")
+    async with _long_transaction(scratch_dsn, f"SELECT pg_advisory_xact_lock({migrate._LOCK_KEY})") as first:
+        second = asyncio.create_task(
+            migrate.migrate(scratch_dsn, NOW, tmp_path, lock_timeout=dt.timedelta(milliseconds=10))
+        )
+        # Polled from a session of its own: a transaction sees pg_stat_activity as it first read it.
+        observer = await asyncpg.connect(scratch_dsn)
+        try:
+            blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))"
+            while not await observer.fetchval(blocked, first.get_server_pid()):  # noqa: ASYNC110  # polled
+                await asyncio.sleep(0.01)
+        finally:
+            await observer.close()
+        await asyncio.sleep(0.1)  # ten times its lock_timeout
+        assert not second.done()
+    assert [m.version for m in await second] == [1]
 
 
 def test_gaps_and_stray_names_are_refused(tmp_path: Path) -> None:
@@ -156,3 +226,22 @@ async def test_a_cross_tenant_link_stops_the_migration_with_nothing_applied(scra
         assert await conn.fetchval("SELECT to_regclass('certificates_id_instrument')") is None
     finally:
         await conn.close()
+
+
+async def test_metreg_migrate_gives_up_behind_a_long_transaction_and_then_succeeds(
+    scratch_dsn: str, tmp_path: Path
+) -> None:
+    """As an operator meets it: a report reading the register holds instruments, which 0020 alters."""
+    await _migrated_up_to_before(scratch_dsn, _REFERENCES_FIXED, tmp_path)
+    env = {"DATABASE_URL": scratch_dsn, "METREG_MIGRATE_LOCK_TIMEOUT": "0.1"}
+    [target] = [m for m in migrate.discover() if m.name == _REFERENCES_FIXED]
+    async with _long_transaction(scratch_dsn, "SELECT count(*) FROM instruments"):
+        refused = await asyncio.to_thread(CliRunner().invoke, main, ["migrate"], env=env)
+        assert refused.exit_code == 1, refused.output
+        assert f"{target.version:04d}_{_REFERENCES_FIXED}.sql waited more than 0.1 s" in refused.output
+        assert "safe to run `metreg migrate` again" in refused.output
+        assert await migrate.pending(scratch_dsn) == [m for m in migrate.discover() if m.version >= target.version]
+    done = await asyncio.to_thread(CliRunner().invoke, main, ["migrate"], env=env)
+    assert done.exit_code == 0, done.output
+    assert f"applied {target.version:04d}_{_REFERENCES_FIXED}" in done.output
+    assert await migrate.pending(scratch_dsn) == []

@@ -30,9 +30,9 @@ ever committed without its answer nor an answer without its effect:
    what would happen now (a 409 for a stale version stays that 409; the version never goes back).
    Everything else rolls the whole transaction back, claim included, and keeps nothing: a 5xx, a
    lost database, the 409 of a concurrent change that says "retry", a body that fails validation
-   before the handler is reached (no handler ran, as at Stripe). Such a key is free for the retry.
-   Refusals of authentication (401, and an admin-only route's 403) come before or around the claim
-   and are not kept either.
+   before the handler is reached (no handler ran, as at Stripe), or larger than Litestar's limit
+   (its 413). Such a key is free for the retry. Refusals of authentication (401, and an admin-only
+   route's 403) come before or around the claim and are not kept either.
 
 Answers that carry a secret shown once (a new API key, a calendar feed's URL, a webhook's signing
 secret) are not kept: no copy of them outlives the answer (metreg keeps only hashes of the first
@@ -359,7 +359,8 @@ _PARAMETER = Parameter(
     "nothing again. Choose a new random key (a UUID) per request. The same key with another request is a 422; "
     "while the first is still running the second waits for it, up to `METREG_IDEMPOTENCY_WAIT` seconds, then "
     "gets a 409. The operation's refusals (4xx) are kept too; not kept, so that their retries run again: server "
-    "errors (5xx), a body that fails validation, a 409 that asks to retry. An answer holding a secret shown once "
+    "errors (5xx), a body that fails validation or is over its size limit (413), an admin-only "
+    "operation's 403, a 409 that asks to retry. An answer holding a secret shown once "
     "(a new API key, a calendar feed's URL, a webhook's signing secret) is not kept: its retry gets a 409.",
     schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255, pattern=_KEY_PATTERN),
 )
@@ -375,18 +376,22 @@ OPENAPI_HEADERS: Final = {
     )
 }
 _REPLAYED = Reference(ref=f"#/components/headers/{REPLAYED_HEADER}")
-# Refusals that come before the key is claimed (authentication, a body too slow to arrive, rate
-# limits), never kept. Any other 4xx of an operation may be a refusal of its handler, which is.
+# Refusals that come before the key is claimed on every route (authentication, a body too slow to
+# arrive, rate limits), never kept.
 _NEVER_KEPT = frozenset({401, 408, 429})
 
 
 @dataclasses.dataclass
 class IdempotentOperation(Operation):
     """The OpenAPI operation of a route that takes ``Idempotency-Key``: the header among its
-    parameters, and ``Idempotent-Replayed`` on each answer that may be a kept one."""
+    parameters, and ``Idempotent-Replayed`` on each answer that may be a kept one.
+
+    :func:`prepare` fits each route with a subclass of its own that says what happens there."""
 
     #: Whether its successes are kept, and so may be replayed (not when they show a secret once).
     successes_replayed: ClassVar[bool] = True
+    #: Its 4xx that never come from its handler, so are never kept and never replayed.
+    never_kept: ClassVar[frozenset[int]] = _NEVER_KEPT
 
     def __post_init__(self) -> None:
         self.parameters = [*(self.parameters or []), _PARAMETER]
@@ -399,14 +404,26 @@ class IdempotentOperation(Operation):
 
     def _may_be_replayed(self, status: str) -> bool:
         code = int(status) if status.isdigit() else 0
-        return (200 <= code < 300 and self.successes_replayed) or (400 <= code < 500 and code not in _NEVER_KEPT)
+        return (200 <= code < 300 and self.successes_replayed) or (400 <= code < 500 and code not in self.never_kept)
 
 
-@dataclasses.dataclass
-class _ShownOnceOperation(IdempotentOperation):
-    """A route whose answer holds a secret shown once: its refusals are kept, not its successes."""
+def _never_kept(handler: HTTPRouteHandler, parameters: set[str]) -> frozenset[int]:
+    """The 4xx of ``handler``'s route that are never its handler's, so never kept:
 
-    successes_replayed: ClassVar[bool] = False
+    - 413 where Litestar's body limit reads the body: its refusal is Litestar's, raised while the
+      body is read for the key's fingerprint, and rolls the claim back. A route that reads its body
+      itself (``READ_BODY``, the import) refuses with its own 413 too (too many rows), which is kept.
+    - 403 of an admin-only route (``admin``): ``provide_admin`` refuses while the dependencies are
+      resolved, before Litestar holds them for cleanup, so ``service.db.provide_db`` is never handed
+      the refusal: its generator is closed as it is let go, and the claim rolls back with the rest.
+      No such handler refuses with a 403 of its own.
+    """
+    never = set(_NEVER_KEPT)
+    if READ_BODY not in handler.opt:
+        never.add(413)
+    if "admin" in parameters:
+        never.add(403)
+    return frozenset(never)
 
 
 def prepare(handlers: Iterable[HTTPRouteHandler]) -> None:
@@ -430,10 +447,20 @@ def prepare(handlers: Iterable[HTTPRouteHandler]) -> None:
         if handler.resolve_request_max_body_size() is None and READ_BODY not in handler.opt:
             raise RuntimeError(f"{where} reads an unbounded body: declare how it reads it, opt={{READ_BODY: …}}")
         shown_once = bool(handler.opt.get(SHOWN_ONCE))
-        if handler.operation_class is Operation:
-            handler.operation_class = _ShownOnceOperation if shown_once else IdempotentOperation
-        elif not issubclass(handler.operation_class, IdempotentOperation):
+        # The class the route declares (fitted once already if another app was made of this handler).
+        declared = vars(handler.operation_class).get("_declared", handler.operation_class)
+        base = IdempotentOperation if declared is Operation else declared
+        if not issubclass(base, IdempotentOperation):
             raise RuntimeError(f"{where} has an OpenAPI operation class that does not derive from IdempotentOperation")
-        elif shown_once and handler.operation_class.successes_replayed:
-            raise RuntimeError(f"{where} shows a secret once: its OpenAPI operation class must not replay successes")
+        # The route's own: its successes are kept unless they show a secret once.
+        handler.operation_class = type(
+            base.__name__,
+            (base,),
+            {
+                "__module__": base.__module__,
+                "_declared": declared,
+                "successes_replayed": base.successes_replayed and not shown_once,
+                "never_kept": _never_kept(handler, parameters),
+            },
+        )
         handler.responses = with_idempotency_responses(handler.responses, shown_once=shown_once)

@@ -632,41 +632,8 @@ async def test_the_header_is_documented_on_every_write_and_no_read(app_client: h
     assert "secret" not in operations["RegisterInstrument"]["responses"]["409"]["description"]
 
 
-SHOWN_ONCE = {"CreateApiKey", "RotateApiKey", "CreateCalendarFeed", "CreateWebhook"}
-
-
-async def test_idempotent_replayed_is_documented_on_every_answer_a_write_may_replay_and_no_read(
-    app_client: httpx.AsyncClient,
-) -> None:
-    spec = (await app_client.get("/docs/openapi.json")).json()
-    replayed = spec["components"]["headers"][idempotency.REPLAYED_HEADER]
-    assert replayed["schema"] == {"type": "string", "enum": ["true"]}
-    assert "Idempotency-Key" in replayed["description"]
-    reference = {"$ref": f"#/components/headers/{idempotency.REPLAYED_HEADER}"}
-    writes: dict[str, set[str]] = {}
-    for item in spec["paths"].values():
-        for method, operation in item.items():
-            if method not in ("get", "post", "patch", "delete", "put"):
-                continue
-            documented = {
-                status
-                for status, response in operation["responses"].items()
-                if (response.get("headers") or {}).get(idempotency.REPLAYED_HEADER) == reference
-            }
-            if method not in ("post", "patch"):
-                assert documented == set(), operation["operationId"]
-                continue
-            writes[operation["operationId"]] = documented
-            statuses = set(operation["responses"])
-            successes = {s for s in statuses if s.startswith("2")}
-            assert successes, operation["operationId"]
-            # Refused before the key is claimed (authentication, a slow body, rate limits): never kept.
-            refusals = {s for s in statuses if s.startswith("4")} - {"401", "408", "429"}
-            kept = refusals if operation["operationId"] in SHOWN_ONCE else successes | refusals
-            assert documented == kept, operation["operationId"]
-            assert {"404", "409", "422"} & documented, operation["operationId"]
-    assert len(writes) >= 18
-    assert set(writes) >= SHOWN_ONCE
+# Idempotent-Replayed on each answer of the document: tests/api/test_idempotency_document.py, which
+# drives every write's answers and compares.
 
 
 async def test_a_replayed_answer_carries_the_header_its_operation_documents(

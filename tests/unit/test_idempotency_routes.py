@@ -10,7 +10,7 @@ from litestar import Litestar, Request, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.spec import Operation
 
-from service.deps import Conn, Db, PrincipalDep, ReaderDep, dependencies
+from service.deps import AdminDep, Conn, Db, PrincipalDep, ReaderDep, dependencies
 from service.idempotency import READ_BODY, SHOWN_ONCE, IdempotentOperation, prepare
 from service.policy import Actor, access
 from service.problems import problem_responses
@@ -28,7 +28,8 @@ def test_a_write_on_the_requests_transaction_is_fitted_with_the_header_and_its_a
 
     [handler] = _handlers(make_thing)
     prepare([handler])
-    assert handler.operation_class is IdempotentOperation
+    fitted = handler.operation_class
+    assert fitted.__mro__[1] is IdempotentOperation  # a class of the route's own
     assert handler.responses is not None
     assert "Idempotency-Key" in handler.responses[409].description
     assert handler.responses[409].description.startswith("Conflicts with the current state")
@@ -36,6 +37,35 @@ def test_a_write_on_the_requests_transaction_is_fitted_with_the_header_and_its_a
     first = dict(handler.responses)
     prepare([handler])  # again: nothing doubles
     assert handler.responses == first
+    assert handler.operation_class.__mro__[1] is IdempotentOperation
+
+
+def test_each_route_says_which_of_its_refusals_are_never_its_handlers() -> None:
+    """Litestar's 413 and an admin-only route's 403 are not kept; an import's own 413 is."""
+
+    @post("/v1/things", opt=access(Actor.ADMIN))
+    async def make_thing(db: Db, principal: PrincipalDep) -> None:
+        return None
+
+    @post("/v1/admin-things", opt=access(Actor.ADMIN))
+    async def make_admin_thing(db: Db, admin: AdminDep) -> None:
+        return None
+
+    async def read(request: Request[Any, Any, Any]) -> bytes:
+        return b""
+
+    @post("/v1/files", opt=access(Actor.ADMIN) | {READ_BODY: read}, request_max_body_size=None)
+    async def take_file(request: Request[Any, Any, Any], db: Db, principal: PrincipalDep) -> None:
+        return None
+
+    handlers = _handlers(make_thing, make_admin_thing, take_file)
+    prepare(handlers)
+    never = {h.handler_name: h.operation_class.never_kept for h in handlers}  # type: ignore[attr-defined]
+    assert never == {
+        "make_thing": {401, 408, 413, 429},
+        "make_admin_thing": {401, 403, 408, 413, 429},
+        "take_file": {401, 408, 429},
+    }
 
 
 @pytest.mark.parametrize("kind", ["conn", "reader"])
@@ -105,5 +135,7 @@ def test_a_write_showing_a_secret_once_documents_no_replayed_success() -> None:
     async def make_other_secret(db: Db, principal: PrincipalDep) -> None:
         return None
 
-    with pytest.raises(RuntimeError, match="shows a secret once: its OpenAPI operation class must not replay"):
-        prepare(_handlers(make_other_secret))
+    [other] = _handlers(make_other_secret)
+    prepare([other])  # a class of its own that replays successes is fitted not to
+    assert issubclass(other.operation_class, Replaying)
+    assert other.operation_class.successes_replayed is False  # type: ignore[attr-defined]

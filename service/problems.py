@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import asyncpg
@@ -20,7 +20,7 @@ from litestar import Request
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Response
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ExceptionHandler, ExceptionHandlersMap
 
 from service.errors import FieldError, MetregError, RowProblem, RowsRejectedError, TransitionError
 
@@ -209,19 +209,61 @@ def _on_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response
     )
 
 
-def _on_lost_in_teardown(request: Request[Any, Any, Any], exc: ExceptionGroup[Exception]) -> Response[Problem]:
+def _on_grouped(request: Request[Any, Any, Any], exc: ExceptionGroup[Exception]) -> Response[Problem]:
     """What failed while the dependencies were torn down after the handler raised: Litestar throws
-    the handler's error into each generator and groups whatever else comes out
-    (``litestar/_kwargs/cleanup.py``), such as ``service.db.provide_db``'s COMMIT of a refusal kept
-    for an ``Idempotency-Key``. A lost database there is the same 503 as anywhere else (the commit
-    may or may not have happened: the retry finds out), anything else a 500."""
-    lost, other = exc.split(_UNAVAILABLE)
-    if lost is None or other is not None:
-        return _on_internal(request, exc)
-    first: Exception = lost
-    while isinstance(first, ExceptionGroup):
-        first = first.exceptions[0]
-    return _on_unavailable(request, first)
+    the handler's error into each generator and groups whatever else comes out, caused by the
+    handler's error (``litestar/_kwargs/cleanup.py``), such as ``service.db.provide_db``'s COMMIT of
+    a refusal kept for an ``Idempotency-Key`` or its ROLLBACK after a bug.
+
+    One failure is answered as it would be alone: a lost database is the 503 of any outage (the
+    commit may or may not have happened: the retry finds out), a deadlock or serialization failure
+    the 409 that says to retry. Several that are all a lost database are one 503; anything else is
+    a 500. The group holds only what the teardown raised: a bug of the handler's that caused it is
+    logged here with its traceback, since the answer (a 503, a 409) says nothing of it."""
+    leaves = list(_leaves(exc))
+    handler = _handler_for(leaves[0]) if len(leaves) == 1 else None
+    if handler is not None and handler is not _on_internal:
+        response = handler(request, leaves[0])
+    elif exc.split(_UNAVAILABLE)[1] is None:
+        response = _on_unavailable(request, leaves[0])
+    else:
+        return _on_internal(request, exc)  # logged with its traceback, and so with what caused it
+    for cause in _bugs_behind(exc):
+        log.error("unhandled %s, then the transaction could not end", type(cause).__name__, exc_info=cause)
+    return response
+
+
+def _leaves(group: ExceptionGroup[Exception]) -> Iterator[Exception]:
+    for inner in group.exceptions:
+        if isinstance(inner, ExceptionGroup):
+            yield from _leaves(inner)
+        else:
+            yield inner
+
+
+def _bugs_behind(group: ExceptionGroup[Exception]) -> list[BaseException]:
+    """The errors that caused ``group`` (its cause and context chain) that are answered by no mapping
+    of their own: what would have been a 500 had the teardown gone well."""
+    found: list[BaseException] = []
+    seen: set[int] = set()
+    cause = group.__cause__ or group.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if (
+            not isinstance(cause, Exception)
+            or _handler_for(cause) is _on_internal
+            or (isinstance(cause, HTTPException) and cause.status_code >= 500)
+        ):
+            found.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return found
+
+
+def _handler_for(exc: Exception) -> ExceptionHandler[Any]:
+    """The handler :func:`exception_handlers` maps ``exc`` to, found by its class's MRO as Litestar
+    finds one."""
+    handlers = _handlers()
+    return next((handlers[cls] for cls in type(exc).__mro__ if cls in handlers), _on_internal)
 
 
 def _on_unique_violation(request: Request[Any, Any, Any], exc: asyncpg.UniqueViolationError) -> Response[Problem]:
@@ -244,8 +286,7 @@ def _on_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Pr
     return _problem(request, 500, "an unexpected error occurred; it has been logged with the request id")
 
 
-def exception_handlers() -> ExceptionHandlersMap:
-    """The app-level handlers (404/405 are raised before middleware: they must live on the app)."""
+def _handlers() -> dict[int | type[Exception], ExceptionHandler[Any]]:
     return {
         MetregError: domain_problem,
         HTTPException: _on_http_exception,
@@ -255,9 +296,14 @@ def exception_handlers() -> ExceptionHandlersMap:
         asyncpg.DeadlockDetectedError: _on_concurrent_change,
         asyncpg.SerializationError: _on_concurrent_change,
         **dict.fromkeys(_UNAVAILABLE, _on_unavailable),
-        ExceptionGroup: _on_lost_in_teardown,
+        ExceptionGroup: _on_grouped,
         Exception: _on_internal,
     }
+
+
+def exception_handlers() -> ExceptionHandlersMap:
+    """The app-level handlers (404/405 are raised before middleware: they must live on the app)."""
+    return _handlers()
 
 
 _DESCRIPTIONS = {

@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import socket
+import traceback
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -24,7 +27,7 @@ from service.clock import SystemClock
 from service.keys.queries import create_key
 from service.keys.schemas import ApiKeyCreate
 from service.problems import RETRY_UNAVAILABLE_S
-from tests.conftest import app_settings, fresh_database, problem, running
+from tests.conftest import app_settings, fresh_database, new_credit_code, problem, running
 
 
 def closed_port() -> int:
@@ -166,3 +169,104 @@ async def test_a_refusal_kept_for_an_idempotency_key_that_cannot_be_committed_is
     assert (first.status_code, first.headers.get("idempotent-replayed")) == (404, None), first.text
     assert (again.status_code, again.headers.get("idempotent-replayed")) == (404, "true"), again.text
     assert again.content == first.content
+
+
+# ---------------------------------------------------------------------------------------------
+# What the teardown of a failed request raises (service.problems, the ExceptionGroup handler)
+
+
+async def _admin_key(dsn: str, name: str) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return (await create_key(conn, ApiKeyCreate(role=Role.ADMIN, name=name), dt.datetime.now(dt.UTC))).key
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def _captured(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
+    """caplog, on the root logger again once create_app has replaced its handlers."""
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(caplog.handler)
+    caplog.set_level(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.removeHandler(caplog.handler)
+        root.setLevel(level)
+
+
+async def test_a_bug_whose_rollback_meets_a_lost_session_is_503_and_the_bug_is_logged(
+    outage_dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The handler fails with a bug; the server has ended its session meanwhile, so the ROLLBACK
+    fails too and Litestar's group holds only that. The answer is the outage's; the log keeps the bug."""
+    from service.enterprises import routes
+
+    async def fails_once_its_session_is_gone(db: asyncpg.Connection, *args: Any) -> Any:
+        pid = db.get_server_pid()
+        other = await asyncpg.connect(outage_dsn)
+        try:
+            assert await other.fetchval("SELECT pg_terminate_backend($1)", pid)
+            while await other.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):  # noqa: ASYNC110  # polled
+                await asyncio.sleep(0.01)
+        finally:
+            await other.close()
+        raise RuntimeError("the handler's own bug")
+
+    monkeypatch.setattr(routes, "insert_enterprise", fails_once_its_session_is_gone)
+    key = await _admin_key(outage_dsn, "bug")
+    app = create_app(app_settings(outage_dsn, db_pool_min=1, db_pool_max=2), clock=SystemClock())
+    body = {"name": "某企业", "credit_code": new_credit_code(), "region_code": "310115"}
+    async with (
+        _captured(caplog),
+        running(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        response = await client.post("/v1/enterprises", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert_unavailable(response)
+    # (asyncio may log asyncpg's lost connection too: "Future exception was never retrieved".)
+    [bug] = [r for r in caplog.records if r.name == "metreg.errors" and r.levelno == logging.ERROR]
+    assert bug.exc_info is not None
+    assert isinstance(bug.exc_info[1], RuntimeError)
+    assert str(bug.exc_info[1]) == "the handler's own bug"
+    assert "fails_once_its_session_is_gone" in "".join(traceback.format_tb(bug.exc_info[2]))
+
+
+_SERIALIZATION_FAILURE_AT_COMMIT = """
+CREATE FUNCTION drill_serialization_failure() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'could not serialize access due to concurrent update' USING ERRCODE = 'serialization_failure';
+END $$;
+CREATE CONSTRAINT TRIGGER drill_serialization_failure AFTER UPDATE ON idempotency_keys
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.status >= 400) EXECUTE FUNCTION drill_serialization_failure();
+"""
+
+
+async def test_a_serialization_failure_at_the_commit_of_a_kept_refusal_is_the_409_that_says_retry(
+    outage_dsn: str,
+) -> None:
+    """The one failure of the teardown is answered as alone (409, retry), not as a 500; nothing was
+    kept, so the retry runs the request again."""
+    key = await _admin_key(outage_dsn, "serialization")
+    app = create_app(app_settings(outage_dsn, db_pool_min=1, db_pool_max=2), clock=SystemClock())
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": f"serialization-{uuid.uuid4()}"}
+    url = f"/v1/enterprises/{uuid.uuid4()}"  # a refusal of the handler's own: no such enterprise
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        conn = await asyncpg.connect(outage_dsn)
+        try:
+            await conn.execute(_SERIALIZATION_FAILURE_AT_COMMIT)
+            try:
+                failed = await client.patch(url, json={"name": "x"}, headers=headers)
+            finally:
+                await conn.execute("DROP FUNCTION drill_serialization_failure() CASCADE")
+        finally:
+            await conn.close()
+        first = await client.patch(url, json={"name": "x"}, headers=headers)
+        again = await client.patch(url, json={"name": "x"}, headers=headers)
+    body = problem(failed, 409)
+    assert body["type"] == "urn:metreg:problem:conflict"
+    assert body["detail"] == "a concurrent change got in the way; nothing was written, retry"
+    assert (first.status_code, first.headers.get("idempotent-replayed")) == (404, None), first.text
+    assert (again.status_code, again.headers.get("idempotent-replayed")) == (404, "true"), again.text

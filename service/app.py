@@ -64,6 +64,7 @@ from service.ledger.routes import ImportController, LedgerImportController
 from service.lifecycle.routes import LifecycleController
 from service.limits import RateLimiter, receive_in_time
 from service.logs import configure_logging, logged_path, request_id_var
+from service.negotiation import VARY_STATE, with_vary
 from service.notices.routes import NoticeController
 from service.policy import Access
 from service.problems import PROBLEM_MEDIA_TYPE, exception_handlers, problem_body
@@ -172,6 +173,8 @@ class MetregApp(Litestar):
                 # One pass over the raw headers: MutableScopeHeaders.setdefault decodes and scans them
                 # all for each name, ~0.1 ms a response (make bench, "Instrument read").
                 headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
+                if vary := scope["state"].get(VARY_STATE):
+                    headers = with_vary(headers, vary)
                 present = {k.lower() for k, _ in headers}
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 headers.extend(h for h in extra_headers if h[0] not in present)

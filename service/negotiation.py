@@ -1,4 +1,5 @@
-"""Content negotiation by ``Accept`` (RFC 9110 §12.5.1), as a pure function.
+"""Content negotiation by ``Accept`` (RFC 9110 §12.5.1), as pure functions, and the ``Vary`` that
+tells caches an answer was negotiated (§12.5.5).
 
 Litestar's ``request.accept.best_match`` (2.25) gets the weights wrong twice over: a range weighted
 ``q=0``, which means "not acceptable", still matches, only last (litestar-org/litestar#5072); and
@@ -9,10 +10,15 @@ which its own, more specific range refuses.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Iterable, MutableMapping, Sequence
+from typing import Any, Final, NamedTuple
 
-__all__ = ("preferred_media_type",)
+__all__ = ("VARY_STATE", "preferred_media_type", "vary_on", "with_vary")
+
+#: Key of the request scope's state that lists the request headers the answer depends on; the app
+#: adds them to the answer's ``Vary`` whatever the answer is (``service.app.MetregApp``), a 406
+#: raised as an error included.
+VARY_STATE: Final = "vary"
 
 
 class _Range(NamedTuple):
@@ -71,3 +77,27 @@ def preferred_media_type(accept: str, offered: Sequence[str]) -> str | None:
         if weight > best_weight:
             best, best_weight = media_type, weight
     return best
+
+
+def vary_on(state: MutableMapping[str, Any], name: str) -> None:
+    """Note in the request scope's ``state`` that the answer depends on the request header ``name``."""
+    names: list[str] = state.setdefault(VARY_STATE, [])
+    if name not in names:
+        names.append(name)
+
+
+def with_vary(headers: Iterable[tuple[bytes, bytes]], names: Sequence[str]) -> list[tuple[bytes, bytes]]:
+    """Raw response ``headers`` whose ``Vary`` also names ``names``: one ``Vary`` line with those it
+    had (from any number of lines) and the missing ones after them, compared without case. ``*``
+    already varies on everything and is left alone."""
+    kept: list[tuple[bytes, bytes]] = []
+    listed: list[str] = []
+    for name, value in headers:
+        if name.lower() == b"vary":
+            listed += [v.strip() for v in value.decode("latin-1").split(",") if v.strip()]
+        else:
+            kept.append((name, value))
+    if "*" not in listed:
+        present = {v.lower() for v in listed}
+        listed += [n for n in names if n.lower() not in present]
+    return [*kept, (b"vary", ", ".join(listed).encode("latin-1"))]

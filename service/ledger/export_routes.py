@@ -34,7 +34,7 @@ from service.files import file_chunks
 from service.ledger.exporting import LedgerExport, ledger_csv, ledger_xlsx
 from service.ledger.filing import FILING_TITLE, filing_xlsx
 from service.ledger.writing import CSV_MEDIA_TYPE, XLSX_MEDIA_TYPE, ExportFormat, Lang
-from service.negotiation import preferred_media_type
+from service.negotiation import preferred_media_type, vary_on
 from service.policy import Actor, access
 from service.problems import problem_responses
 
@@ -49,13 +49,16 @@ def negotiate(
     request: Request[Any, Any, Any], asked: ExportFormat | None, offered: tuple[ExportFormat, ...]
 ) -> ExportFormat:
     """The format to send: ``?format=`` when given, else the one of ``offered`` the ``Accept``
-    header weighs highest (the first on a tie; no header takes anything).
+    header weighs highest (the first on a tie; no header takes anything), and then the answer,
+    whatever it is, carries ``Vary: Accept``.
 
     Raises:
         NotAcceptableError: ``Accept`` takes none of ``offered`` (names none, or weighs them ``q=0``).
     """
     if asked is not None:
         return asked
+    # From here the answer, a file of one type or a 406, depends on Accept: caches must know.
+    vary_on(request.scope["state"], "Accept")
     # Several Accept lines are one list (RFC 9110 §5.3).
     accept = ", ".join(request.headers.getall("accept", []))
     if not accept.strip():
@@ -154,7 +157,8 @@ class LedgerExportController(Controller):
         "catalogue's default) and the valid-until the one the register holds. `format` (csv or xlsx) wins "
         "over `Accept`, whose weights count: of text/csv and the XLSX type (named, or through text/*, "
         "application/* or */*) the one it weighs higher, CSV on a tie; `q=0` refuses a type, and an Accept that "
-        "takes neither is a 406. Without either, CSV, in UTF-8 with a BOM so that "
+        "takes neither is a 406; an answer Accept chose carries `Vary: Accept`. Without either, CSV, in UTF-8 "
+        "with a BOM so that "
         "Excel opens it, streamed as it is read. In CSV a text that a spreadsheet would run as a formula "
         "(starting with = + - @ or a tab, after any apostrophes of its own) gets a leading `'`, which the "
         "import takes off again. Headers and labels are Chinese unless `lang=en`. "
@@ -204,7 +208,7 @@ class LedgerExportController(Controller):
         "one row per instrument under legal control that is still kept (scrapped and replaced ones are left "
         "out): name, catalogue item, model, accuracy class, range, serial number, quantity, compulsory use, "
         "location, manufacturer and the cycle in force; the verifying institution is left for the "
-        "institution side.",
+        "institution side. An `Accept` that does not take XLSX is a 406; the answer carries `Vary: Accept`.",
         operation_class=_FilingOperation,
         responses=problem_responses(400, 401, 404, 406),
     )

@@ -24,13 +24,14 @@ from urllib.parse import unquote
 import httpx
 import pytest
 from click.testing import CliRunner, Result
-from litestar import Litestar
+from litestar import Litestar, Request, Response, get
 from python_calamine import CalamineWorkbook
 
 from service.app import create_app
 from service.cli import main
 from service.clock import FixedClock
 from service.ledger.writing import XLSX_MEDIA_TYPE
+from service.negotiation import vary_on
 from tests.conftest import GAUGE, NOW, Api, MakeTenant, Tenant, app_settings, fields_of, mint, problem, running
 
 BATCH_ROWS = 2
@@ -432,11 +433,15 @@ async def test_format_wins_over_accept_which_wins_over_the_default(
         response = await tenant.api.get(ledger_url(tenant), params=query, headers=headers)
     header = read_csv(response)[0] if kind == "csv" else read_xlsx(response)[0]
     assert header == ZH_HEADER
+    # Chosen by Accept (its absence included), the answer says so to caches; ?format= chose alone.
+    assert response.headers.get("vary") == (None if "format" in query else "Accept")
 
 
 @pytest.mark.parametrize("accept", ["application/json", "text/csv;q=0", "*/*;q=0", "text/*;q=0.5, text/csv;q=0"])
 async def test_an_accept_no_format_matches_is_a_406(tenant: Tenant, accept: str) -> None:
-    body = problem(await tenant.api.get(ledger_url(tenant), headers={"Accept": accept}), 406)
+    refused = await tenant.api.get(ledger_url(tenant), headers={"Accept": accept})
+    body = problem(refused, 406)
+    assert refused.headers["vary"] == "Accept"
     assert body["type"] == "urn:metreg:problem:not-acceptable"
     assert "text/csv" in body["detail"]
     assert XLSX_MEDIA_TYPE in body["detail"]
@@ -445,8 +450,30 @@ async def test_an_accept_no_format_matches_is_a_406(tenant: Tenant, accept: str)
 @pytest.mark.parametrize("accept", ["text/csv", f"{XLSX_MEDIA_TYPE};q=0", f"text/csv, {XLSX_MEDIA_TYPE};q=0"])
 async def test_an_accept_refusing_the_filing_is_a_406(tenant: Tenant, accept: str) -> None:
     filing = f"/v1/enterprises/{tenant.id}/filing"
-    body = problem(await tenant.api.get(filing, headers={"Accept": accept}), 406)
+    refused = await tenant.api.get(filing, headers={"Accept": accept})
+    body = problem(refused, 406)
     assert body["detail"] == f"this operation writes {XLSX_MEDIA_TYPE}; the Accept header does not take it"
+    assert refused.headers["vary"] == "Accept"
+    taken = await tenant.api.get(filing, headers={"Accept": XLSX_MEDIA_TYPE})
+    assert (taken.status_code, taken.headers["vary"]) == (200, "Accept")
+
+
+@pytest.mark.parametrize(
+    ("own", "sent"), [("Origin", "Origin, Accept"), ("Origin, accept", "Origin, accept"), ("*", "*")]
+)
+async def test_vary_accept_is_merged_with_a_vary_the_answer_has(database_url: str, own: str, sent: str) -> None:
+    """As a negotiating route notes it (``vary_on``), on an answer that varies on something already."""
+
+    @get("/v1/test-vary", opt={"public": True}, include_in_schema=False)
+    async def varied(request: Request[Any, Any, Any]) -> Response[str]:
+        vary_on(request.scope["state"], "Accept")
+        return Response("negotiated", headers={"Vary": own})
+
+    app = create_app(app_settings(database_url), clock=FixedClock(NOW))
+    app.register(varied)
+    async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        response = await client.get("/v1/test-vary")
+    assert response.headers.get_list("vary") == [sent]
 
 
 @pytest.mark.parametrize(("name", "value"), [("format", "pdf"), ("format", "CSV "), ("lang", "fr"), ("lang", "")])

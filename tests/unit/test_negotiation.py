@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.negotiation import preferred_media_type
+from service.negotiation import VARY_STATE, preferred_media_type, vary_on, with_vary
 
 CSV = "text/csv"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -62,3 +62,26 @@ def test_the_most_specific_range_weighs_each_offer_and_the_heaviest_wins(
     accept: str, offered: tuple[str, ...], chosen: str | None
 ) -> None:
     assert preferred_media_type(accept, offered) == chosen
+
+
+@pytest.mark.parametrize(
+    ("headers", "sent"),
+    [
+        ([], "Accept"),
+        ([(b"vary", b"Origin")], "Origin, Accept"),
+        ([(b"Vary", b"Origin"), (b"vary", b"Accept-Encoding")], "Origin, Accept-Encoding, Accept"),
+        ([(b"vary", b"origin, ACCEPT")], "origin, ACCEPT"),
+        ([(b"vary", b"*")], "*"),
+    ],
+)
+def test_vary_names_what_it_had_and_then_what_is_missing(headers: list[tuple[bytes, bytes]], sent: str) -> None:
+    other = (b"content-type", b"text/csv")
+    merged = with_vary([other, *headers], ["Accept"])
+    assert merged == [other, (b"vary", sent.encode())]
+
+
+def test_a_route_notes_each_header_once() -> None:
+    state: dict[str, object] = {}
+    vary_on(state, "Accept")
+    vary_on(state, "Accept")
+    assert state == {VARY_STATE: ["Accept"]}

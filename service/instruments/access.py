@@ -19,7 +19,6 @@ from service.enterprises.queries import select_enterprise
 from service.enterprises.schemas import Enterprise
 from service.errors import ForbiddenError, NotFoundError
 from service.instruments.queries import (
-    ORDERED_SCAN,
     InstrumentRow,
     instrument_in_enterprise,
     instrument_in_enterprise_sql,
@@ -29,6 +28,7 @@ from service.instruments.queries import (
     select_instrument,
     select_instrument_in_enterprise,
 )
+from service.pagination import PAGE_ORDER
 
 __all__ = (
     "lab_knows_instrument",
@@ -73,14 +73,14 @@ async def readable_register(
 ) -> AsyncIterator[tuple[Enterprise, asyncpg.Connection]]:
     """The enterprise, if the caller may read its register, and a connection whose transaction
     runs as the caller until the block ends: BEGIN with the page's scan settings
-    (:data:`ORDERED_SCAN`, if ``ordered_scan``) in one round trip, then the key and the enterprise
+    (:data:`~service.pagination.PAGE_ORDER`, if ``ordered_scan``) in one round trip, then the key and the enterprise
     in one statement.
 
     Raises:
         UnauthorizedError: the key is unknown, expired or revoked.
         NotFoundError: absent, or outside the caller's scope.
     """
-    setup = ORDERED_SCAN if ordered_scan else ""
+    setup = PAGE_ORDER if ordered_scan else ""
     async with reader.transaction(_REGISTER_ENTERPRISE, enterprise_id, setup=setup) as (principal, record, db):
         found = register_enterprise(record)
         if found is None or not principal.may_read_enterprise(found.id, found.region_code):

@@ -30,10 +30,9 @@ from service.instruments.rules import (
     assess,
 )
 from service.instruments.schemas import Instrument
-from service.pagination import PAGE_ORDER, Params, decode_cursor, split_page
+from service.pagination import Params, decode_cursor, read_in_page_order, split_page
 
 __all__ = (
-    "ORDERED_SCAN",
     "STATUS_PREDICATES",
     "InstrumentFilters",
     "InstrumentRow",
@@ -426,10 +425,6 @@ def list_query(
     return sql, bind.values
 
 
-# What prefer_ordered_scan sets, as statements of their own (no parameters): to be sent with BEGIN.
-ORDERED_SCAN = PAGE_ORDER
-
-
 async def prefer_ordered_scan(db: asyncpg.Connection, filters: InstrumentFilters) -> None:
     """Steer the rest of the transaction's page reads to an index scan in page order (not search).
 
@@ -445,7 +440,7 @@ async def prefer_ordered_scan(db: asyncpg.Connection, filters: InstrumentFilters
     Search keeps both: its trigram index has no order to offer.
     """
     if filters.q is None:
-        await db.execute(ORDERED_SCAN)
+        await read_in_page_order(db)
 
 
 def register_enterprise_sql(enterprise: str) -> str:
@@ -470,7 +465,7 @@ async def select_instruments(
 ) -> tuple[list[Instrument], str | None]:
     """One page of the enterprise's register in due order (what lapses first comes first).
 
-    ``steered``: the transaction began with :data:`ORDERED_SCAN` for a page without search, as
+    ``steered``: the transaction began with :data:`service.pagination.PAGE_ORDER` for a page without search, as
     :func:`prefer_ordered_scan` would set it. Returns the page and the cursor of the next one
     (None on the last page).
     """

@@ -12,7 +12,7 @@ import pytest
 from service.app import create_app
 from service.auth import Role
 from service.clock import FixedClock
-from service.instruments.queries import ORDERED_SCAN
+from service.pagination import PAGE_ORDER
 from tests.conftest import GAUGE, Api, MakeTenant, Tenant, app_settings, fields_of, mint, problem, running
 
 
@@ -234,7 +234,7 @@ async def test_a_page_is_four_round_trips_its_scan_settings_sent_with_begin(
         async with app.state.db_pool.acquire() as conn:
             conn.add_query_logger(lambda logged: statements.append(logged.query))
         api = Api(client, tenant.api.key)
-        for params, begin in [({"due_before": "2100-01-01"}, f"BEGIN; {ORDERED_SCAN}"), ({"q": "锅炉"}, "BEGIN")]:
+        for params, begin in [({"due_before": "2100-01-01"}, f"BEGIN; {PAGE_ORDER}"), ({"q": "锅炉"}, "BEGIN")]:
             assert (await api.get(tenant.instruments_url, params=params)).status_code == 200
             await asyncio.sleep(0)
             statements.clear()  # past the first use's type look-ups

@@ -140,7 +140,7 @@ CASES = [
 
 
 # The principal's settings, as the API's authentication sets them (service/auth.py _PRINCIPAL).
-_AS_PRINCIPAL = """SELECT set_config('metreg.key_id', $1, true), set_config('metreg.role', $2, true),
+AS_PRINCIPAL = """SELECT set_config('metreg.key_id', $1, true), set_config('metreg.role', $2, true),
                           set_config('metreg.enterprise_id', $3, true), set_config('metreg.lab_id', $4, true),
                           set_config('metreg.region_code', $5, true)"""
 
@@ -219,7 +219,7 @@ async def explain_read(
     for mode in ("force_custom_plan", "force_generic_plan"):
         async with conn.transaction():
             await conn.execute("SET LOCAL ROLE metreg_api")
-            await conn.execute(_AS_PRINCIPAL, *principal_settings(principal))
+            await conn.execute(AS_PRINCIPAL, *principal_settings(principal))
             for statement in setup:
                 await conn.execute(statement)
             await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")

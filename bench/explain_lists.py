@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from bench.explain_filters import PagePlan, Recorder, explain_read
+from bench.explain_filters import AS_PRINCIPAL, PagePlan, Recorder, explain_read, principal_settings
 from service import migrate
 from service.audit.queries import AuditFilter, select_entries
 from service.auth import Principal, Role
@@ -466,16 +466,7 @@ async def explain_case(conn: asyncpg.Connection, case: ListCase, subjects: Subje
         await transaction.start()
         try:
             await conn.execute("SET LOCAL ROLE metreg_api")
-            await conn.execute(
-                """SELECT set_config('metreg.key_id', $1, true), set_config('metreg.role', $2, true),
-                          set_config('metreg.enterprise_id', $3, true), set_config('metreg.lab_id', $4, true),
-                          set_config('metreg.region_code', $5, true)""",
-                str(principal.key_id),
-                principal.role.value,
-                str(principal.enterprise_id or ""),
-                str(principal.lab_id or ""),
-                principal.region_code or "",
-            )
+            await conn.execute(AS_PRINCIPAL, *principal_settings(principal))
             items, following = await case.read(recorder.connection(), principal, subjects, limit, cursor)
         finally:
             await transaction.rollback()

@@ -50,10 +50,11 @@ from service.certificates.routes import (
     PublicCertificateController,
 )
 from service.clock import Clock, SystemClock
-from service.db import create_pool
+from service.db import FairPool, create_pool
 from service.deliveries.routes import DeliveryController
 from service.deps import dependencies
 from service.enterprises.routes import EnterpriseController
+from service.errors import UnavailableError
 from service.history.routes import HistoryController
 from service.idempotency import OPENAPI_HEADERS, IdempotentReplay, after_request, before_request, prepare, replay
 from service.instruments.routes import EnterpriseInstrumentController, InstrumentController
@@ -263,9 +264,11 @@ async def healthz() -> Health:
 async def readyz(state: State) -> Response[Health]:
     checks: dict[str, str] = {}
     try:
-        async with state.db_pool.acquire(timeout=2) as conn:
+        async with state.db_pool.acquire(wait_s=2) as conn:
             await conn.fetchval("SELECT 1", timeout=2)
         checks["postgresql"] = "ok"
+    except UnavailableError as exc:
+        checks["postgresql"] = f"unavailable: {type(exc.__cause__).__name__}"
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         checks["postgresql"] = f"unavailable: {type(exc).__name__}"
     try:
@@ -319,7 +322,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     async def resources(app: Litestar) -> AsyncIterator[None]:
         app.state.clock = clock
         app.state.settings = settings
-        app.state.db_pool = await create_pool(settings)
+        app.state.db_pool = FairPool(await create_pool(settings))
         app.state.redis = aioredis.from_url(  # type: ignore[no-untyped-call]  # untyped in redis-py 5
             settings.redis_url, socket_timeout=2, socket_connect_timeout=2
         )

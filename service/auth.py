@@ -26,6 +26,7 @@ from litestar.params import SkipValidation
 
 from service import idempotency
 from service.clock import Clock
+from service.db import FairPool
 from service.errors import ForbiddenError, UnauthorizedError
 
 __all__ = (
@@ -156,17 +157,18 @@ _AUTHENTICATED_READ = f"""
 
 
 class AuthenticatedReader:
-    """The request's key, checked for shape but not yet looked up, and a connection outside any
-    transaction: :meth:`fetchrow` authenticates and reads in one round trip, :meth:`transaction`
-    does so at the start of a transaction that further reads then share.
+    """The request's key, checked for shape but not yet looked up, and the pool: :meth:`fetchrow`
+    authenticates and reads in one round trip, :meth:`transaction` does so at the start of a
+    transaction that further reads then share. Each holds a connection only while it runs, not
+    while the answer is built and sent: fewer requests wait for one.
 
     For a handler that reads and writes nothing (``GET /v1/instruments/{id}``, a register page):
     asking for ``reader`` instead of ``principal`` authenticates as surely, since the reader
     offers no read but the authenticated ones.
     """
 
-    def __init__(self, db: asyncpg.Connection, key: tuple[str, bytes], now: dt.datetime, context: tuple[str, str]):
-        self._db = db
+    def __init__(self, pool: FairPool, key: tuple[str, bytes], now: dt.datetime, context: tuple[str, str]):
+        self._pool = pool
         self._key = key
         self._now = now
         self._context = context
@@ -186,7 +188,11 @@ class AuthenticatedReader:
         Raises:
             UnauthorizedError: a key that is unknown, expired or revoked.
         """
-        record = await self._db.fetchrow(
+        async with self._pool.acquire() as db:
+            return await self._fetchrow(db, read, *args)
+
+    async def _fetchrow(self, db: asyncpg.Connection, read: str, *args: Any) -> tuple[Principal, asyncpg.Record | None]:
+        record = await db.fetchrow(
             _AUTHENTICATED_READ.format(read=read), self._key[0], self._key[1], self._now, *self._context, *args
         )
         if record is None:
@@ -215,17 +221,18 @@ class AuthenticatedReader:
         Raises:
             UnauthorizedError: a key that is unknown, expired or revoked.
         """
-        await self._db.execute(f"BEGIN; {setup}" if setup else "BEGIN")
-        try:
-            # The key's settings are transaction-local (set_config(..., true)): inside this block
-            # they last until COMMIT, as provide_principal's do.
-            principal, record = await self.fetchrow(read, *args)
-            yield principal, record, self._db
-        except BaseException:
-            if not self._db.is_closed():
-                await self._db.execute("ROLLBACK")
-            raise
-        await self._db.execute("COMMIT")
+        async with self._pool.acquire() as db:
+            await db.execute(f"BEGIN; {setup}" if setup else "BEGIN")
+            try:
+                # The key's settings are transaction-local (set_config(..., true)): inside this
+                # block they last until COMMIT, as provide_principal's do.
+                principal, record = await self._fetchrow(db, read, *args)
+                yield principal, record, db
+            except BaseException:
+                if not db.is_closed():
+                    await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
 
 
 def _presented_key(request: Request[Any, Any, Any]) -> tuple[str, str]:
@@ -243,10 +250,8 @@ def _presented_key(request: Request[Any, Any, Any]) -> tuple[str, str]:
     return parsed
 
 
-async def provide_reader(
-    request: Request[Any, Any, Any], conn: NamedDependency[SkipValidation[asyncpg.Connection]]
-) -> AuthenticatedReader:
-    """The request's :class:`AuthenticatedReader` on a connection outside any transaction.
+async def provide_reader(request: Request[Any, Any, Any]) -> AuthenticatedReader:
+    """The request's :class:`AuthenticatedReader` on the app's pool.
 
     The clock comes from the app's state, not as the ``clock`` dependency: two dependencies at one
     level are resolved in a task group of their own, a task apiece (under cProfile, about a tenth
@@ -256,8 +261,9 @@ async def provide_reader(
         UnauthorizedError: no ``Authorization: Bearer`` header, or a malformed key (before any query).
     """
     prefix, secret = _presented_key(request)
-    clock: Clock = request.app.state.clock
-    return AuthenticatedReader(conn, (prefix, hash_secret(secret)), clock.now(), request_context(request))
+    state = request.app.state
+    clock: Clock = state.clock
+    return AuthenticatedReader(state.db_pool, (prefix, hash_secret(secret)), clock.now(), request_context(request))
 
 
 def request_context(request: Request[Any, Any, Any]) -> tuple[str, str]:

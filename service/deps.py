@@ -1,7 +1,8 @@
 """Dependencies every controller may ask for, by name: ``db``, ``clock``, ``settings``, ``principal``,
-``admin``, and for a handler that is one authenticated read, ``reader`` (on ``conn``, a connection
-outside any transaction) instead of ``db`` and ``principal``; ``conn`` itself for a handler that
-runs transactions of its own (the calendar feed)."""
+``admin``, and for a handler that only reads, ``reader`` (authentication and the read in one
+statement, on a connection held only while it runs) instead of ``db`` and ``principal``; ``conn``,
+a connection outside any transaction, for a handler that runs transactions of its own (the
+calendar feed)."""
 
 from __future__ import annotations
 

@@ -14,10 +14,9 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import IO, Annotated, Any, Final, cast
+from typing import IO, Annotated, Any, Final
 from urllib.parse import quote
 
-import asyncpg
 from litestar import Controller, Request, get
 from litestar.datastructures import State
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Schema
@@ -26,7 +25,7 @@ from litestar.response import Stream
 
 from service import dates
 from service.auth import Principal, act_as, request_context
-from service.db import ACQUIRE_TIMEOUT_S
+from service.db import FairPool
 from service.deps import ClockDep, Db, PrincipalDep, SettingsDep
 from service.enterprises.access import readable_enterprise
 from service.errors import NotAcceptableError, UnavailableError
@@ -103,14 +102,12 @@ async def _csv_stream(
 ) -> AsyncIterator[bytes]:
     state.csv_exports = state.get("csv_exports", 0) + 1
     try:
-        async with state.db_pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as proxy:
-            # The pool hands out proxies that behave as connections; queries are typed for the latter.
-            conn = cast(asyncpg.Connection, proxy)
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{_STALLED_CLIENT_S}s'")
-                await act_as(conn, principal, request_id=context[0], action=context[1], now=now)
-                async for chunk in ledger_csv(conn, export):
-                    yield chunk
+        pool: FairPool = state.db_pool
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = '{_STALLED_CLIENT_S}s'")
+            await act_as(conn, principal, request_id=context[0], action=context[1], now=now)
+            async for chunk in ledger_csv(conn, export):
+                yield chunk
     finally:
         state.csv_exports -= 1
 

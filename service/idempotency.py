@@ -11,9 +11,10 @@ ever committed without its answer nor an answer without its effect:
    alone), through a context variable: both hooks run in the request's own task.
 2. Authentication (``service.auth.provide_principal``) ends with :func:`claim`. With a key it reads
    the body, takes the request's fingerprint (method, path and query, ``If-Match``, the body's
-   SHA-256) and claims the key: a new one is inserted unanswered, and a savepoint taken. A key
-   already answered with the same fingerprint is replayed: its status, body, Content-Type, Location
-   and ETag, with ``Idempotent-Replayed: true``, and the handler never runs; with another
+   SHA-256; a route that takes no body ignores one, with a key as without, so it is neither read
+   nor fingerprinted) and claims the key: a new one is inserted unanswered, and a savepoint taken.
+   A key already answered with the same fingerprint is replayed: its status, body, Content-Type,
+   Location and ETag, with ``Idempotent-Replayed: true``, and the handler never runs; with another
    fingerprint it is a 422. A key another transaction holds makes the insert wait on the unique
    index until that one ends (then as above: its answer, or the key is free again after a
    rollback), at most ``METREG_IDEMPOTENCY_WAIT``; then 409.
@@ -207,6 +208,11 @@ def _fingerprint(request: Request[Any, Any, Any], body: bytes) -> tuple[str, byt
     return line, digest.digest()
 
 
+def _takes_body(handler: HTTPRouteHandler) -> bool:
+    """Whether ``handler`` reads a request body: Litestar's ``data``, or its own (``READ_BODY``)."""
+    return "data" in handler.parsed_fn_signature.parameters or READ_BODY in handler.opt
+
+
 async def claim(request: Request[Any, Any, Any], db: asyncpg.Connection, now: dt.datetime) -> None:
     """Claim the request's Idempotency-Key for the transaction ``db`` is in, whose principal is set.
 
@@ -227,7 +233,15 @@ async def claim(request: Request[Any, Any, Any], db: asyncpg.Connection, now: dt
         return
     handler = request.route_handler
     read_body: Callable[[Request[Any, Any, Any]], Awaitable[bytes]] | None = handler.opt.get(READ_BODY)
-    body = await read_body(request) if read_body is not None else await request.body()
+    if read_body is not None:
+        body = await read_body(request)
+    elif _takes_body(handler):
+        body = await request.body()
+    else:
+        # Left unread, as without a key. Read for the fingerprint alone, a body the route ignores
+        # made the key turn its answer into a 413 (too large) or a 408 (too slow), which an
+        # operation without a body does not document; nor does a body tell its requests apart.
+        body = b""
     line, fingerprint = _fingerprint(request, body)
     settings: Settings = request.app.state.settings
     try:
@@ -355,8 +369,9 @@ _PARAMETER = Parameter(
     required=False,
     description="Makes a retry of this request safe: its first answer (status, body, `Location`, `ETag`) is kept "
     "for `METREG_IDEMPOTENCY_TTL` seconds (default a day) and sent again, with `Idempotent-Replayed: true`, "
-    "to a request with the same key, method, path, query, `If-Match` and body from the same API key, which does "
-    "nothing again. Choose a new random key (a UUID) per request. The same key with another request is a 422; "
+    "to a request with the same key, method, path, query, `If-Match` and body (for an operation that takes one: "
+    "one that takes none ignores any body, with a key as without) from the same API key, which does nothing "
+    "again. Choose a new random key (a UUID) per request. The same key with another request is a 422; "
     "while the first is still running the second waits for it, up to `METREG_IDEMPOTENCY_WAIT` seconds, then "
     "gets a 409. The operation's refusals (4xx) are kept too; not kept, so that their retries run again: server "
     "errors (5xx), a body that fails validation or is over its size limit (413), an admin-only "

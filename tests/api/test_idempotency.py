@@ -33,6 +33,7 @@ from tests.conftest import (
     GAUGE,
     NOW,
     Api,
+    LabAccount,
     MakeTenant,
     Tenant,
     app_settings,
@@ -168,6 +169,26 @@ async def test_the_same_key_for_another_body_is_a_422_naming_the_header(tenant: 
     assert fields_of(refused) == ["Idempotency-Key"]
     assert f"POST /v1/enterprises/{tenant.id}/instruments" in refused["detail"]
     assert await _instruments(pool, tenant, other["serial_no"]) == 0
+
+
+async def test_a_write_that_takes_no_body_ignores_one_with_a_key_as_without(
+    tenant: Tenant, lab: LabAccount, database_url: str
+) -> None:
+    """Accepting a request takes no body: one sent anyway, even over ``METREG_MAX_BODY_BYTES``, is
+    not read (a key once had it read for the fingerprint: a 413, and a 408 if it stalled), and a
+    retry with another body or none is the same request, replayed. Every write is driven with such
+    bodies in tests/api/test_idempotency_document.py."""
+    gauge = await tenant.register(**_gauge())
+    created = await tenant.api.post(
+        "/v1/verification-requests", json={"lab_id": lab.id, "instrument_ids": [gauge["id"]]}
+    )
+    assert created.status_code == 201, created.text
+    url, key = f"/v1/verification-requests/{created.json()['id']}/accept", _key()
+    oversized = {"padding": "x" * app_settings(database_url).max_body_bytes}
+    first = await lab.api.post(url, json=oversized, headers=key)
+    assert (first.status_code, first.json()["status"]) == (200, "accepted"), first.text
+    _same_answer(first, await lab.api.post(url, json={"note": "another body"}, headers=key))
+    _same_answer(first, await lab.api.post(url, headers=key))
 
 
 async def test_the_same_key_on_another_path_or_query_is_a_422(tenant: Tenant) -> None:

@@ -245,3 +245,61 @@ async def test_metreg_migrate_gives_up_behind_a_long_transaction_and_then_succee
     assert done.exit_code == 0, done.output
     assert f"applied {target.version:04d}_{_REFERENCES_FIXED}" in done.output
     assert await migrate.pending(scratch_dsn) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# schema/0021_notice_certificates_fixed.sql on a database that already holds a register
+
+_NOTICE_CERTIFICATES_FIXED = "notice_certificates_fixed"
+_RESULT_NOTICE = """
+    INSERT INTO notices (enterprise_id, instrument_id, kind, audience, region_code, cycle, step, certificate_id,
+                         due_on, next_attempt_at, created_at, updated_at)
+    VALUES ($1, $2, 'result_recorded', 'enterprise', '530102', '2026-01-01', 0, $3, '2026-01-01', $4, $4, $4)"""
+_PLANNED_NOTICE = """
+    INSERT INTO notices (enterprise_id, instrument_id, kind, audience, region_code, cycle, step, due_on,
+                         next_attempt_at, created_at, updated_at)
+    VALUES ($1, $2, 'due_soon', 'enterprise', '530102', '2026-12-31', 30, '2026-12-01', $3, $3, $3)"""
+_KEYS_TO_CERTIFICATES = """
+    SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
+    WHERE conrelid = 'notices'::regclass AND confrelid = 'certificates'::regclass"""
+
+
+async def test_a_populated_register_takes_the_notices_certificate_key(scratch_dsn: str, tmp_path: Path) -> None:
+    """The notices an older release wrote: the certificate's result notice and planned ones."""
+    await _migrated_up_to_before(scratch_dsn, _NOTICE_CERTIFICATES_FIXED, tmp_path)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await _register(conn, successor_of=None)
+        await conn.execute(_RESULT_NOTICE, _E1, _NEW, _CERT, NOW)
+        await conn.execute(_PLANNED_NOTICE, _E1, _NEW, NOW)
+        await conn.execute(_PLANNED_NOTICE, _E2, _THEIRS, NOW)
+        applied = await migrate.migrate(scratch_dsn, NOW)
+        assert _NOTICE_CERTIFICATES_FIXED in [m.name for m in applied]
+        keys = await conn.fetch(_KEYS_TO_CERTIFICATES)
+        assert [(k["conname"], k["def"]) for k in keys] == [
+            (
+                "notices_certificate_fkey",
+                "FOREIGN KEY (certificate_id, instrument_id) REFERENCES certificates(id, instrument_id)",
+            )
+        ]
+        assert await conn.fetchval("SELECT count(*) FROM notices") == 3
+    finally:
+        await conn.close()
+
+
+async def test_a_notice_naming_another_instruments_certificate_stops_the_migration_with_nothing_applied(
+    scratch_dsn: str, tmp_path: Path
+) -> None:
+    await _migrated_up_to_before(scratch_dsn, _NOTICE_CERTIFICATES_FIXED, tmp_path)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await _register(conn, successor_of=None)
+        await conn.execute(_RESULT_NOTICE, _E2, _THEIRS, _CERT, NOW)  # the second enterprise's, the first's certificate
+        before = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="notices_certificate_fkey"):
+            await migrate.migrate(scratch_dsn, NOW)
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == before
+        keys = await conn.fetch(_KEYS_TO_CERTIFICATES)
+        assert [k["conname"] for k in keys] == ["notices_certificate_id_fkey"]
+    finally:
+        await conn.close()

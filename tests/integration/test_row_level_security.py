@@ -763,11 +763,20 @@ async def test_without_its_trigger_the_policy_alone_let_a_lab_move_a_request(wor
 #
 # The worker reads every tenant's rows, so what a row of A names is what the worker acts on for
 # A: a delivery's webhook (whose secret signs it) and target (where it is posted), an instrument's
-# current certificate (whose number its notices carry), and the instruments it replaces or is
-# replaced by. The policies check A's row, not the row it names.
+# current certificate (whose number its notices carry), the instruments it replaces or is
+# replaced by, and a result notice's certificate (which its payload names,
+# schema/0021_notice_certificates_fixed.sql). The policies check A's row, not the row it names.
 
 ATTACKER_HOOK = "https://attacker.example/hook"
 _MISPOINTED = "violates foreign key constraint"
+# A result's notice as service.notices.queries.insert_event_notice writes it: enterprise,
+# instrument, certificate. verification_failed, which no notice of the world's certificates is,
+# so that notices_event (one per certificate and kind) has nothing to say first.
+_RESULT_NOTICE = f"""
+    INSERT INTO notices (enterprise_id, instrument_id, kind, audience, region_code, cycle, step, certificate_id,
+                         due_on, next_attempt_at, created_at, updated_at)
+    VALUES ($1, $2, 'verification_failed', 'enterprise', '{REGION_A}', '{VERIFIED}', 0, $3, '{VERIFIED}', now(),
+            now(), now())"""
 
 _REPOINTS: dict[str, Move] = {
     "A's delivery to B's webhook and elsewhere": Move(
@@ -808,9 +817,33 @@ _REPOINTS: dict[str, Move] = {
         refusal=asyncpg.ForeignKeyViolationError,
         match=f'{_MISPOINTED} "instruments_replaced_by_fkey"',
     ),
+    # Of the other kind: B's own notice of its certificate holds that one (notices_event).
+    "A's notice to B's certificate": Move(
+        "UPDATE notices SET certificate_id = $1, kind = 'verification_failed' WHERE id = $2",
+        lambda w: (w.b_certificate, w.a_notice),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "notices_certificate_fkey"',
+    ),
+    "A's new notice naming B's certificate": Move(
+        _RESULT_NOTICE,
+        lambda w: (w.a, w.a_requested, w.b_certificate),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "notices_certificate_fkey"',
+    ),
+    # A's own certificate, but another instrument's: the notice would give it as this one's result.
+    "A's new notice naming its neighbour's certificate": Move(
+        _RESULT_NOTICE,
+        lambda w: (w.a, w.a_other, w.a_certificate),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "notices_certificate_fkey"',
+    ),
 }
-_DELIVERY_REPOINTS = [name for name in _REPOINTS if name.startswith("A's delivery")]
-_API_REPOINTS = [(who, name) for who in (Who.ENTERPRISE_A, Who.ADMIN) for name in _REPOINTS]
+# The worker writes deliveries and notices; lab L those notices of the instrument of its request.
+_WORKER_REPOINTS = [name for name in _REPOINTS if name.startswith(("A's delivery", "A's notice", "A's new notice"))]
+_LAB_REPOINTS = ["A's notice to B's certificate", "A's new notice naming B's certificate"]
+_API_REPOINTS = [(who, name) for who in (Who.ENTERPRISE_A, Who.ADMIN) for name in _REPOINTS] + [
+    (Who.LAB_OF_A, name) for name in _LAB_REPOINTS
+]
 
 
 @pytest.mark.parametrize(("who", "repoint"), _API_REPOINTS, ids=[f"{who}-{name}" for who, name in _API_REPOINTS])
@@ -823,8 +856,10 @@ async def test_no_principal_points_a_reference_at_another_tenants_row(
             await conn.execute(sql, *args(world))
 
 
-@pytest.mark.parametrize("repoint", _DELIVERY_REPOINTS)
-async def test_the_worker_points_no_delivery_elsewhere(repoint: str, world: World, worker_pool: asyncpg.Pool) -> None:
+@pytest.mark.parametrize("repoint", _WORKER_REPOINTS)
+async def test_the_worker_points_no_delivery_or_notice_elsewhere(
+    repoint: str, world: World, worker_pool: asyncpg.Pool
+) -> None:
     sql, args, refusal, match = dataclasses.astuple(_REPOINTS[repoint])
     async with worker_pool.acquire() as conn, conn.transaction():
         with pytest.raises(refusal, match=match):
@@ -859,9 +894,12 @@ async def test_the_api_writes_no_delivery_even_for_its_own_notice(world: World, 
 
 async def test_references_within_the_owner_still_work(world: World, api_pool: asyncpg.Pool) -> None:
     """The keys refuse only what points away: an instrument's own certificate, a replacement of
-    the same enterprise, and a delivery update that leaves its webhook and target alone."""
+    the same enterprise, a delivery update that leaves its webhook and target alone, and a notice
+    naming its own instrument's certificate (the notice a recorded result writes, which building
+    the world did through the API for A's and B's certificates)."""
     async with acting(api_pool, world, Who.ENTERPRISE_A) as conn:
         for sql, args in [
+            (_RESULT_NOTICE, (world.a, world.a_requested, world.a_certificate)),
             (
                 "UPDATE instruments SET current_certificate_id = $1 WHERE id = $2",
                 (world.a_certificate, world.a_requested),
@@ -874,7 +912,7 @@ async def test_references_within_the_owner_still_work(world: World, api_pool: as
                 (world.a_notice,),
             ),
         ]:
-            assert await conn.execute(sql, *args) == "UPDATE 1", sql
+            assert await conn.execute(sql, *args) in ("INSERT 0 1", "UPDATE 1"), sql
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,36 @@
+-- A notice's certificate is one of its own instrument's, as 0020 made an instrument's current
+-- certificate. The API may insert and update notices (an enterprise its own, a lab those of the
+-- instruments of its requests, an admin any), and row-level security checks the notice written,
+-- not the certificate it names: the plain key on certificate_id took any certificate of any
+-- tenant, which the worker (no row-level security) then sent in the notice's payload to the
+-- notice's owner as the document of its result.
+--
+-- The pair (certificate, instrument) references the certificate's (id, instrument_id), through
+-- certificates_id_instrument of 0020; the notice's own key (instrument_id, enterprise_id) of 0016
+-- ties that instrument to the notice's enterprise. MATCH SIMPLE (the default) leaves a notice
+-- without a certificate unchecked, and it is still one key per notice, as the plain one was: the
+-- planner's notices (no certificate: the check returns before any query) cost what they did
+-- (0016), and a result's notice costs one probe of certificates_id_instrument instead of one of
+-- the primary key.
+--
+-- The rows already there satisfy it: the one statement that writes a certificate_id is the result
+-- notice's insert (service/notices/queries.py insert_event_notice), in the transaction that
+-- records that certificate for that very instrument (service/certificates/routes.py); the planner
+-- writes none and nothing updates it; and neither side's instrument ever changes (certificates
+-- are immutable, 0005; a notice keeps its instrument, 0017). A database that somehow holds a
+-- notice naming another instrument's certificate stops here, naming the constraint, with nothing
+-- applied.
+--
+-- The new key comes first: adding it takes SHARE ROW EXCLUSIVE on notices and certificates while
+-- it checks the rows there (one scan of notices, about 0.3 s for 2,000,000 of them), under which
+-- reads go on and only writes of the two tables wait. Dropping the old key takes ACCESS EXCLUSIVE
+-- on both, and so comes last, held only until the COMMIT that follows: before the check (0020's
+-- order) it would stop for the whole scan every read of a notice or a certificate, and with them
+-- every read of an instrument, which joins its current certificate. The price of taking the
+-- stronger lock second: a transaction that read one of the tables during the scan and then
+-- writes it waits for this one, which waits for it; PostgreSQL ends the deadlock after
+-- deadlock_timeout by rolling one of them back: the API's request answers 409 (to be retried), or
+-- this migration fails with nothing applied, to be run again.
+ALTER TABLE notices ADD CONSTRAINT notices_certificate_fkey FOREIGN KEY (certificate_id, instrument_id)
+    REFERENCES certificates (id, instrument_id);
+ALTER TABLE notices DROP CONSTRAINT notices_certificate_id_fkey;

@@ -205,7 +205,7 @@ async def lock_lost_to_cancelled(db: asyncpg.Connection, now: dt.datetime, *, li
 
     Nothing else is pending under a cancelled notice once its time has come: the cancellation
     fails all but the claims on the wire (schema/0014), and a cancelled notice is never claimed
-    again. They are found through deliveries_claimed (schema/0021), among the few claims and
+    again. They are found through deliveries_claimed (schema/0022), among the few claims and
     retries that have come due, not by reading every delivery or every cancelled notice."""
     # The same misestimate would have the plan compiled (JIT, tens of ms) for a few rows' read.
     await db.execute("SET LOCAL jit = off")

@@ -90,7 +90,7 @@ async def drop_deliveries(db: asyncpg.Connection, now: dt.datetime, notice_ids: 
     and the dispatch tick's sweep (``jobs.dispatch.end_lost_tries``) find. A claim still in its
     lease is not due: its try may be on the wire, and the job that made it records it. Returns how
     many."""
-    # A lost try says so, in the words of the cancellation's trigger (schema/0021): it left no
+    # A lost try says so, in the words of the cancellation's trigger (schema/0022): it left no
     # attempt row and may have arrived, so "not tried again" alone would hide it.
     status = await db.execute(
         """UPDATE deliveries d

@@ -8,6 +8,11 @@ ids, which arq refuses to hold twice: a dispatch repeated after a crash does not
 batch again. The enqueue happens before the commit: a crash in between leaves the rows due and
 they are sent again, and the delivery job reads the rows' state first, so the worst case is a
 repeated look.
+
+A try whose job died before recording it is made again by its notice's next dispatch, once the
+claim's lease has run out; a cancelled notice has no next dispatch (nothing more is sent for it),
+so :func:`end_lost_tries` fails such tries instead, saying they went unrecorded, and nothing is
+sent again.
 """
 
 from __future__ import annotations
@@ -21,7 +26,19 @@ import asyncpg
 import msgspec
 from arq.connections import ArqRedis
 
-__all__ = ("BATCH", "DELIVER_NOTICE", "DELIVER_NOTICES", "DeliverNotice", "DeliverNotices", "dispatch", "job_id")
+from service.deliveries.queries import lock_lost_to_cancelled
+from service.notices.queries import drop_deliveries
+
+__all__ = (
+    "BATCH",
+    "DELIVER_NOTICE",
+    "DELIVER_NOTICES",
+    "DeliverNotice",
+    "DeliverNotices",
+    "dispatch",
+    "end_lost_tries",
+    "job_id",
+)
 
 #: The arq function that delivers a batch of notices.
 DELIVER_NOTICES = "deliver_notices"
@@ -83,3 +100,14 @@ async def dispatch(
             now + sweep_after,
         )
     return len(ids)
+
+
+async def end_lost_tries(db: asyncpg.Connection, now: dt.datetime, *, limit: int = 500) -> int:
+    """Fail the tries of cancelled notices whose claims ran out unrecorded by ``now`` (their jobs
+    died while the notices were cancelled), those of up to ``limit`` such tries; returns how many
+    deliveries were failed. The digest does the same for held e-mails (``jobs.digest``)."""
+    async with db.transaction():
+        # The notices first, in id order, as every writer of deliveries takes them: a job that
+        # still records one of these tries has either recorded it (and it is not found) or waits.
+        notice_ids = await lock_lost_to_cancelled(db, now, limit=limit)
+        return await drop_deliveries(db, now, notice_ids) if notice_ids else 0

@@ -106,7 +106,8 @@ async def record_tries(
             max_tries=settings.retry_tries,
             first_delay=dt.timedelta(seconds=settings.retry_delay_s),
             # Cancelled while these tries were on the wire (its cancellation left them to us): what
-            # they came to is recorded, and none is made again.
+            # they came to is recorded, and none is made again. (Had this job died first, the
+            # dispatch tick would fail them once their claims ran out: jobs.dispatch.end_lost_tries.)
             cancelled={n.id for n in notices if n.status == NoticeStatus.CANCELLED},
         )
         await settle_notices(db, notice_ids, done, runtime.lease)

@@ -1,10 +1,11 @@
 """The arq worker: plans, dispatches and delivers notices (``metreg worker``).
 
 Cron ticks are reconcilers that read PostgreSQL and are safe to overlap: planning every five
-minutes, dispatching every ten seconds, digests every five minutes, and every five minutes the
-purge of expired Idempotency-Key answers. Delivery jobs retry only on transient trouble with
-PostgreSQL or Redis; a webhook or SMTP failure is not a job failure but a recorded try,
-rescheduled in PostgreSQL. Everything runs in UTC whatever the machine's zone.
+minutes, dispatching every ten seconds (then failing the tries of cancelled notices that were lost
+with their jobs, which no dispatch takes again), digests every five minutes, and every five
+minutes the purge of expired Idempotency-Key answers. Delivery jobs retry only on transient
+trouble with PostgreSQL or Redis; a webhook or SMTP failure is not a job failure but a recorded
+try, rescheduled in PostgreSQL. Everything runs in UTC whatever the machine's zone.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from redis.exceptions import RedisError
 
 from jobs.deliver import deliver, deliver_batch
 from jobs.digest import send_digests
-from jobs.dispatch import DELIVER_NOTICE, DELIVER_NOTICES, DeliverNotice, DeliverNotices, dispatch
+from jobs.dispatch import DELIVER_NOTICE, DELIVER_NOTICES, DeliverNotice, DeliverNotices, dispatch, end_lost_tries
 from jobs.plan import plan
 from jobs.runtime import Runtime, job_deserializer, job_serializer
 from service.clock import Clock
@@ -90,6 +91,12 @@ async def dispatch_tick(ctx: dict[str, Any]) -> None:
     async with runtime.connection() as db:
         while await dispatch(db, runtime.queue, runtime.clock.now(), sweep_after=runtime.lease) == 500:
             pass
+        # After the dispatch: trouble here holds up nothing that is still to be sent.
+        ended = await end_lost_tries(db, runtime.clock.now())
+    if ended:
+        log.warning(
+            "failed tries lost with their jobs while their notices were cancelled", extra={"deliveries_failed": ended}
+        )
 
 
 async def digest_tick(ctx: dict[str, Any]) -> None:
@@ -212,6 +219,7 @@ async def run_burst(settings: Settings, clock: Clock, *, max_rounds: int = 1000)
         for _ in range(max_rounds):
             async with runtime.connection() as db:
                 handed = await dispatch(db, runtime.queue, clock.now(), sweep_after=runtime.lease)
+                await end_lost_tries(db, clock.now())
             dispatched += handed
             await worker.main()
             sent = await send_digests(runtime, everything=True)

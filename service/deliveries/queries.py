@@ -29,12 +29,14 @@ from service.deliveries.rules import (
 )
 
 __all__ = (
+    "LOST_TO_CANCELLED",
     "Claimed",
     "LockedNotice",
     "claim_held",
     "claim_live_of",
     "create_targets_of",
     "held_notices",
+    "lock_lost_to_cancelled",
     "lock_notices",
     "record_many",
     "reopen_delivery",
@@ -177,6 +179,38 @@ async def held_notices(
         now,
     )
     return [r["notice_id"] for r in rows]
+
+
+#: The cancelled notices with lost tries, locked (see :func:`lock_lost_to_cancelled`). Each due try's
+#: notice is looked up by its key (the scalar subquery), not joined: the planner takes every claim
+#: and retry waiting for due (a partial index has no statistics of its own, and most deliveries'
+#: next_attempt_at is past), and would hash every cancelled notice for a join to read a few rows.
+LOST_TO_CANCELLED = """
+SELECT id FROM notices
+WHERE id IN (SELECT d.notice_id FROM deliveries d
+             WHERE d.status = 'pending' AND NOT d.digest AND d.attempts > 0 AND d.next_attempt_at <= $1
+               AND (SELECT n.status FROM notices n WHERE n.id = d.notice_id) = 'cancelled'
+             LIMIT $2)
+  AND status = 'cancelled'
+ORDER BY id
+FOR UPDATE SKIP LOCKED
+"""
+
+
+async def lock_lost_to_cancelled(db: asyncpg.Connection, now: dt.datetime, *, limit: int) -> list[uuid.UUID]:
+    """Lock, in id order, the cancelled notices that have a try sent one by one (not held for a
+    digest) whose claim ran out by ``now`` unrecorded, lost with its job: the notices of at most
+    ``limit`` such tries, skipping those another transaction holds (a later sweep takes them).
+    Runs in the caller's transaction.
+
+    Nothing else is pending under a cancelled notice once its time has come: the cancellation
+    fails all but the claims on the wire (schema/0014), and a cancelled notice is never claimed
+    again. They are found through deliveries_claimed (schema/0022), among the few claims and
+    retries that have come due, not by reading every delivery or every cancelled notice."""
+    # The same misestimate would have the plan compiled (JIT, tens of ms) for a few rows' read.
+    await db.execute("SET LOCAL jit = off")
+    rows = await db.fetch(LOST_TO_CANCELLED, now, limit)
+    return [r["id"] for r in rows]
 
 
 _CLAIM_HELD = f"""

@@ -84,16 +84,25 @@ async def cancel_stale_notices(db: asyncpg.Connection, now: dt.datetime, notice_
 
 
 async def drop_deliveries(db: asyncpg.Connection, now: dt.datetime, notice_ids: list[uuid.UUID]) -> int:
-    """Fail what is due to be sent for the cancelled notices ``notice_ids``. Their cancellation did
-    so already (schema/0014) except for tries then claimed: this is for those whose claim was lost
-    with its job (the lease ran out unrecorded). A claim still in its lease is not due: its try may
-    be on the wire, and the job that made it records it. Returns how many."""
+    """Fail what is due to be sent for the cancelled notices ``notice_ids`` (the caller holds their
+    locks). Their cancellation did so already (schema/0014) except for tries then claimed: this is
+    for those whose claim was lost with its job (the lease ran out unrecorded), which the digest
+    and the dispatch tick's sweep (``jobs.dispatch.end_lost_tries``) find. A claim still in its
+    lease is not due: its try may be on the wire, and the job that made it records it. Returns how
+    many."""
+    # A lost try says so, in the words of the cancellation's trigger (schema/0022): it left no
+    # attempt row and may have arrived, so "not tried again" alone would hide it.
     status = await db.execute(
-        """UPDATE deliveries
+        """UPDATE deliveries d
            SET status = 'failed', updated_at = $1,
-               last_error = CASE WHEN attempts = 0 THEN 'not sent: the notice was cancelled'
-                                 ELSE 'not tried again: the notice was cancelled' END
-           WHERE notice_id = ANY ($2::uuid[]) AND status = 'pending' AND next_attempt_at <= $1""",
+               last_error = CASE
+                   WHEN d.attempts = 0 THEN 'not sent: the notice was cancelled'
+                   WHEN NOT EXISTS (SELECT 1 FROM delivery_attempts a
+                                    WHERE a.delivery_id = d.id AND a.attempt = d.attempts)
+                       THEN 'try ' || d.attempts || ' went unrecorded (its job ended first; it may have arrived); '
+                            'not tried again: the notice was cancelled'
+                   ELSE 'not tried again: the notice was cancelled' END
+           WHERE d.notice_id = ANY ($2::uuid[]) AND d.status = 'pending' AND d.next_attempt_at <= $1""",
         now,
         notice_ids,
     )

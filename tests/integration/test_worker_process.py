@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 import zoneinfo
@@ -312,6 +313,80 @@ async def test_a_worker_killed_mid_delivery_loses_nothing_and_records_each_deliv
     for r in rows:
         assert r["tries"] == [r["attempts"]], r
         assert r["attempts"] == 2 if str(r["notice_id"]) in in_flight else r["attempts"] in (1, 2), r
+
+
+@pytest.mark.timeout(90)
+async def test_calls_a_killed_worker_left_unrecorded_while_their_notices_were_cancelled_end_failed_not_pending(
+    own_admin: Api, own_pool: asyncpg.Pool, own_dsn: str, tmp_path: Path
+) -> None:
+    """SIGKILL while a batch's webhook calls are on the wire (claimed, not recorded), then every
+    gauge is sealed, which cancels its notice and leaves the claims to the job that made them, now
+    dead. No dispatch takes a cancelled notice again: once the claims have run out, the next
+    worker's dispatch tick fails them, saying each try went unrecorded, and calls nobody."""
+    count, dispatch_timeout = PARALLEL_SENDS, 7
+    today = shanghai_today()
+    enterprise_id, enterprise = await new_enterprise(own_admin, own_pool, "330108")
+    gauges = [await register_gauge(enterprise, enterprise_id, today - dt.timedelta(days=190)) for _ in range(count)]
+    release = threading.Event()
+
+    def held(number: int, request: Received) -> int:
+        release.wait(30)  # until the worker that sent it is gone
+        return 200
+
+    # A lease of 7 s claims one round of sends of at most 3 s (jobs.tries.claim_limit): every
+    # notice's call is on the wire at once, and the kill comes well before any could time out.
+    env = process_env(own_dsn, new_queue(), METREG_DISPATCH_TIMEOUT=str(dispatch_timeout), METREG_SEND_TIMEOUT="3")
+    with WebhookReceiver(respond=held).running() as receiver:
+        await add_webhook(enterprise, receiver.url)
+        async with own_pool.acquire() as conn:
+            assert (await plan(conn, dt.datetime.now(dt.UTC))).ran
+        try:
+            with long_running_worker(env, tmp_path / "killed.log") as worker:
+                while len(receiver.requests) < count:  # the test's time-out bounds the wait
+                    assert worker.poll() is None, (tmp_path / "killed.log").read_text()
+                    await asyncio.sleep(0.01)
+                os.kill(worker.pid, signal.SIGKILL)
+                assert await exited(worker) == -signal.SIGKILL
+            killed_at = time.monotonic()
+        finally:
+            release.set()
+        for gauge in gauges:
+            sealed = await enterprise.post(f"/v1/instruments/{gauge['id']}/seal")
+            assert sealed.status_code == 200, sealed.text
+        async with own_pool.acquire() as conn:
+            left = await conn.fetch(
+                """SELECT n.status AS notice, d.status, d.attempts
+                   FROM deliveries d JOIN notices n ON n.id = d.notice_id WHERE n.enterprise_id = $1""",
+                uuid.UUID(enterprise_id),
+            )
+        assert [tuple(r.values()) for r in left] == [("cancelled", "pending", 1)] * count
+
+        await asyncio.sleep(max(0.0, dispatch_timeout + 0.5 - (time.monotonic() - killed_at)))
+        log = tmp_path / "next.log"
+        with long_running_worker(env, log) as worker:
+            while True:  # its dispatch tick runs at start and every 10 s; the time-out bounds the wait
+                assert worker.poll() is None, log.read_text()
+                async with own_pool.acquire() as conn:
+                    rows = await conn.fetch(
+                        """SELECT d.id, n.status AS notice, d.status, d.attempts, d.last_error
+                           FROM deliveries d JOIN notices n ON n.id = d.notice_id WHERE n.enterprise_id = $1""",
+                        uuid.UUID(enterprise_id),
+                    )
+                if all(r["status"] != "pending" for r in rows):
+                    break
+                await asyncio.sleep(0.1)
+        calls = len(receiver.requests)
+    async with own_pool.acquire() as conn:
+        tries = await conn.fetchval(
+            "SELECT count(*) FROM delivery_attempts WHERE delivery_id = ANY ($1::uuid[])", [r["id"] for r in rows]
+        )
+    assert calls == count
+    lost = "try 1 went unrecorded (its job ended first; it may have arrived); not tried again: the notice was cancelled"
+    assert [(r["notice"], r["status"], r["attempts"], r["last_error"]) for r in rows] == [
+        ("cancelled", "failed", 1, lost)
+    ] * count
+    assert tries == 0
+    assert "failed tries lost with their jobs" in log.read_text()
 
 
 @pytest.mark.timeout(60)

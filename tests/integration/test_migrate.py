@@ -248,7 +248,7 @@ async def test_metreg_migrate_gives_up_behind_a_long_transaction_and_then_succee
 
 
 # ---------------------------------------------------------------------------------------------
-# schema/0022_notice_certificates_fixed.sql on a database that already holds a register
+# schema/0021_notice_certificates_fixed.sql on a database that already holds a register
 
 _NOTICE_CERTIFICATES_FIXED = "notice_certificates_fixed"
 _RESULT_NOTICE = """

@@ -765,7 +765,7 @@ async def test_without_its_trigger_the_policy_alone_let_a_lab_move_a_request(wor
 # A: a delivery's webhook (whose secret signs it) and target (where it is posted), an instrument's
 # current certificate (whose number its notices carry), the instruments it replaces or is
 # replaced by, and a result notice's certificate (which its payload names,
-# schema/0022_notice_certificates_fixed.sql). The policies check A's row, not the row it names.
+# schema/0021_notice_certificates_fixed.sql). The policies check A's row, not the row it names.
 
 ATTACKER_HOOK = "https://attacker.example/hook"
 _MISPOINTED = "violates foreign key constraint"

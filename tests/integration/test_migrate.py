@@ -303,3 +303,104 @@ async def test_a_notice_naming_another_instruments_certificate_stops_the_migrati
         assert [k["conname"] for k in keys] == ["notices_certificate_id_fkey"]
     finally:
         await conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# schema/0022_item_and_event_certificates_fixed.sql on a database that already holds a register
+
+_ITEM_AND_EVENT_CERTIFICATES_FIXED = "item_and_event_certificates_fixed"
+_LAB, _REQUEST, _THEIR_REQUEST = (uuid.UUID(int=n) for n in range(7, 10))
+_REQUEST_OF = """
+    INSERT INTO verification_requests (id, enterprise_id, lab_id, status, accepted_on, due_by, created_at, updated_at)
+    VALUES ($1, $2, $3, 'accepted', '2025-12-20', '2026-01-10', $4, $4)"""
+_ITEM = "INSERT INTO request_items (request_id, instrument_id, position, certificate_id) VALUES ($1, $2, $3, $4)"
+_DONE = "UPDATE request_items SET certificate_id = $1 WHERE request_id = $2 AND instrument_id = $3"
+_EVENT = """
+    INSERT INTO instrument_events (instrument_id, kind, effective_on, certificate_id, occurred_at)
+    VALUES ($1, $2, '2026-01-01', $3, $4)"""
+_KEYS_OF_ITEMS_AND_EVENTS = """
+    SELECT conrelid::regclass::text AS tab, conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
+    WHERE conrelid IN ('request_items'::regclass, 'instrument_events'::regclass)
+      AND confrelid = 'certificates'::regclass
+    ORDER BY 1"""
+
+
+async def _requests(conn: asyncpg.Connection) -> None:
+    """A lab, and a request of each enterprise to it: the first's for its successor, done with that
+    one's certificate as attach_result writes it, and for the replaced one, still waiting; the
+    second's for its own instrument, waiting."""
+    await conn.execute(
+        "INSERT INTO labs (id, name, accreditation_no, region_code) VALUES ($1, '实验室', 'L-1', '530102')", _LAB
+    )
+    await conn.execute(_REQUEST_OF, _REQUEST, _E1, _LAB, NOW)
+    await conn.execute(_REQUEST_OF, _THEIR_REQUEST, _E2, _LAB, NOW)
+    await conn.execute(_ITEM, _REQUEST, _NEW, 1, _CERT)
+    await conn.execute(_ITEM, _REQUEST, _OLD, 2, None)
+    await conn.execute(_ITEM, _THEIR_REQUEST, _THEIRS, 1, None)
+
+
+async def test_a_populated_register_takes_the_item_and_event_certificate_keys(scratch_dsn: str, tmp_path: Path) -> None:
+    """The rows an older release wrote: items waiting and done, the result's and a revocation's
+    events naming the certificate, and events naming none."""
+    await _migrated_up_to_before(scratch_dsn, _ITEM_AND_EVENT_CERTIFICATES_FIXED, tmp_path)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await _register(conn, successor_of=None)
+        await _requests(conn)
+        await conn.execute(_EVENT, _NEW, "result_recorded", _CERT, NOW)
+        await conn.execute(_EVENT, _NEW, "certificate_revoked", _CERT, NOW)
+        for instrument in (_OLD, _NEW, _THEIRS):
+            await conn.execute(_EVENT, instrument, "registered", None, NOW)
+        applied = await migrate.migrate(scratch_dsn, NOW)
+        assert _ITEM_AND_EVENT_CERTIFICATES_FIXED in [m.name for m in applied]
+        keys = await conn.fetch(_KEYS_OF_ITEMS_AND_EVENTS)
+        assert [tuple(k) for k in keys] == [
+            (
+                "instrument_events",
+                "instrument_events_certificate_fkey",
+                "FOREIGN KEY (certificate_id, instrument_id) REFERENCES certificates(id, instrument_id)",
+            ),
+            (
+                "request_items",
+                "request_items_certificate_fkey",
+                "FOREIGN KEY (certificate_id, instrument_id) REFERENCES certificates(id, instrument_id)",
+            ),
+        ]
+        assert await conn.fetchval("SELECT count(*) FROM request_items") == 3
+        assert await conn.fetchval("SELECT count(*) FROM instrument_events") == 5
+    finally:
+        await conn.close()
+
+
+# Each a row that names a certificate of another instrument: the second enterprise's, or the first
+# enterprise's replaced instrument naming its successor's.
+_MISPOINTED_ROWS = {
+    "their item": (_DONE, (_CERT, _THEIR_REQUEST, _THEIRS), "request_items_certificate_fkey"),
+    "a neighbour's item": (_DONE, (_CERT, _REQUEST, _OLD), "request_items_certificate_fkey"),
+    "their event": (_EVENT, (_THEIRS, "result_recorded", _CERT, NOW), "instrument_events_certificate_fkey"),
+    "a neighbour's event": (_EVENT, (_OLD, "certificate_revoked", _CERT, NOW), "instrument_events_certificate_fkey"),
+}
+
+
+@pytest.mark.parametrize("row", list(_MISPOINTED_ROWS))
+async def test_an_item_or_event_naming_another_instruments_certificate_stops_the_migration_with_nothing_applied(
+    row: str, scratch_dsn: str, tmp_path: Path
+) -> None:
+    await _migrated_up_to_before(scratch_dsn, _ITEM_AND_EVENT_CERTIFICATES_FIXED, tmp_path)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await _register(conn, successor_of=None)
+        await _requests(conn)
+        sql, args, constraint = _MISPOINTED_ROWS[row]
+        await conn.execute(sql, *args)
+        before = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match=constraint):
+            await migrate.migrate(scratch_dsn, NOW)
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == before
+        keys = await conn.fetch(_KEYS_OF_ITEMS_AND_EVENTS)
+        assert [k["conname"] for k in keys] == [
+            "instrument_events_certificate_id_fkey",
+            "request_items_certificate_id_fkey",
+        ]
+    finally:
+        await conn.close()

@@ -124,6 +124,75 @@ async def test_a_migration_waits_for_a_lock_only_so_long_and_leaves_nothing_behi
     assert await migrate.pending(scratch_dsn, tmp_path) == []
 
 
+async def _until(observer: asyncpg.Connection, condition: str, *args: object) -> None:
+    """Poll ``condition`` (a query returning a boolean) until it holds. The observer is a session of
+    its own, outside any transaction: a transaction sees pg_stat_activity as it first read it."""
+    while not await observer.fetchval(condition, *args):  # noqa: ASYNC110  # polled
+        await asyncio.sleep(0.01)
+
+
+_BLOCKS_SOMEONE = "SELECT count(*) > 0 FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid))"
+_GATE = 0x67617465  # "gate"
+
+
+async def test_a_migration_rolled_back_out_of_a_deadlock_says_so_and_leaves_nothing_behind(
+    scratch_dsn: str, tmp_path: Path
+) -> None:
+    """0021's lock upgrade against a request that read the table and then writes it: the migration
+    takes SHARE ROW EXCLUSIVE (the request's read goes on), and while its scan goes on (here an
+    advisory lock the test holds stands for it) the request's write waits for it; then the
+    migration's ACCESS EXCLUSIVE waits for the request's read."""
+    _write(tmp_path, "0001_keys.sql", "CREATE TABLE keys (a int); INSERT INTO keys VALUES (1);")
+    await migrate.migrate(scratch_dsn, NOW, tmp_path)
+    _write(
+        tmp_path,
+        "0002_upgraded.sql",
+        f"""CREATE TABLE trail (a int);
+            LOCK TABLE keys IN SHARE ROW EXCLUSIVE MODE;
+            SELECT pg_advisory_xact_lock({_GATE});
+            ALTER TABLE keys ADD COLUMN b int;""",
+    )
+    # The session that checks for the deadlock is the one rolled back: the migration's, which
+    # closes the cycle, checks after 10 ms; the request's waits far longer than the test runs.
+    observer = await asyncpg.connect(scratch_dsn)
+    await observer.execute(f"ALTER DATABASE {scratch_dsn.rsplit('/', 1)[1]} SET deadlock_timeout = '10ms'")
+    gate = await asyncpg.connect(scratch_dsn)
+    try:
+        await gate.execute(f"SELECT pg_advisory_lock({_GATE})")
+        async with _long_transaction(scratch_dsn, "SELECT * FROM keys") as request:
+            await request.execute("SET deadlock_timeout = '10min'")
+            migration = asyncio.create_task(
+                migrate.migrate(scratch_dsn, NOW, tmp_path, lock_timeout=dt.timedelta(minutes=10))
+            )
+            await _until(observer, _BLOCKS_SOMEONE, gate.get_server_pid())
+            write = asyncio.create_task(request.execute("INSERT INTO keys VALUES (2)"))
+            [migrating] = await observer.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid))", gate.get_server_pid()
+            )
+            await _until(
+                observer, "SELECT $1::int = ANY (pg_blocking_pids($2::int))", migrating["pid"], request.get_server_pid()
+            )
+            await gate.execute(f"SELECT pg_advisory_unlock({_GATE})")
+            with pytest.raises(migrate.MigrationError) as refused:
+                await migration
+            assert await write == "INSERT 0 1"  # the request goes on
+        assert isinstance(refused.value.__cause__, asyncpg.DeadlockDetectedError)
+        message = str(refused.value)
+        assert "0002_upgraded.sql was rolled back by PostgreSQL out of a deadlock with another transaction" in message
+        assert "nothing of it is applied" in message
+        assert "safe to run `metreg migrate` again at once" in message
+        assert await observer.fetchval("SELECT max(version) FROM schema_migrations") == 1
+        assert await observer.fetchval("SELECT to_regclass('trail')") is None
+        columns = await observer.fetch(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'keys'::regclass AND attnum > 0"
+        )
+        assert [c["attname"] for c in columns] == ["a"]
+    finally:
+        await gate.close()
+        await observer.close()
+    assert [m.version for m in await migrate.migrate(scratch_dsn, NOW, tmp_path)] == [2]
+
+
 async def test_a_second_deployer_waits_for_the_first_however_long(scratch_dsn: str, tmp_path: Path) -> None:
     """The limit is on the migrations' own locks, not on the advisory lock that queues deployers."""
     _write(tmp_path, "0001_t.sql", "CREATE TABLE t (a int);")
@@ -131,12 +200,9 @@ async def test_a_second_deployer_waits_for_the_first_however_long(scratch_dsn: s
         second = asyncio.create_task(
             migrate.migrate(scratch_dsn, NOW, tmp_path, lock_timeout=dt.timedelta(milliseconds=10))
         )
-        # Polled from a session of its own: a transaction sees pg_stat_activity as it first read it.
         observer = await asyncpg.connect(scratch_dsn)
         try:
-            blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))"
-            while not await observer.fetchval(blocked, first.get_server_pid()):  # noqa: ASYNC110  # polled
-                await asyncio.sleep(0.01)
+            await _until(observer, _BLOCKS_SOMEONE, first.get_server_pid())
         finally:
             await observer.close()
         await asyncio.sleep(0.1)  # ten times its lock_timeout

@@ -372,7 +372,7 @@ async def test_a_notice_naming_another_instruments_certificate_stops_the_migrati
 
 
 # ---------------------------------------------------------------------------------------------
-# schema/0022_item_and_event_certificates_fixed.sql on a database that already holds a register
+# schema/0023_item_and_event_certificates_fixed.sql on a database that already holds a register
 
 _ITEM_AND_EVENT_CERTIFICATES_FIXED = "item_and_event_certificates_fixed"
 _LAB, _REQUEST, _THEIR_REQUEST = (uuid.UUID(int=n) for n in range(7, 10))

@@ -770,7 +770,7 @@ async def test_without_its_trigger_the_policy_alone_let_a_lab_move_a_request(wor
 # replaced by, and a result notice's certificate (which its payload names,
 # schema/0021_notice_certificates_fixed.sql). The policies check A's row, not the row it names.
 # Nor does a request item or a history event give another instrument's certificate as its
-# instrument's result (schema/0022_item_and_event_certificates_fixed.sql).
+# instrument's result (schema/0023_item_and_event_certificates_fixed.sql).
 
 ATTACKER_HOOK = "https://attacker.example/hook"
 _MISPOINTED = "violates foreign key constraint"
@@ -1154,7 +1154,7 @@ _WORKER_REFUSED: dict[str, tuple[str, Callable[[World], tuple[Any, ...]]]] = {
     "update an enterprise": ("UPDATE enterprises SET name = 'x' WHERE id = $1", lambda w: (w.a,)),
     "update an api key": ("UPDATE api_keys SET name = 'x'", lambda w: ()),
     "update a webhook": ("UPDATE webhooks SET active = false WHERE id = $1", lambda w: (w.b_webhook,)),
-    # Nor, so, does it name any certificate in a request item or an event (schema/0022).
+    # Nor, so, does it name any certificate in a request item or an event (schema/0023).
     "update a request item": (
         "UPDATE request_items SET certificate_id = $1 WHERE request_id = $2",
         lambda w: (w.b_certificate, w.a_request),

@@ -8,7 +8,9 @@
 - A transactional file waits for a lock at most ``lock_timeout`` (``METREG_MIGRATE_LOCK_TIMEOUT``):
   a lock request queued behind a long transaction makes every later request for the table queue
   behind it in turn, so that a migration waiting without limit would stall the API. It fails
-  instead, with nothing of it applied, to be run again when that transaction has ended.
+  instead, with nothing of it applied, to be run again when that transaction has ended. A file
+  that PostgreSQL rolls back out of a deadlock (one that takes a lock and later a stronger one,
+  as 0021 does, against a transaction that read the table and then writes it) fails the same way.
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ async def migrate(
 
     Raises:
         MigrationError: the folder and the database disagree, or a migration waited longer than
-            ``lock_timeout`` for a lock (it and those after it are not applied; those before are).
+            ``lock_timeout`` for a lock or was rolled back out of a deadlock (it and those after it
+            are not applied; those before are).
     """
     known = discover(folder)
     conn = await asyncpg.connect(dsn)
@@ -141,16 +144,36 @@ async def _apply(conn: asyncpg.Connection, migration: Migration, now: dt.datetim
                 await conn.execute(f"SET LOCAL lock_timeout = {_milliseconds(lock_timeout)}")
                 await conn.execute(migration.sql)
                 await conn.execute(record, *args)
-        except asyncpg.LockNotAvailableError as exc:
-            raise MigrationError(
-                f"{migration.version:04d}_{migration.name}.sql waited more than {lock_timeout.total_seconds():g} s "
-                "(METREG_MIGRATE_LOCK_TIMEOUT) for a lock that another transaction holds, and was rolled back: "
-                "nothing of it is applied (those before it are). It is safe to run `metreg migrate` again once "
-                "that transaction has ended (pg_stat_activity shows which: the oldest xact_start)."
-            ) from exc
+        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError) as exc:
+            raise MigrationError(_given_up(migration, exc, lock_timeout)) from exc
     else:
         await conn.execute(migration.sql)
         await conn.execute(record, *args)
+
+
+def _given_up(
+    migration: Migration, exc: asyncpg.LockNotAvailableError | asyncpg.DeadlockDetectedError, lock_timeout: dt.timedelta
+) -> str:
+    """Why a transactional migration was rolled back over a lock, and that running it again is safe."""
+    if isinstance(exc, asyncpg.DeadlockDetectedError):
+        what = (
+            "was rolled back by PostgreSQL out of a deadlock with another transaction (each waited for a lock "
+            "the other held)"
+        )
+        when = (
+            "at once; stopping the API and the worker first, as the deploy order says, leaves no transaction to "
+            "deadlock with"
+        )
+    else:
+        what = (
+            f"waited more than {lock_timeout.total_seconds():g} s (METREG_MIGRATE_LOCK_TIMEOUT) for a lock that "
+            "another transaction holds, and was rolled back"
+        )
+        when = "once that transaction has ended (pg_stat_activity shows which: the oldest xact_start)"
+    return (
+        f"{migration.version:04d}_{migration.name}.sql {what}: nothing of it is applied (those before it are). "
+        f"It is safe to run `metreg migrate` again {when}."
+    )
 
 
 def _milliseconds(span: dt.timedelta) -> int:

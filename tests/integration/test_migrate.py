@@ -124,6 +124,75 @@ async def test_a_migration_waits_for_a_lock_only_so_long_and_leaves_nothing_behi
     assert await migrate.pending(scratch_dsn, tmp_path) == []
 
 
+async def _until(observer: asyncpg.Connection, condition: str, *args: object) -> None:
+    """Poll ``condition`` (a query returning a boolean) until it holds. The observer is a session of
+    its own, outside any transaction: a transaction sees pg_stat_activity as it first read it."""
+    while not await observer.fetchval(condition, *args):  # noqa: ASYNC110  # polled
+        await asyncio.sleep(0.01)
+
+
+_BLOCKS_SOMEONE = "SELECT count(*) > 0 FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid))"
+_GATE = 0x67617465  # "gate"
+
+
+async def test_a_migration_rolled_back_out_of_a_deadlock_says_so_and_leaves_nothing_behind(
+    scratch_dsn: str, tmp_path: Path
+) -> None:
+    """0021's lock upgrade against a request that read the table and then writes it: the migration
+    takes SHARE ROW EXCLUSIVE (the request's read goes on), and while its scan goes on (here an
+    advisory lock the test holds stands for it) the request's write waits for it; then the
+    migration's ACCESS EXCLUSIVE waits for the request's read."""
+    _write(tmp_path, "0001_keys.sql", "CREATE TABLE keys (a int); INSERT INTO keys VALUES (1);")
+    await migrate.migrate(scratch_dsn, NOW, tmp_path)
+    _write(
+        tmp_path,
+        "0002_upgraded.sql",
+        f"""CREATE TABLE trail (a int);
+            LOCK TABLE keys IN SHARE ROW EXCLUSIVE MODE;
+            SELECT pg_advisory_xact_lock({_GATE});
+            ALTER TABLE keys ADD COLUMN b int;""",
+    )
+    # The session that checks for the deadlock is the one rolled back: the migration's, which
+    # closes the cycle, checks after 10 ms; the request's waits far longer than the test runs.
+    observer = await asyncpg.connect(scratch_dsn)
+    await observer.execute(f"ALTER DATABASE {scratch_dsn.rsplit('/', 1)[1]} SET deadlock_timeout = '10ms'")
+    gate = await asyncpg.connect(scratch_dsn)
+    try:
+        await gate.execute(f"SELECT pg_advisory_lock({_GATE})")
+        async with _long_transaction(scratch_dsn, "SELECT * FROM keys") as request:
+            await request.execute("SET deadlock_timeout = '10min'")
+            migration = asyncio.create_task(
+                migrate.migrate(scratch_dsn, NOW, tmp_path, lock_timeout=dt.timedelta(minutes=10))
+            )
+            await _until(observer, _BLOCKS_SOMEONE, gate.get_server_pid())
+            write = asyncio.create_task(request.execute("INSERT INTO keys VALUES (2)"))
+            [migrating] = await observer.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE $1::int = ANY (pg_blocking_pids(pid))", gate.get_server_pid()
+            )
+            await _until(
+                observer, "SELECT $1::int = ANY (pg_blocking_pids($2::int))", migrating["pid"], request.get_server_pid()
+            )
+            await gate.execute(f"SELECT pg_advisory_unlock({_GATE})")
+            with pytest.raises(migrate.MigrationError) as refused:
+                await migration
+            assert await write == "INSERT 0 1"  # the request goes on
+        assert isinstance(refused.value.__cause__, asyncpg.DeadlockDetectedError)
+        message = str(refused.value)
+        assert "0002_upgraded.sql was rolled back by PostgreSQL out of a deadlock with another transaction" in message
+        assert "nothing of it is applied" in message
+        assert "safe to run `metreg migrate` again at once" in message
+        assert await observer.fetchval("SELECT max(version) FROM schema_migrations") == 1
+        assert await observer.fetchval("SELECT to_regclass('trail')") is None
+        columns = await observer.fetch(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'keys'::regclass AND attnum > 0"
+        )
+        assert [c["attname"] for c in columns] == ["a"]
+    finally:
+        await gate.close()
+        await observer.close()
+    assert [m.version for m in await migrate.migrate(scratch_dsn, NOW, tmp_path)] == [2]
+
+
 async def test_a_second_deployer_waits_for_the_first_however_long(scratch_dsn: str, tmp_path: Path) -> None:
     """The limit is on the migrations' own locks, not on the advisory lock that queues deployers."""
     _write(tmp_path, "0001_t.sql", "CREATE TABLE t (a int);")
@@ -131,12 +200,9 @@ async def test_a_second_deployer_waits_for_the_first_however_long(scratch_dsn: s
         second = asyncio.create_task(
             migrate.migrate(scratch_dsn, NOW, tmp_path, lock_timeout=dt.timedelta(milliseconds=10))
         )
-        # Polled from a session of its own: a transaction sees pg_stat_activity as it first read it.
         observer = await asyncpg.connect(scratch_dsn)
         try:
-            blocked = "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))"
-            while not await observer.fetchval(blocked, first.get_server_pid()):  # noqa: ASYNC110  # polled
-                await asyncio.sleep(0.01)
+            await _until(observer, _BLOCKS_SOMEONE, first.get_server_pid())
         finally:
             await observer.close()
         await asyncio.sleep(0.1)  # ten times its lock_timeout
@@ -301,5 +367,106 @@ async def test_a_notice_naming_another_instruments_certificate_stops_the_migrati
         assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == before
         keys = await conn.fetch(_KEYS_TO_CERTIFICATES)
         assert [k["conname"] for k in keys] == ["notices_certificate_id_fkey"]
+    finally:
+        await conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# schema/0023_item_and_event_certificates_fixed.sql on a database that already holds a register
+
+_ITEM_AND_EVENT_CERTIFICATES_FIXED = "item_and_event_certificates_fixed"
+_LAB, _REQUEST, _THEIR_REQUEST = (uuid.UUID(int=n) for n in range(7, 10))
+_REQUEST_OF = """
+    INSERT INTO verification_requests (id, enterprise_id, lab_id, status, accepted_on, due_by, created_at, updated_at)
+    VALUES ($1, $2, $3, 'accepted', '2025-12-20', '2026-01-10', $4, $4)"""
+_ITEM = "INSERT INTO request_items (request_id, instrument_id, position, certificate_id) VALUES ($1, $2, $3, $4)"
+_DONE = "UPDATE request_items SET certificate_id = $1 WHERE request_id = $2 AND instrument_id = $3"
+_EVENT = """
+    INSERT INTO instrument_events (instrument_id, kind, effective_on, certificate_id, occurred_at)
+    VALUES ($1, $2, '2026-01-01', $3, $4)"""
+_KEYS_OF_ITEMS_AND_EVENTS = """
+    SELECT conrelid::regclass::text AS tab, conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
+    WHERE conrelid IN ('request_items'::regclass, 'instrument_events'::regclass)
+      AND confrelid = 'certificates'::regclass
+    ORDER BY 1"""
+
+
+async def _requests(conn: asyncpg.Connection) -> None:
+    """A lab, and a request of each enterprise to it: the first's for its successor, done with that
+    one's certificate as attach_result writes it, and for the replaced one, still waiting; the
+    second's for its own instrument, waiting."""
+    await conn.execute(
+        "INSERT INTO labs (id, name, accreditation_no, region_code) VALUES ($1, '实验室', 'L-1', '530102')", _LAB
+    )
+    await conn.execute(_REQUEST_OF, _REQUEST, _E1, _LAB, NOW)
+    await conn.execute(_REQUEST_OF, _THEIR_REQUEST, _E2, _LAB, NOW)
+    await conn.execute(_ITEM, _REQUEST, _NEW, 1, _CERT)
+    await conn.execute(_ITEM, _REQUEST, _OLD, 2, None)
+    await conn.execute(_ITEM, _THEIR_REQUEST, _THEIRS, 1, None)
+
+
+async def test_a_populated_register_takes_the_item_and_event_certificate_keys(scratch_dsn: str, tmp_path: Path) -> None:
+    """The rows an older release wrote: items waiting and done, the result's and a revocation's
+    events naming the certificate, and events naming none."""
+    await _migrated_up_to_before(scratch_dsn, _ITEM_AND_EVENT_CERTIFICATES_FIXED, tmp_path)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await _register(conn, successor_of=None)
+        await _requests(conn)
+        await conn.execute(_EVENT, _NEW, "result_recorded", _CERT, NOW)
+        await conn.execute(_EVENT, _NEW, "certificate_revoked", _CERT, NOW)
+        for instrument in (_OLD, _NEW, _THEIRS):
+            await conn.execute(_EVENT, instrument, "registered", None, NOW)
+        applied = await migrate.migrate(scratch_dsn, NOW)
+        assert _ITEM_AND_EVENT_CERTIFICATES_FIXED in [m.name for m in applied]
+        keys = await conn.fetch(_KEYS_OF_ITEMS_AND_EVENTS)
+        assert [tuple(k) for k in keys] == [
+            (
+                "instrument_events",
+                "instrument_events_certificate_fkey",
+                "FOREIGN KEY (certificate_id, instrument_id) REFERENCES certificates(id, instrument_id)",
+            ),
+            (
+                "request_items",
+                "request_items_certificate_fkey",
+                "FOREIGN KEY (certificate_id, instrument_id) REFERENCES certificates(id, instrument_id)",
+            ),
+        ]
+        assert await conn.fetchval("SELECT count(*) FROM request_items") == 3
+        assert await conn.fetchval("SELECT count(*) FROM instrument_events") == 5
+    finally:
+        await conn.close()
+
+
+# Each a row that names a certificate of another instrument: the second enterprise's, or the first
+# enterprise's replaced instrument naming its successor's.
+_MISPOINTED_ROWS = {
+    "their item": (_DONE, (_CERT, _THEIR_REQUEST, _THEIRS), "request_items_certificate_fkey"),
+    "a neighbour's item": (_DONE, (_CERT, _REQUEST, _OLD), "request_items_certificate_fkey"),
+    "their event": (_EVENT, (_THEIRS, "result_recorded", _CERT, NOW), "instrument_events_certificate_fkey"),
+    "a neighbour's event": (_EVENT, (_OLD, "certificate_revoked", _CERT, NOW), "instrument_events_certificate_fkey"),
+}
+
+
+@pytest.mark.parametrize("row", list(_MISPOINTED_ROWS))
+async def test_an_item_or_event_naming_another_instruments_certificate_stops_the_migration_with_nothing_applied(
+    row: str, scratch_dsn: str, tmp_path: Path
+) -> None:
+    await _migrated_up_to_before(scratch_dsn, _ITEM_AND_EVENT_CERTIFICATES_FIXED, tmp_path)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await _register(conn, successor_of=None)
+        await _requests(conn)
+        sql, args, constraint = _MISPOINTED_ROWS[row]
+        await conn.execute(sql, *args)
+        before = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match=constraint):
+            await migrate.migrate(scratch_dsn, NOW)
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == before
+        keys = await conn.fetch(_KEYS_OF_ITEMS_AND_EVENTS)
+        assert [k["conname"] for k in keys] == [
+            "instrument_events_certificate_id_fkey",
+            "request_items_certificate_id_fkey",
+        ]
     finally:
         await conn.close()

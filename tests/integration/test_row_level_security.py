@@ -33,6 +33,9 @@ from service.auth import _AUTHENTICATE, Role, act_as_calendar, act_as_public, ha
 from service.calendars.queries import token_sha256
 from service.clock import FixedClock
 from service.db import create_pool
+from service.history.queries import record_event
+from service.history.schemas import EventKind
+from service.requests.queries import attach_result
 from service.settings import Settings
 from tests.conftest import (
     ALL_CODES,
@@ -766,6 +769,8 @@ async def test_without_its_trigger_the_policy_alone_let_a_lab_move_a_request(wor
 # current certificate (whose number its notices carry), the instruments it replaces or is
 # replaced by, and a result notice's certificate (which its payload names,
 # schema/0021_notice_certificates_fixed.sql). The policies check A's row, not the row it names.
+# Nor does a request item or a history event give another instrument's certificate as its
+# instrument's result (schema/0023_item_and_event_certificates_fixed.sql).
 
 ATTACKER_HOOK = "https://attacker.example/hook"
 _MISPOINTED = "violates foreign key constraint"
@@ -777,6 +782,12 @@ _RESULT_NOTICE = f"""
                          due_on, next_attempt_at, created_at, updated_at)
     VALUES ($1, $2, 'verification_failed', 'enterprise', '{REGION_A}', '{VERIFIED}', 0, $3, '{VERIFIED}', now(),
             now(), now())"""
+# A result's event as service.history.queries.record_event writes it, and an item of lab L's
+# request for A's other instrument, its result already given.
+_RESULT_EVENT = f"""
+    INSERT INTO instrument_events (instrument_id, kind, effective_on, certificate_id, occurred_at)
+    VALUES ($1, 'result_recorded', '{VERIFIED}', $2, now())"""
+_DONE_ITEM = "INSERT INTO request_items (request_id, instrument_id, position, certificate_id) VALUES ($1, $2, 2, $3)"
 
 _REPOINTS: dict[str, Move] = {
     "A's delivery to B's webhook and elsewhere": Move(
@@ -837,13 +848,69 @@ _REPOINTS: dict[str, Move] = {
         refusal=asyncpg.ForeignKeyViolationError,
         match=f'{_MISPOINTED} "notices_certificate_fkey"',
     ),
+    # The item of lab L's request, done with B's result instead of its own.
+    "A's request item to B's certificate": Move(
+        "UPDATE request_items SET certificate_id = $1 WHERE request_id = $2",
+        lambda w: (w.b_certificate, w.a_request),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "request_items_certificate_fkey"',
+    ),
+    "A's new request item naming B's certificate": Move(
+        _DONE_ITEM,
+        lambda w: (w.a_request, w.a_other, w.b_certificate),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "request_items_certificate_fkey"',
+    ),
+    # A's own certificate, but another instrument's: the item would be done without its result.
+    "A's new request item naming its neighbour's certificate": Move(
+        _DONE_ITEM,
+        lambda w: (w.a_request, w.a_other, w.a_certificate),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "request_items_certificate_fkey"',
+    ),
+    "A's event to B's certificate": Move(
+        "UPDATE instrument_events SET certificate_id = $1 WHERE instrument_id = $2 AND kind = 'result_recorded'",
+        lambda w: (w.b_certificate, w.a_requested),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "instrument_events_certificate_fkey"',
+    ),
+    "A's event to its neighbour's certificate": Move(
+        "UPDATE instrument_events SET certificate_id = $1 WHERE instrument_id = $2",
+        lambda w: (w.a_certificate, w.a_other),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "instrument_events_certificate_fkey"',
+    ),
+    "A's new event naming B's certificate": Move(
+        _RESULT_EVENT,
+        lambda w: (w.a_requested, w.b_certificate),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "instrument_events_certificate_fkey"',
+    ),
+    "A's new event naming its neighbour's certificate": Move(
+        _RESULT_EVENT,
+        lambda w: (w.a_other, w.a_certificate),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "instrument_events_certificate_fkey"',
+    ),
 }
-# The worker writes deliveries and notices; lab L those notices of the instrument of its request.
+# The worker writes deliveries and notices. Lab L writes those notices and events of the
+# instrument of its request, and the items of its request; regulator of A the items and events of
+# its region.
 _WORKER_REPOINTS = [name for name in _REPOINTS if name.startswith(("A's delivery", "A's notice", "A's new notice"))]
-_LAB_REPOINTS = ["A's notice to B's certificate", "A's new notice naming B's certificate"]
-_API_REPOINTS = [(who, name) for who in (Who.ENTERPRISE_A, Who.ADMIN) for name in _REPOINTS] + [
-    (Who.LAB_OF_A, name) for name in _LAB_REPOINTS
+_ITEM_REPOINTS = [name for name in _REPOINTS if "request item" in name]
+_EVENT_REPOINTS = [name for name in _REPOINTS if "event" in name]
+_LAB_REPOINTS = [
+    "A's notice to B's certificate",
+    "A's new notice naming B's certificate",
+    *_ITEM_REPOINTS,
+    "A's event to B's certificate",
+    "A's new event naming B's certificate",
 ]
+_API_REPOINTS = (
+    [(who, name) for who in (Who.ENTERPRISE_A, Who.ADMIN) for name in _REPOINTS]
+    + [(Who.LAB_OF_A, name) for name in _LAB_REPOINTS]
+    + [(Who.REGULATOR_OF_A, name) for name in _ITEM_REPOINTS + _EVENT_REPOINTS]
+)
 
 
 @pytest.mark.parametrize(("who", "repoint"), _API_REPOINTS, ids=[f"{who}-{name}" for who, name in _API_REPOINTS])
@@ -913,6 +980,55 @@ async def test_references_within_the_owner_still_work(world: World, api_pool: as
             ),
         ]:
             assert await conn.execute(sql, *args) in ("INSERT 0 1", "UPDATE 1"), sql
+
+
+async def test_a_recorded_result_names_its_certificate_in_the_item_and_the_history(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    """What building the world did through the API (lab L's result for A, lab M's for B):
+    record_result's item and event name the certificate under the new keys."""
+    for request, instrument, certificate in [
+        (world.a_request, world.a_requested, world.a_certificate),
+        (world.b_request, world.b_instrument, world.b_certificate),
+    ]:
+        item = await pool.fetchval(
+            "SELECT certificate_id FROM request_items WHERE request_id = $1 AND instrument_id = $2", request, instrument
+        )
+        assert item == certificate
+        events = await pool.fetch(
+            """SELECT kind, certificate_id FROM instrument_events
+               WHERE instrument_id = $1 AND certificate_id IS NOT NULL ORDER BY seq""",
+            instrument,
+        )
+        assert [tuple(e) for e in events] == [("result_recorded", certificate)]
+
+
+@pytest.mark.parametrize("who", [Who.LAB_OF_A, Who.ADMIN])
+async def test_the_result_paths_still_name_the_instruments_own_certificate(
+    who: Who, world: World, api_pool: asyncpg.Pool
+) -> None:
+    """The statements a result and a revocation write, run again as who records them: the item's
+    result (attach_result), and the result's and the revocation's events (record_event)."""
+    async with acting(api_pool, world, who) as conn:
+        await conn.execute("UPDATE request_items SET certificate_id = NULL WHERE request_id = $1", world.a_request)
+        await attach_result(conn, world.a_request, world.a_requested, world.a_certificate, NOW)  # type: ignore[arg-type]
+        for kind in (EventKind.RESULT_RECORDED, EventKind.CERTIFICATE_REVOKED):
+            await record_event(
+                conn,  # type: ignore[arg-type]
+                instrument_id=world.a_requested,
+                kind=kind,
+                actor=None,
+                now=NOW,
+                certificate_id=world.a_certificate,
+            )
+        item = await conn.fetchval("SELECT certificate_id FROM request_items WHERE request_id = $1", world.a_request)
+        assert item == world.a_certificate
+        events = await conn.fetch(
+            "SELECT kind FROM instrument_events WHERE instrument_id = $1 AND certificate_id = $2 ORDER BY seq",
+            world.a_requested,
+            world.a_certificate,
+        )
+        assert [e["kind"] for e in events] == ["result_recorded", "result_recorded", "certificate_revoked"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1038,6 +1154,12 @@ _WORKER_REFUSED: dict[str, tuple[str, Callable[[World], tuple[Any, ...]]]] = {
     "update an enterprise": ("UPDATE enterprises SET name = 'x' WHERE id = $1", lambda w: (w.a,)),
     "update an api key": ("UPDATE api_keys SET name = 'x'", lambda w: ()),
     "update a webhook": ("UPDATE webhooks SET active = false WHERE id = $1", lambda w: (w.b_webhook,)),
+    # Nor, so, does it name any certificate in a request item or an event (schema/0023).
+    "update a request item": (
+        "UPDATE request_items SET certificate_id = $1 WHERE request_id = $2",
+        lambda w: (w.b_certificate, w.a_request),
+    ),
+    "insert an event": (_RESULT_EVENT, lambda w: (w.a_requested, w.b_certificate)),
 } | _AUDIT_WRITES
 
 _API_REFUSED: dict[str, tuple[str, Callable[[World], tuple[Any, ...]]]] = {

@@ -468,5 +468,45 @@ async def test_an_item_or_event_naming_another_instruments_certificate_stops_the
             "instrument_events_certificate_id_fkey",
             "request_items_certificate_id_fkey",
         ]
+
+
+# schema/0023_delivery_per_webhook.sql on a database in use
+
+_DELIVERY_PER_WEBHOOK = "delivery_per_webhook"
+_HOOK = "https://hooks.example.com/metreg"
+_WEBHOOK = """INSERT INTO webhooks (enterprise_id, region_code, url, secret, created_at, active)
+              VALUES ($1, $2, $3, repeat('s', 32), $4, $5) RETURNING id"""
+_DELIVERY = """INSERT INTO deliveries (notice_id, channel, webhook_id, target, next_attempt_at, created_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $5, $5)"""
+
+
+async def test_the_deliveries_an_older_release_made_take_the_key_per_webhook(scratch_dsn: str, tmp_path: Path) -> None:
+    """Rows as create_targets_of wrote them (one per URL, one per address) stay; then a second
+    webhook at the same URL gets a delivery of its own, the same webhook twice does not, nor does a
+    webhook delivery that names no webhook."""
+    await _migrated_up_to_before(scratch_dsn, _DELIVERY_PER_WEBHOOK, tmp_path)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await _register(conn, successor_of=None)
+        notice = await conn.fetchval(f"{_PLANNED_NOTICE} RETURNING id", _E1, _NEW, NOW)
+        first = await conn.fetchval(_WEBHOOK, _E1, None, _HOOK, NOW, True)
+        second = await conn.fetchval(_WEBHOOK, None, "53", _HOOK, NOW, True)
+        await conn.execute(_DELIVERY, notice, "webhook", first, _HOOK, NOW)
+        await conn.execute(_DELIVERY, notice, "email", None, "ops@example.com", NOW)
+        with pytest.raises(asyncpg.UniqueViolationError, match="deliveries_target"):
+            await conn.execute(_DELIVERY, notice, "webhook", second, _HOOK, NOW)
+
+        applied = await migrate.migrate(scratch_dsn, NOW)
+        assert _DELIVERY_PER_WEBHOOK in [m.name for m in applied]
+        assert await conn.fetchval("SELECT count(*) FROM deliveries") == 2
+        await conn.execute(_DELIVERY, notice, "webhook", second, _HOOK, NOW)
+        with pytest.raises(asyncpg.UniqueViolationError, match="deliveries_webhook"):
+            await conn.execute(_DELIVERY, notice, "webhook", first, _HOOK, NOW)
+        with pytest.raises(asyncpg.UniqueViolationError, match="deliveries_email"):
+            await conn.execute(_DELIVERY, notice, "email", None, "ops@example.com", NOW)
+        with pytest.raises(asyncpg.CheckViolationError, match="deliveries_webhook_named"):
+            await conn.execute(_DELIVERY, notice, "webhook", None, _HOOK, NOW)
+        with pytest.raises(asyncpg.CheckViolationError, match="deliveries_webhook_named"):
+            await conn.execute(_DELIVERY, notice, "email", first, "qa@example.com", NOW)
     finally:
         await conn.close()

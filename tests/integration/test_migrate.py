@@ -468,9 +468,11 @@ async def test_an_item_or_event_naming_another_instruments_certificate_stops_the
             "instrument_events_certificate_id_fkey",
             "request_items_certificate_id_fkey",
         ]
+    finally:
+        await conn.close()
 
 
-# schema/0023_delivery_per_webhook.sql and 0024_webhook_url_per_owner.sql on a database in use
+# schema/0024_delivery_per_webhook.sql and 0025_webhook_url_per_owner.sql on a database in use
 
 _DELIVERY_PER_WEBHOOK = "delivery_per_webhook"
 _WEBHOOK_URL_PER_OWNER = "webhook_url_per_owner"
@@ -518,7 +520,7 @@ async def test_duplicate_webhooks_stop_the_migration_naming_them_until_their_own
 ) -> None:
     """An older release accepted a second webhook of one owner at one URL. Which to keep is the
     owner's to say (its secret, its events), so `metreg migrate` refuses, naming each owner, URL and
-    webhook, with nothing of 0024 applied; once the extra one is deleted it applies. Other owners at
+    webhook, with nothing of 0025 applied; once the extra one is deleted it applies. Other owners at
     that URL, and deleted webhooks, are no duplicates."""
     await _migrated_up_to_before(scratch_dsn, _WEBHOOK_URL_PER_OWNER, tmp_path)
     env = {"DATABASE_URL": scratch_dsn}

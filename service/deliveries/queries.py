@@ -95,8 +95,15 @@ async def create_targets_of(
     region covers the enterprise's), and for the enterprise's own notices every ``notify_emails``
     address (held for the notice's ``digest_at`` when the enterprise takes a digest).
 
+    A webhook's delivery is its own, keyed by the webhook (deliveries_webhook, schema/0024), not
+    by its URL: two owners' webhooks at one URL each get theirs, signed with their own secret and
+    seen by their own owner. An e-mail's is keyed by its address (deliveries_email).
+
     The two owners are joined apart (by enterprise, by region) so that an enterprise's webhooks are
     found by their index rather than by testing every webhook against every notice."""
+    # No conflict target: one statement writes both channels, and each has its own unique index.
+    # Conflicts are not expected (targets are made once, under the notice's lock, with its
+    # attempts counted in the same transaction); DO NOTHING keeps a second run harmless all the same.
     status = await db.execute(
         """
         WITH t AS (SELECT * FROM unnest($1::uuid[], $3::timestamptz[]) AS t(id, digest_at)),

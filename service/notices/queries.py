@@ -267,7 +267,7 @@ async def select_notice(db: asyncpg.Connection, principal: Principal, notice_id:
     rows = await db.fetch(
         f"""{_DELIVERIES} JOIN notices n ON n.id = d.notice_id
             WHERE d.notice_id = $1 AND {delivery_scope(principal, bind)}
-            ORDER BY d.created_at, d.channel, d.target""",
+            ORDER BY d.created_at, d.channel, d.target, d.id""",
         *bind.values,
     )
     return _notice(record, [msgspec.convert(dict(r), Delivery, strict=False) for r in rows])

@@ -9,6 +9,7 @@ import asyncpg
 import msgspec
 
 from service.auth import Principal, Role
+from service.errors import DuplicateError
 from service.pagination import Params
 from service.webhooks.schemas import Webhook
 
@@ -27,9 +28,17 @@ async def insert_webhook(
     secret: str,
     now: dt.datetime,
 ) -> Webhook:
+    """Insert an active webhook of the owner (``enterprise_id`` or ``region_code``).
+
+    Raises:
+        DuplicateError: naming ``url`` when the owner has an active webhook there already (one
+            created by a concurrent request included: the insert waits for it, schema/0025).
+    """
     row = await db.fetchrow(
         f"""INSERT INTO webhooks (enterprise_id, region_code, url, events, secret, created_at)
-            VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}""",
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (enterprise_id, region_code, md5(url)) WHERE active DO NOTHING
+            RETURNING {_COLUMNS}""",
         enterprise_id,
         region_code,
         url,
@@ -37,7 +46,17 @@ async def insert_webhook(
         secret,
         now,
     )
-    assert row is not None
+    if row is None:
+        # A statement of its own sees the webhook it conflicted with (committed by then: read committed).
+        column, owner = ("enterprise_id", enterprise_id) if enterprise_id is not None else ("region_code", region_code)
+        existing = await db.fetchval(
+            f"SELECT id FROM webhooks WHERE {column} = $1 AND md5(url) = md5($2) AND active", owner, url
+        )
+        whose = "this enterprise" if enterprise_id is not None else f"region {region_code}"
+        held = f"webhook {existing}" if existing is not None else "a webhook"
+        raise DuplicateError.for_field(
+            "url", f"{whose} already has {held} at this URL (one per URL: a second would get every notice twice)"
+        )
     return msgspec.convert(dict(row), Webhook)
 
 

@@ -59,8 +59,10 @@ class WebhookController(Controller):
         "`enterprise_id` or `region_code`. https only, and no loopback, link-local or private address "
         "(unless the server runs with METREG_ALLOW_PRIVATE_WEBHOOKS=true). Every call carries "
         "`Metreg-Signature: t=<unix>,v1=<hex HMAC-SHA256 of 't.body'>` made with the `secret`, which is "
-        "returned here once.",
-        responses=problem_responses(400, 401, 403, 404, 413, 422),
+        "returned here once. An owner has one active webhook per URL: a second at a URL it already has is a "
+        "409 naming `url` and the webhook there (delete that one first to replace it). Different owners may "
+        "share a URL; each of their webhooks gets its own deliveries, signed with its own secret.",
+        responses=problem_responses(400, 401, 403, 404, 409, 413, 422),
     )
     async def create_webhook(
         self,

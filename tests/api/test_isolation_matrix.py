@@ -207,7 +207,8 @@ class World:
         return {"feed_id": response.json()["id"]}
 
     async def fresh_webhook(self) -> dict[str, str]:
-        response = await self.owner.api.post("/v1/webhooks", json={"url": HOOK_URL})
+        # A URL of its own: B may have one webhook per URL.
+        response = await self.owner.api.post("/v1/webhooks", json={"url": f"{HOOK_URL}/{uuid.uuid4().hex[:8]}"})
         assert response.status_code == 201, response.text
         return {"webhook_id": response.json()["webhook"]["id"]}
 
@@ -349,8 +350,9 @@ def _result(ids: Ids, caller: Caller) -> dict[str, Any]:
 
 
 def _webhook(ids: Ids, caller: Caller) -> dict[str, Any]:
-    """An admin names the owner (B); every other key owns what it creates."""
-    body = {"url": HOOK_URL}
+    """An admin names the owner (B); every other key owns what it creates, at a URL of its own (an
+    owner may have one webhook per URL)."""
+    body = {"url": f"{HOOK_URL}/{uuid.uuid4().hex[:8]}"}
     return (body | {"enterprise_id": ids["enterprise_id"]}) if caller is Actor.ADMIN else body
 
 

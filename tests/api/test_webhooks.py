@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
 import httpx
+import pytest
 
 from service.auth import Role
 from tests.conftest import Api, LabAccount, MakeTenant, Tenant, fields_of, mint, problem
@@ -85,3 +87,116 @@ async def test_one_owner_never_sees_or_deletes_anothers_webhook(make_tenant: Mak
     assert (await owner.api.delete(f"/v1/webhooks/{created['id']}")).status_code == 204
     assert (await owner.api.get("/v1/webhooks")).json() == []
     problem(await owner.api.delete(f"/v1/webhooks/{created['id']}"), 404)
+
+
+# ---------------------------------------------------------------------------------------------
+# One webhook per owner and URL (schema/0025)
+
+
+async def test_a_second_webhook_at_a_url_its_owner_has_is_409_naming_url(
+    tenant: Tenant, make_tenant: MakeTenant, admin: Api, app_client: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    """It would be the same receiver getting every notice twice. Another owner may use the URL, and
+    a deleted webhook frees it."""
+    first = (await tenant.api.post("/v1/webhooks", json={"url": URL})).json()["webhook"]
+    again = problem(await tenant.api.post("/v1/webhooks", json={"url": URL, "events": ["overdue"]}), 409)
+    assert again["type"] == "urn:metreg:problem:duplicate"
+    assert fields_of(again) == ["url"]
+    assert first["id"] in again["errors"][0]["message"]
+    by_admin = await admin.post("/v1/webhooks", json={"url": f" {URL} ", "enterprise_id": tenant.id})
+    assert fields_of(problem(by_admin, 409)) == ["url"]
+    assert [w["id"] for w in (await tenant.api.get("/v1/webhooks")).json()] == [first["id"]]
+
+    other = await make_tenant()
+    assert (await other.api.post("/v1/webhooks", json={"url": URL})).status_code == 201
+    region = "654901"  # no enterprise of the tests is there: its webhook is called by no escalation
+    regulator = Api(app_client, await mint(pool, Role.REGULATOR, region_code=region))
+    assert (await regulator.post("/v1/webhooks", json={"url": URL})).status_code == 201
+    assert fields_of(problem(await regulator.post("/v1/webhooks", json={"url": URL}), 409)) == ["url"]
+    by_admin = await admin.post("/v1/webhooks", json={"url": URL, "region_code": region})
+    assert fields_of(problem(by_admin, 409)) == ["url"]
+
+    assert (await tenant.api.delete(f"/v1/webhooks/{first['id']}")).status_code == 204
+    replaced = await tenant.api.post("/v1/webhooks", json={"url": URL})
+    assert replaced.status_code == 201, replaced.text
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT active FROM webhooks WHERE enterprise_id = $1 ORDER BY created_at, active", uuid.UUID(tenant.id)
+        )
+    assert [r["active"] for r in rows] == [False, True]
+
+
+async def test_creations_racing_for_one_url_make_one_webhook(make_tenant: MakeTenant, pool: asyncpg.Pool) -> None:
+    tenant = await make_tenant()
+    responses = await asyncio.gather(*(tenant.api.post("/v1/webhooks", json={"url": URL}) for _ in range(4)))
+    assert sorted(r.status_code for r in responses) == [201, 409, 409, 409]
+    assert all(fields_of(problem(r, 409)) == ["url"] for r in responses if r.status_code == 409)
+    assert len((await tenant.api.get("/v1/webhooks")).json()) == 1
+
+
+async def _blocked_by(pool: asyncpg.Pool, *, besides: set[int]) -> tuple[int, list[int]]:
+    """A backend of the test database other than ``besides`` that waits for a lock, once there is
+    one, and the backends it waits for."""
+    async with pool.acquire() as conn:
+        while (  # noqa: ASYNC110  # PostgreSQL has no event to await: its lock table is polled
+            row := await conn.fetchrow(
+                """SELECT pid, pg_blocking_pids(pid) AS holders FROM pg_stat_activity
+                   WHERE datname = current_database() AND cardinality(pg_blocking_pids(pid)) > 0
+                     AND NOT pid = ANY ($1::int[])""",
+                list(besides),
+            )
+        ) is None:
+            await asyncio.sleep(0.01)
+    return row["pid"], list(row["holders"])
+
+
+async def test_of_two_creations_at_once_the_second_waits_for_the_first_and_is_409(
+    make_tenant: MakeTenant, pool: asyncpg.Pool
+) -> None:
+    """Both are in flight together: the first has inserted its webhook and not committed (its
+    foreign-key check waits for a lock this test holds on the enterprise), when the second inserts
+    the same URL. The second waits for the first, not for the test's lock, and once the first
+    commits it is a 409 naming the first's webhook: the check is the unique index, which sees
+    uncommitted rows, not a read, which would not."""
+    tenant = await make_tenant()
+    async with pool.acquire() as holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM enterprises WHERE id = $1 FOR UPDATE", uuid.UUID(tenant.id))
+        holder_pid = await holder.fetchval("SELECT pg_backend_pid()")
+        first = asyncio.create_task(tenant.api.post("/v1/webhooks", json={"url": URL}))
+        first_pid, holders = await _blocked_by(pool, besides={holder_pid})
+        assert holders == [holder_pid]
+        second = asyncio.create_task(tenant.api.post("/v1/webhooks", json={"url": URL}))
+        _, holders = await _blocked_by(pool, besides={holder_pid, first_pid})
+        assert holders == [first_pid]
+        assert not first.done()
+        assert not second.done()
+    created, refused = await asyncio.gather(first, second)
+    assert created.status_code == 201, created.text
+    body = problem(refused, 409)
+    assert fields_of(body) == ["url"]
+    assert created.json()["webhook"]["id"] in body["detail"]
+
+
+async def test_the_index_refuses_any_write_that_gives_an_owner_two_active_webhooks_at_one_url(
+    tenant: Tenant, pool: asyncpg.Pool
+) -> None:
+    """The API changes no webhook's URL and reactivates none; the index holds whatever writes,
+    the tables' owner included."""
+    ids = []
+    for url in (URL, f"{URL}/other"):
+        created = (await tenant.api.post("/v1/webhooks", json={"url": url})).json()["webhook"]
+        ids.append(uuid.UUID(created["id"]))
+    assert (await tenant.api.delete(f"/v1/webhooks/{ids[0]}")).status_code == 204
+    replacement = (await tenant.api.post("/v1/webhooks", json={"url": URL})).json()["webhook"]
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.UniqueViolationError, match="webhooks_owner_url"):
+            await conn.execute("UPDATE webhooks SET url = $2 WHERE id = $1", ids[1], URL)
+        with pytest.raises(asyncpg.UniqueViolationError, match="webhooks_owner_url"):
+            await conn.execute("UPDATE webhooks SET active = true, deleted_at = NULL WHERE id = $1", ids[0])
+        active = await conn.fetch(
+            "SELECT id, url FROM webhooks WHERE enterprise_id = $1 AND active ORDER BY url", uuid.UUID(tenant.id)
+        )
+    assert [(r["id"], r["url"]) for r in active] == [
+        (uuid.UUID(replacement["id"]), URL),
+        (ids[1], f"{URL}/other"),
+    ]

@@ -247,8 +247,9 @@ async def build_world(client: httpx.AsyncClient, pool: asyncpg.Pool, database_ur
     )
     ids["instrument_id"].append(replaced["replacement"]["id"])
 
-    for role in ("owner", "regulator", "owner", "regulator"):
-        webhook = await build.call(role, "POST", "/v1/webhooks", 201, {"url": hook_url})
+    # Each at a URL of its own (an owner has one webhook per URL); the receiver answers them all.
+    for n, role in enumerate(("owner", "regulator", "owner", "regulator")):
+        webhook = await build.call(role, "POST", "/v1/webhooks", 201, {"url": f"{hook_url}?webhook={n}"})
         ids["webhook_id"].append(webhook["webhook"]["id"])
     # Deleting the webhooks the other operations use would leave them nothing but 404s.
     ids["DeleteWebhook.webhook_id"] = ids["webhook_id"][2:]

@@ -33,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -42,6 +43,7 @@ from jobs.dispatch import dispatch, end_lost_tries, job_id
 from jobs.plan import plan
 from jobs.runtime import Runtime, job_deserializer, open_queue
 from jobs.worker import run_burst
+from service.auth import Role
 from service.catalog.rules import Regime
 from service.clock import FixedClock
 from service.db import init_connection
@@ -54,11 +56,14 @@ from service.webhooks.signing import verify
 from tests.conftest import (
     GAUGE,
     NOW,
+    Api,
     LabAccount,
     MakeTenant,
     Tenant,
     accepted_request,
     fresh_database,
+    mint,
+    problem,
     worker_settings,
 )
 from tests.receivers import Received, WebhookReceiver, smtp_server
@@ -854,6 +859,144 @@ async def test_the_escalation_goes_to_the_regulator_of_the_region_and_the_overdu
     assert (to_shanghai["status"], to_shanghai["attempts"]) == ("delivered", 1)
     assert overdue["status"] == "delivered"
     assert {d["webhook_id"] for d in await deliveries_of(pool, [overdue["id"]])}.isdisjoint(regulator_ids)
+
+
+#: A province and a county in it, whose regulators share one receiver.
+REGIONS = ("33", "330106")
+
+
+@pytest.mark.timeout(60)
+async def test_two_regulators_with_webhooks_at_one_url_each_get_the_escalation_signed_with_their_own_secret(
+    make_tenant: MakeTenant, app_client: httpx.AsyncClient, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Both regions cover the enterprise, and both regulators have their webhook at one URL (a shared
+    integration platform): each webhook gets a delivery of its own, signed with its own secret and
+    shown to its own owner, who alone may retry it. One delivery per URL lost the other's."""
+    tenant = await make_tenant(region_code="330106")
+    await register(tenant, [dt.date(2026, 5, 1)])  # 45 days overdue: escalated
+    regulators = {region: Api(app_client, await mint(pool, Role.REGULATOR, region_code=region)) for region in REGIONS}
+    hooks: dict[str, tuple[uuid.UUID, str]] = {}
+    try:
+        with WebhookReceiver().running() as platform:
+            for region in REGIONS:
+                hooks[region] = await add_webhook(pool, platform.url, region_code=region)
+            await plan_at(pool, NOW)
+            await run_burst(worker_settings(database_url), FixedClock(NOW))
+            calls = of_enterprise(platform.requests, tenant.id)
+    finally:
+        await deactivate(pool, *(webhook_id for webhook_id, _ in hooks.values()))
+
+    (escalation,) = [n for n in await notices_of(pool, tenant.id) if n["kind"] == "escalation"]
+    assert escalation["status"] == "delivered"
+    deliveries = {d["webhook_id"]: d for d in await deliveries_of(pool, [escalation["id"]])}
+    assert {w: (d["target"], d["status"]) for w, d in deliveries.items()} == {
+        webhook_id: (platform.url, "delivered") for webhook_id, _ in hooks.values()
+    }
+    now = int(NOW.timestamp())
+    signed_by = {}
+    for call in calls:
+        assert call.json()["notice_id"] == str(escalation["id"])
+        signature = call.headers["metreg-signature"]
+        (signer,) = [w for w, secret in hooks.values() if verify(secret, signature, call.body, now=now)]
+        signed_by[call.headers["metreg-delivery"]] = signer
+    assert signed_by == {str(d["id"]): webhook_id for webhook_id, d in deliveries.items()}
+
+    for region, regulator in regulators.items():
+        own = deliveries[hooks[region][0]]
+        seen = (await regulator.get(f"/v1/notices/{escalation['id']}")).json()["deliveries"]
+        assert [(d["id"], d["webhook_id"], d["status"]) for d in seen] == [
+            (str(own["id"]), str(own["webhook_id"]), "delivered")
+        ]
+        (others,) = [d for d in deliveries.values() if d["id"] != own["id"]]
+        problem(await regulator.post(f"/v1/deliveries/{others['id']}/retry"), 404)
+
+
+@pytest.mark.timeout(60)
+async def test_a_webhook_deleted_while_its_delivery_waits_fails_it_and_leaves_another_owners_at_that_url_alone(
+    make_tenant: MakeTenant, app_client: httpx.AsyncClient, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Both regulators' webhooks at one URL fail their first try (503). The county deletes its
+    webhook: its delivery fails, "the webhook was deleted", while the province's is tried again,
+    signed with the province's secret, and delivered."""
+    tenant = await make_tenant(region_code="330107")
+    await register(tenant, [dt.date(2026, 5, 1)])
+    county = Api(app_client, await mint(pool, Role.REGULATOR, region_code="330107"))
+    settings = worker_settings(database_url)
+    clock = FixedClock(NOW)
+    province_id = county_id = None
+    try:
+        with WebhookReceiver(respond=lambda n, got: 503 if n < 2 else 200).running() as platform:
+            province_id, province_secret = await add_webhook(pool, platform.url, region_code="33")
+            county_id, _ = await add_webhook(pool, platform.url, region_code="330107")
+            await plan_at(pool, NOW)
+            await run_burst(settings, clock)
+            escalation = next(n for n in await notices_of(pool, tenant.id) if n["kind"] == "escalation")
+            waiting = await deliveries_of(pool, [escalation["id"]])
+            assert sorted((d["status"], d["attempts"]) for d in waiting) == [("pending", 1), ("pending", 1)]
+
+            deleted = await county.delete(f"/v1/webhooks/{county_id}")
+            assert deleted.status_code == 204, deleted.text
+            clock.set(NOW + dt.timedelta(hours=1))
+            await run_burst(settings, clock)
+            calls = of_enterprise(platform.requests, tenant.id)
+    finally:
+        await deactivate(pool, *(w for w in (province_id, county_id) if w is not None))
+
+    (escalation,) = [n for n in await notices_of(pool, tenant.id) if n["kind"] == "escalation"]
+    assert (escalation["status"], escalation["last_error"]) == ("delivered", "1 of 2 deliveries failed")
+    deliveries = {d["webhook_id"]: d for d in await deliveries_of(pool, [escalation["id"]])}
+    to_province, to_county = deliveries[province_id], deliveries[county_id]
+    assert (to_county["status"], to_county["attempts"], to_county["last_error"]) == (
+        "failed",
+        2,
+        "the webhook was deleted",
+    )
+    assert (to_province["status"], to_province["attempts"]) == ("delivered", 2)
+    history = await attempts_of(pool, [to_province["id"], to_county["id"]])
+    assert [(a["outcome"], a["status_code"]) for a in history[to_province["id"]]] == [
+        ("retry", 503),
+        ("delivered", 200),
+    ]
+    assert [(a["outcome"], a["error"]) for a in history[to_county["id"]]] == [
+        ("retry", "answered 503"),
+        ("failed", "the webhook was deleted"),
+    ]
+    assert len(calls) == 3
+    assert calls[-1].headers["metreg-delivery"] == str(to_province["id"])
+    assert verify(
+        province_secret, calls[-1].headers["metreg-signature"], calls[-1].body, now=int(clock.now().timestamp())
+    )
+    seen = (await county.get(f"/v1/notices/{escalation['id']}")).json()["deliveries"]
+    assert [(d["id"], d["status"]) for d in seen] == [(str(to_county["id"]), "failed")]
+
+
+@pytest.mark.timeout(60)
+async def test_a_webhook_whose_url_is_longer_than_an_index_entry_gets_its_deliveries(
+    tenant: Tenant, pool: asyncpg.Pool, database_url: str
+) -> None:
+    """Up to 2,000 characters of any script: here some 5,900 bytes, more than a B-tree entry holds
+    (2,704). Keyed by URL, the delivery could not be written, and the job failed with its batch."""
+    await register(tenant, [NOW.date() - 4 * DAY])
+    with WebhookReceiver().running() as receiver:
+        # Characters that do not repeat: an index compresses a long entry, and a repeated word
+        # would fit once compressed.
+        note = "".join(chr(0x4E00 + n * 7919 % 20000) for n in range(1950))
+        url = f"{receiver.url}?note={note}"
+        assert len(url) <= 2000
+        assert len(url.encode()) > 2704
+        webhook_id, _ = await add_webhook(pool, url, enterprise_id=tenant.id)
+        await plan_at(pool, NOW)
+        await run_burst(worker_settings(database_url), FixedClock(NOW))
+        calls = of_enterprise(receiver.requests, tenant.id)
+    (notice,) = await notices_of(pool, tenant.id)
+    (delivery,) = await deliveries_of(pool, [notice["id"]])
+    assert (notice["status"], delivery["webhook_id"], delivery["target"], delivery["status"]) == (
+        "delivered",
+        webhook_id,
+        url,
+        "delivered",
+    )
+    assert [c.headers["metreg-delivery"] for c in calls] == [str(delivery["id"])]
 
 
 @pytest.mark.timeout(60)

@@ -470,3 +470,110 @@ async def test_an_item_or_event_naming_another_instruments_certificate_stops_the
         ]
     finally:
         await conn.close()
+
+
+# schema/0024_delivery_per_webhook.sql and 0025_webhook_url_per_owner.sql on a database in use
+
+_DELIVERY_PER_WEBHOOK = "delivery_per_webhook"
+_WEBHOOK_URL_PER_OWNER = "webhook_url_per_owner"
+_HOOK = "https://hooks.example.com/metreg"
+_WEBHOOK = """INSERT INTO webhooks (enterprise_id, region_code, url, secret, created_at, active)
+              VALUES ($1, $2, $3, repeat('s', 32), $4, $5) RETURNING id"""
+_DELIVERY = """INSERT INTO deliveries (notice_id, channel, webhook_id, target, next_attempt_at, created_at, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $5, $5)"""
+
+
+async def test_the_deliveries_an_older_release_made_take_the_key_per_webhook(scratch_dsn: str, tmp_path: Path) -> None:
+    """Rows as create_targets_of wrote them (one per URL, one per address) stay; then a second
+    webhook at the same URL gets a delivery of its own, the same webhook twice does not, nor does a
+    webhook delivery that names no webhook."""
+    await _migrated_up_to_before(scratch_dsn, _DELIVERY_PER_WEBHOOK, tmp_path)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await _register(conn, successor_of=None)
+        notice = await conn.fetchval(f"{_PLANNED_NOTICE} RETURNING id", _E1, _NEW, NOW)
+        first = await conn.fetchval(_WEBHOOK, _E1, None, _HOOK, NOW, True)
+        second = await conn.fetchval(_WEBHOOK, None, "53", _HOOK, NOW, True)
+        await conn.execute(_DELIVERY, notice, "webhook", first, _HOOK, NOW)
+        await conn.execute(_DELIVERY, notice, "email", None, "ops@example.com", NOW)
+        with pytest.raises(asyncpg.UniqueViolationError, match="deliveries_target"):
+            await conn.execute(_DELIVERY, notice, "webhook", second, _HOOK, NOW)
+
+        applied = await migrate.migrate(scratch_dsn, NOW)
+        assert _DELIVERY_PER_WEBHOOK in [m.name for m in applied]
+        assert await conn.fetchval("SELECT count(*) FROM deliveries") == 2
+        await conn.execute(_DELIVERY, notice, "webhook", second, _HOOK, NOW)
+        with pytest.raises(asyncpg.UniqueViolationError, match="deliveries_webhook"):
+            await conn.execute(_DELIVERY, notice, "webhook", first, _HOOK, NOW)
+        with pytest.raises(asyncpg.UniqueViolationError, match="deliveries_email"):
+            await conn.execute(_DELIVERY, notice, "email", None, "ops@example.com", NOW)
+        with pytest.raises(asyncpg.CheckViolationError, match="deliveries_webhook_named"):
+            await conn.execute(_DELIVERY, notice, "webhook", None, _HOOK, NOW)
+        with pytest.raises(asyncpg.CheckViolationError, match="deliveries_webhook_named"):
+            await conn.execute(_DELIVERY, notice, "email", first, "qa@example.com", NOW)
+    finally:
+        await conn.close()
+
+
+async def test_duplicate_webhooks_stop_the_migration_naming_them_until_their_owner_deletes_one(
+    scratch_dsn: str, tmp_path: Path
+) -> None:
+    """An older release accepted a second webhook of one owner at one URL. Which to keep is the
+    owner's to say (its secret, its events), so `metreg migrate` refuses, naming each owner, URL and
+    webhook, with nothing of 0025 applied; once the extra one is deleted it applies. Other owners at
+    that URL, and deleted webhooks, are no duplicates."""
+    await _migrated_up_to_before(scratch_dsn, _WEBHOOK_URL_PER_OWNER, tmp_path)
+    env = {"DATABASE_URL": scratch_dsn}
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await _register(conn, successor_of=None)
+        older = await conn.fetchval(_WEBHOOK, _E1, None, _HOOK, NOW, True)
+        newer = await conn.fetchval(_WEBHOOK, _E1, None, _HOOK, NOW + dt.timedelta(seconds=1), True)
+        gone = await conn.fetchval(_WEBHOOK, _E1, None, _HOOK, NOW, False)
+        others = [
+            await conn.fetchval(_WEBHOOK, _E2, None, _HOOK, NOW, True),
+            await conn.fetchval(_WEBHOOK, None, "53", _HOOK, NOW, True),
+            await conn.fetchval(_WEBHOOK, None, "5301", _HOOK, NOW, True),
+        ]
+        before = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+
+        refused = await asyncio.to_thread(CliRunner().invoke, main, ["migrate"], env=env)
+        assert refused.exit_code == 1, refused.output
+        assert (
+            "an owner may have one active webhook per URL from now on; owners and URLs with more: 1." in refused.output
+        )
+        assert f"enterprise {_E1} at {_HOOK}: webhooks {older}, {newer} (oldest first)" in refused.output
+        assert "DELETE /v1/webhooks/{id}" in refused.output
+        assert not {str(gone), *map(str, others)} & set(refused.output.replace(",", " ").split())
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == before
+        assert await conn.fetchval("SELECT to_regclass('webhooks_owner_url')") is None
+        with pytest.raises(asyncpg.UniqueViolationError, match="owners and URLs with more: 1"):
+            await migrate.migrate(scratch_dsn, NOW)
+
+        await conn.execute("UPDATE webhooks SET active = false, deleted_at = $2 WHERE id = $1", newer, NOW)
+        done = await asyncio.to_thread(CliRunner().invoke, main, ["migrate"], env=env)
+        assert done.exit_code == 0, done.output
+        assert f"_{_WEBHOOK_URL_PER_OWNER}" in done.output
+        assert await conn.fetchval("SELECT to_regclass('webhooks_owner_url')") == "webhooks_owner_url"
+        active = await conn.fetchval("SELECT count(*) FROM webhooks WHERE active")
+        assert active == 4  # the kept one and the other owners'
+    finally:
+        await conn.close()
+
+
+async def test_many_duplicate_webhooks_are_counted_and_the_first_twenty_named(scratch_dsn: str, tmp_path: Path) -> None:
+    await _migrated_up_to_before(scratch_dsn, _WEBHOOK_URL_PER_OWNER, tmp_path)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        regions = [f"{n}" for n in range(10, 32)]  # 22 regulators, each with two webhooks at one URL
+        for region in regions:
+            for _ in range(2):
+                await conn.fetchval(_WEBHOOK, None, region, _HOOK, NOW, True)
+        with pytest.raises(asyncpg.UniqueViolationError) as refused:
+            await migrate.migrate(scratch_dsn, NOW)
+        lines = str(refused.value).splitlines()
+        assert "owners and URLs with more: 22." in lines[0]
+        assert [line.split(" at ")[0] for line in lines[1:-1]] == [f"  region {r}" for r in regions[:20]]
+        assert lines[-1] == "  and 2 more"
+    finally:
+        await conn.close()

@@ -35,7 +35,7 @@ async def record_event(
     """Append one event, in the caller's transaction (so it exists exactly when the change does).
 
     An event naming a related instrument carries its own instrument's enterprise, which the
-    related one must belong to (schema/0024).
+    related one must belong to (schema/0026).
     """
     await db.execute(
         """INSERT INTO instrument_events (instrument_id, kind, effective_on, from_lifecycle, to_lifecycle,

@@ -169,7 +169,7 @@ async def insert_request(
         now,
     )
     # The item carries the request's enterprise: its keys hold its request and its instrument to it
-    # (schema/0024), whoever writes it.
+    # (schema/0026), whoever writes it.
     await db.execute(
         """INSERT INTO request_items (request_id, enterprise_id, instrument_id, position)
            SELECT $1, $2, u.id, u.position FROM unnest($3::uuid[]) WITH ORDINALITY AS u(id, position)""",

@@ -259,7 +259,7 @@ async def test_an_admin_puts_no_other_enterprises_instrument_in_a_request(
     """An admin sees every instrument, and is held to the named enterprise's all the same (an item
     naming another's would have shown the lab that instrument and its certificates): 422 naming
     its position, as for the enterprise's own key, and nothing is written. The database refuses
-    such an item too (schema/0024, tests/integration/test_row_level_security.py)."""
+    such an item too (schema/0026, tests/integration/test_row_level_security.py)."""
     own = await _gauge(tenant)
     other = await make_tenant()
     theirs = await _gauge(other)

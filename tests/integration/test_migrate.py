@@ -580,7 +580,7 @@ async def test_many_duplicate_webhooks_are_counted_and_the_first_twenty_named(sc
 
 
 # ---------------------------------------------------------------------------------------------
-# schema/0024_remaining_references_fixed.sql on a database that already holds a register
+# schema/0026_remaining_references_fixed.sql on a database that already holds a register
 
 _REMAINING_REFERENCES_FIXED = "remaining_references_fixed"
 _ANSWER, _CORRECTION, _THEIR_ANSWER = (uuid.UUID(int=n) for n in range(10, 13))

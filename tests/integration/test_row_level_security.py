@@ -742,7 +742,7 @@ async def test_an_update_that_keeps_the_owner_still_works(who: Who, world: World
 async def test_without_its_trigger_the_policy_alone_let_a_lab_move_a_request(world: World, pool: asyncpg.Pool) -> None:
     """What schema/0017 closed: lab L's update passes the policy's check on lab_id alone. A request
     of A's to lab L without items yet stands for it: one with items is also held by their keys
-    since schema/0024 (an item's enterprise is its request's), which refuse the move on their own."""
+    since schema/0026 (an item's enterprise is its request's), which refuse the move on their own."""
     async with pool.acquire() as conn:
         transaction = conn.transaction()
         await transaction.start()
@@ -780,7 +780,7 @@ async def test_without_its_trigger_the_policy_alone_let_a_lab_move_a_request(wor
 # instrument's result (schema/0023_item_and_event_certificates_fixed.sql). Nor, last, does a
 # request item name another tenant's instrument, which lab L would then have read with its
 # certificates, nor a certificate another tenant's instrument, request or document, nor an event
-# another tenant's instrument as its related one (schema/0024_remaining_references_fixed.sql).
+# another tenant's instrument as its related one (schema/0026_remaining_references_fixed.sql).
 
 ATTACKER_HOOK = "https://attacker.example/hook"
 _MISPOINTED = "violates foreign key constraint"
@@ -921,7 +921,7 @@ _REPOINTS: dict[str, Move] = {
         match=f'{_MISPOINTED} "instrument_events_certificate_fkey"',
     ),
 }
-# schema/0024_remaining_references_fixed.sql
+# schema/0026_remaining_references_fixed.sql
 _REPOINTS |= {
     # An item of lab L's request naming B's instrument: lab L would see it, and B's certificates.
     "A's new request item naming B's instrument": Move(
@@ -1174,7 +1174,7 @@ async def test_the_result_paths_still_name_the_instruments_own_certificate(
 async def test_the_api_paths_write_items_certificates_and_events_of_one_enterprise(
     make_tenant: MakeTenant, lab: LabAccount, admin: Api, pool: asyncpg.Pool
 ) -> None:
-    """What the new keys of schema/0024 hold, written through the API: the items of a request an
+    """What the new keys of schema/0026 hold, written through the API: the items of a request an
     enterprise and an admin make carry its enterprise; a result answers its request's item of that
     instrument; a correction supersedes that instrument's document; a replacement's two events
     name each other's instrument with their enterprise."""
@@ -1361,7 +1361,7 @@ _WORKER_REFUSED: dict[str, tuple[str, Callable[[World], tuple[Any, ...]]]] = {
         lambda w: (w.b_certificate, w.a_request),
     ),
     "insert an event": (_RESULT_EVENT, lambda w: (w.a_requested, w.b_certificate)),
-    # Nor an item or a certificate naming B's instrument (schema/0024).
+    # Nor an item or a certificate naming B's instrument (schema/0026).
     "insert a request item": (_ITEM, lambda w: (w.a_request, w.a, w.b_instrument)),
     "insert a certificate": (_DOCUMENT, lambda w: (w.b_instrument, w.a, w.lab_l, None, None)),
 } | _AUDIT_WRITES

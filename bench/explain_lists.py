@@ -123,8 +123,9 @@ _FILL: list[tuple[str, str]] = [
         """WITH i AS (SELECT id, enterprise_id, row_number() OVER (PARTITION BY enterprise_id ORDER BY id) - 1 AS k,
                              count(*) OVER (PARTITION BY enterprise_id) AS n FROM instruments),
                 r AS (SELECT id, enterprise_id, row_number() OVER (ORDER BY created_at) AS g FROM verification_requests)
-           INSERT INTO request_items (request_id, instrument_id, position)
-           SELECT r.id, i.id, 1 FROM r JOIN i ON i.enterprise_id = r.enterprise_id AND i.k = r.g % i.n""",
+           INSERT INTO request_items (request_id, enterprise_id, instrument_id, position)
+           SELECT r.id, r.enterprise_id, i.id, 1
+           FROM r JOIN i ON i.enterprise_id = r.enterprise_id AND i.k = r.g % i.n""",
     ),
     (
         "result documents",

@@ -111,16 +111,17 @@ async def copy_instruments(db: asyncpg.Connection, records: Iterable[tuple[Any, 
 # Written by SQL from the rows just copied rather than copied themselves: `detail` is jsonb, and the
 # connection's jsonb codec is text-only (service/db.py), which binary COPY cannot use.
 _REGISTERED = """
-INSERT INTO instrument_events (instrument_id, kind, to_lifecycle, related_instrument_id, detail, occurred_at)
+INSERT INTO instrument_events (instrument_id, kind, to_lifecycle, related_instrument_id, related_enterprise_id,
+                               detail, occurred_at)
 SELECT id, 'registered', CASE lifecycle WHEN 'replaced' THEN 'in_service' ELSE lifecycle END, replaces,
-       jsonb_build_object('import_id', $2::text), $3
+       CASE WHEN replaces IS NOT NULL THEN enterprise_id END, jsonb_build_object('import_id', $2::text), $3
 FROM instruments WHERE enterprise_id = $1
 ORDER BY replaces IS NOT NULL, management_no
 """
 _REPLACED = """
 INSERT INTO instrument_events (instrument_id, kind, effective_on, from_lifecycle, to_lifecycle,
-                               related_instrument_id, detail, occurred_at)
-SELECT old.id, 'replaced', new.last_verified_on, 'in_service', 'replaced', new.id,
+                               related_instrument_id, related_enterprise_id, detail, occurred_at)
+SELECT old.id, 'replaced', new.last_verified_on, 'in_service', 'replaced', new.id, old.enterprise_id,
        jsonb_build_object('import_id', $2::text), $3
 FROM instruments old JOIN instruments new ON new.id = old.replaced_by
 WHERE old.enterprise_id = $1 AND old.lifecycle = 'replaced'

@@ -32,12 +32,18 @@ async def record_event(
     reason: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """Append one event, in the caller's transaction (so it exists exactly when the change does)."""
+    """Append one event, in the caller's transaction (so it exists exactly when the change does).
+
+    An event naming a related instrument carries its own instrument's enterprise, which the
+    related one must belong to (schema/0026).
+    """
     await db.execute(
         """INSERT INTO instrument_events (instrument_id, kind, effective_on, from_lifecycle, to_lifecycle,
-                                          certificate_id, related_instrument_id, reason, detail,
-                                          actor_key_id, actor_role, occurred_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+                                          certificate_id, related_instrument_id, related_enterprise_id, reason,
+                                          detail, actor_key_id, actor_role, occurred_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7,
+                   (SELECT enterprise_id FROM instruments WHERE id = $1 AND $7::uuid IS NOT NULL),
+                   $8, $9, $10, $11, $12)""",
         instrument_id,
         kind.value,
         effective_on,

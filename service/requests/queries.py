@@ -168,10 +168,13 @@ async def insert_request(
         note,
         now,
     )
+    # The item carries the request's enterprise: its keys hold its request and its instrument to it
+    # (schema/0026), whoever writes it.
     await db.execute(
-        """INSERT INTO request_items (request_id, instrument_id, position)
-           SELECT $1, u.id, u.position FROM unnest($2::uuid[]) WITH ORDINALITY AS u(id, position)""",
+        """INSERT INTO request_items (request_id, enterprise_id, instrument_id, position)
+           SELECT $1, $2, u.id, u.position FROM unnest($3::uuid[]) WITH ORDINALITY AS u(id, position)""",
         request_id,
+        enterprise_id,
         instrument_ids,
     )
     return request_id

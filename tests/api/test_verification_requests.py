@@ -253,6 +253,22 @@ async def test_instruments_must_be_the_enterprises_and_in_use(
     assert (await _created(tenant, lab, own, failed, pending))["items_total"] == 3
 
 
+async def test_an_admin_puts_no_other_enterprises_instrument_in_a_request(
+    admin: Api, tenant: Tenant, make_tenant: MakeTenant, lab: LabAccount, pool: asyncpg.Pool
+) -> None:
+    """An admin sees every instrument, and is held to the named enterprise's all the same (an item
+    naming another's would have shown the lab that instrument and its certificates): 422 naming
+    its position, as for the enterprise's own key, and nothing is written. The database refuses
+    such an item too (schema/0026, tests/integration/test_row_level_security.py)."""
+    own = await _gauge(tenant)
+    other = await make_tenant()
+    theirs = await _gauge(other)
+    before = (await _count(pool, tenant.id), await _count(pool, other.id))
+    body = problem(await _submit(admin, lab.id, [own, theirs], enterprise_id=tenant.id), 422)
+    assert fields_of(body) == ["instrument_ids[1]"]
+    assert (await _count(pool, tenant.id), await _count(pool, other.id)) == before
+
+
 async def test_a_compulsory_instrument_needs_the_lab_scope_others_go_anywhere(
     tenant: Tenant, make_lab: MakeLab, pool: asyncpg.Pool
 ) -> None:

@@ -577,3 +577,191 @@ async def test_many_duplicate_webhooks_are_counted_and_the_first_twenty_named(sc
         assert lines[-1] == "  and 2 more"
     finally:
         await conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# schema/0026_remaining_references_fixed.sql on a database that already holds a register
+
+_REMAINING_REFERENCES_FIXED = "remaining_references_fixed"
+_ANSWER, _CORRECTION, _THEIR_ANSWER = (uuid.UUID(int=n) for n in range(10, 13))
+# A lab's document as record_result writes it: instrument, enterprise, lab, the request it answers
+# and the document it corrects (either may be NULL).
+_DOCUMENT = """
+    INSERT INTO certificates (id, instrument_id, enterprise_id, lab_id, request_id, supersedes, correction_reason, kind,
+                              number, outcome, performed_on, issued_on, legal_effect, effect_note, content_sha256,
+                              recorded_by_role, recorded_at)
+    VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $6::uuid IS NOT NULL THEN 'typo' END, 'verification_certificate',
+            CAST($1::uuid AS text), 'pass', '2026-01-02', '2026-01-02', 'governs', 'x', repeat('0', 64), 'lab', $7)"""
+_RELATED_EVENT = """
+    INSERT INTO instrument_events (instrument_id, kind, related_instrument_id, occurred_at) VALUES ($1, $2, $3, $4)"""
+_KEYS_OF_THE_THREE = """
+    SELECT conrelid::regclass::text AS tab, conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
+    WHERE conrelid IN ('request_items'::regclass, 'instrument_events'::regclass, 'certificates'::regclass)
+      AND contype IN ('f', 'c') AND (contype = 'f' OR conname LIKE 'instrument_events_related%')
+    ORDER BY 1, 2"""
+
+_ITEMS_ENTERPRISE_NOT_NULL = """
+    SELECT attnotnull FROM pg_attribute WHERE attrelid = 'request_items'::regclass AND attname = 'enterprise_id'"""
+
+
+async def _results(conn: asyncpg.Connection) -> None:
+    """What an older release wrote for the registers of _register and _requests: the lab's result
+    for the first enterprise's successor answering its request, and its correction; the second's
+    result answering its own request; the replacement's two events naming each other's instrument,
+    as registration and the replace operation write them."""
+    await conn.execute(_DOCUMENT, _ANSWER, _NEW, _E1, _LAB, _REQUEST, None, NOW)
+    await conn.execute(_DOCUMENT, _CORRECTION, _NEW, _E1, _LAB, None, _ANSWER, NOW)
+    await conn.execute(_DOCUMENT, _THEIR_ANSWER, _THEIRS, _E2, _LAB, _THEIR_REQUEST, None, NOW)
+    await conn.execute(_RELATED_EVENT, _NEW, "registered", _OLD, NOW)
+    await conn.execute(_RELATED_EVENT, _OLD, "replaced", _NEW, NOW)
+    await conn.execute(_RELATED_EVENT, _THEIRS, "registered", None, NOW)
+
+
+async def test_a_populated_register_takes_the_remaining_keys(scratch_dsn: str, tmp_path: Path) -> None:
+    """Each item gets its request's enterprise and each event naming a related instrument its own
+    instrument's, without a row of audit trail (the table is rewritten, no trigger runs); the
+    composite keys replace the plain ones."""
+    await _migrated_up_to_before(scratch_dsn, _REMAINING_REFERENCES_FIXED, tmp_path)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await _register(conn, successor_of=None)
+        await _requests(conn)
+        await _results(conn)
+        audited = await conn.fetchval("SELECT count(*) FROM audit_log")
+        applied = await migrate.migrate(scratch_dsn, NOW)
+        assert [m.name for m in applied] == [_REMAINING_REFERENCES_FIXED]
+        items = await conn.fetch("SELECT request_id, instrument_id, enterprise_id FROM request_items")
+        assert {tuple(i) for i in items} == {
+            (_REQUEST, _NEW, _E1),
+            (_REQUEST, _OLD, _E1),
+            (_THEIR_REQUEST, _THEIRS, _E2),
+        }
+        assert await conn.fetchval(_ITEMS_ENTERPRISE_NOT_NULL)
+        events = await conn.fetch(
+            "SELECT instrument_id, related_instrument_id, related_enterprise_id FROM instrument_events"
+        )
+        assert {tuple(e) for e in events} == {(_NEW, _OLD, _E1), (_OLD, _NEW, _E1), (_THEIRS, None, None)}
+        assert await conn.fetchval("SELECT count(*) FROM certificates") == 4
+        assert await conn.fetchval("SELECT count(*) FROM audit_log") == audited
+        assert await conn.fetchval("SELECT to_regproc('request_enterprise')") is None
+        keys = await conn.fetch(_KEYS_OF_THE_THREE)
+        assert [tuple(k) for k in keys] == [
+            (
+                "certificates",
+                "certificates_instrument_fkey",
+                "FOREIGN KEY (instrument_id, enterprise_id) REFERENCES instruments(id, enterprise_id)",
+            ),
+            ("certificates", "certificates_lab_id_fkey", "FOREIGN KEY (lab_id) REFERENCES labs(id)"),
+            (
+                "certificates",
+                "certificates_request_fkey",
+                "FOREIGN KEY (request_id, instrument_id) REFERENCES request_items(request_id, instrument_id)",
+            ),
+            (
+                "certificates",
+                "certificates_superseded_fkey",
+                "FOREIGN KEY (supersedes, instrument_id) REFERENCES certificates(id, instrument_id)",
+            ),
+            (
+                "instrument_events",
+                "instrument_events_certificate_fkey",
+                "FOREIGN KEY (certificate_id, instrument_id) REFERENCES certificates(id, instrument_id)",
+            ),
+            (
+                "instrument_events",
+                "instrument_events_instrument_id_fkey",
+                "FOREIGN KEY (instrument_id) REFERENCES instruments(id)",
+            ),
+            (
+                "instrument_events",
+                "instrument_events_related_enterprise",
+                "CHECK (((related_instrument_id IS NULL) = (related_enterprise_id IS NULL)))",
+            ),
+            (
+                "instrument_events",
+                "instrument_events_related_fkey",
+                "FOREIGN KEY (related_instrument_id, related_enterprise_id) REFERENCES instruments(id, enterprise_id)",
+            ),
+            (
+                "instrument_events",
+                "instrument_events_related_owner_fkey",
+                "FOREIGN KEY (instrument_id, related_enterprise_id) REFERENCES instruments(id, enterprise_id)",
+            ),
+            (
+                "request_items",
+                "request_items_certificate_fkey",
+                "FOREIGN KEY (certificate_id, instrument_id) REFERENCES certificates(id, instrument_id)",
+            ),
+            (
+                "request_items",
+                "request_items_instrument_fkey",
+                "FOREIGN KEY (instrument_id, enterprise_id) REFERENCES instruments(id, enterprise_id)",
+            ),
+            (
+                "request_items",
+                "request_items_request_fkey",
+                "FOREIGN KEY (request_id, enterprise_id) REFERENCES verification_requests(id, enterprise_id)",
+            ),
+        ]
+    finally:
+        await conn.close()
+
+
+# Each a row that names another enterprise's row, or a document of another instrument.
+_MISPOINTED_REFERENCES = {
+    "an item of their instrument in our request": (
+        _ITEM,
+        (_REQUEST, _THEIRS, 3, None),
+        "request_items_instrument_fkey",
+    ),
+    "an event naming their instrument": (
+        _RELATED_EVENT,
+        (_NEW, "registered", _THEIRS, NOW),
+        "instrument_events_related_fkey",
+    ),
+    "our certificate of their instrument": (
+        _DOCUMENT,
+        (uuid.uuid4(), _THEIRS, _E1, _LAB, None, None, NOW),
+        "certificates_instrument_fkey",
+    ),
+    "a certificate answering another enterprise's request": (
+        _DOCUMENT,
+        (uuid.uuid4(), _THEIRS, _E2, _LAB, _REQUEST, None, NOW),
+        "certificates_request_fkey",
+    ),
+    "a correction of their certificate": (
+        _DOCUMENT,
+        (uuid.uuid4(), _NEW, _E1, _LAB, None, _THEIR_ANSWER, NOW),
+        "certificates_superseded_fkey",
+    ),
+    "a correction of a neighbour's certificate": (
+        _DOCUMENT,
+        (uuid.uuid4(), _OLD, _E1, _LAB, None, _CERT, NOW),
+        "certificates_superseded_fkey",
+    ),
+}
+
+
+@pytest.mark.parametrize("row", list(_MISPOINTED_REFERENCES))
+async def test_a_row_naming_another_enterprises_row_stops_the_migration_with_nothing_applied(
+    row: str, scratch_dsn: str, tmp_path: Path
+) -> None:
+    await _migrated_up_to_before(scratch_dsn, _REMAINING_REFERENCES_FIXED, tmp_path)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        await _register(conn, successor_of=None)
+        await _requests(conn)
+        await _results(conn)
+        sql, args, constraint = _MISPOINTED_REFERENCES[row]
+        await conn.execute(sql, *args)
+        before = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+        keys_before = await conn.fetch(_KEYS_OF_THE_THREE)
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match=constraint):
+            await migrate.migrate(scratch_dsn, NOW)
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == before
+        assert await conn.fetch(_KEYS_OF_THE_THREE) == keys_before
+        assert await conn.fetchval(_ITEMS_ENTERPRISE_NOT_NULL) is None  # no such column
+        assert await conn.fetchval("SELECT to_regclass('verification_requests_id_enterprise')") is None
+        assert await conn.fetchval("SELECT to_regproc('request_enterprise')") is None
+    finally:
+        await conn.close()

@@ -740,20 +740,27 @@ async def test_an_update_that_keeps_the_owner_still_works(who: Who, world: World
 
 
 async def test_without_its_trigger_the_policy_alone_let_a_lab_move_a_request(world: World, pool: asyncpg.Pool) -> None:
-    """What schema/0017 closed: lab L's update passes the policy's check on lab_id alone."""
+    """What schema/0017 closed: lab L's update passes the policy's check on lab_id alone. A request
+    of A's to lab L without items yet stands for it: one with items is also held by their keys
+    since schema/0026 (an item's enterprise is its request's), which refuse the move on their own."""
     async with pool.acquire() as conn:
         transaction = conn.transaction()
         await transaction.start()
         try:
             await conn.execute("ALTER TABLE verification_requests DISABLE TRIGGER owner_fixed")
+            empty = await conn.fetchval(
+                """INSERT INTO verification_requests (enterprise_id, lab_id, created_at, updated_at)
+                   VALUES ($1, $2, $3, $3) RETURNING id""",
+                world.a,
+                world.lab_l,
+                NOW,
+            )
             await conn.execute("SET LOCAL ROLE metreg_api")
             await become(conn, world, Who.LAB_OF_A)
-            moved = await conn.fetchval(
-                "UPDATE verification_requests SET enterprise_id = $1 WHERE id = $2 RETURNING enterprise_id",
-                world.b,
-                world.a_request,
-            )
-            assert moved == world.b
+            move = "UPDATE verification_requests SET enterprise_id = $1 WHERE id = $2 RETURNING enterprise_id"
+            assert await conn.fetchval(move, world.b, empty) == world.b
+            with pytest.raises(asyncpg.ForeignKeyViolationError, match='"request_items_request_fkey"'):
+                await conn.fetchval(move, world.b, world.a_request)
         finally:
             await transaction.rollback()
     assert (
@@ -770,7 +777,10 @@ async def test_without_its_trigger_the_policy_alone_let_a_lab_move_a_request(wor
 # replaced by, and a result notice's certificate (which its payload names,
 # schema/0021_notice_certificates_fixed.sql). The policies check A's row, not the row it names.
 # Nor does a request item or a history event give another instrument's certificate as its
-# instrument's result (schema/0023_item_and_event_certificates_fixed.sql).
+# instrument's result (schema/0023_item_and_event_certificates_fixed.sql). Nor, last, does a
+# request item name another tenant's instrument, which lab L would then have read with its
+# certificates, nor a certificate another tenant's instrument, request or document, nor an event
+# another tenant's instrument as its related one (schema/0026_remaining_references_fixed.sql).
 
 ATTACKER_HOOK = "https://attacker.example/hook"
 _MISPOINTED = "violates foreign key constraint"
@@ -787,7 +797,25 @@ _RESULT_NOTICE = f"""
 _RESULT_EVENT = f"""
     INSERT INTO instrument_events (instrument_id, kind, effective_on, certificate_id, occurred_at)
     VALUES ($1, 'result_recorded', '{VERIFIED}', $2, now())"""
-_DONE_ITEM = "INSERT INTO request_items (request_id, instrument_id, position, certificate_id) VALUES ($1, $2, 2, $3)"
+_DONE_ITEM = """
+    INSERT INTO request_items (request_id, enterprise_id, instrument_id, position, certificate_id)
+    VALUES ($1, $2, $3, 2, $4)"""
+# An item as service.requests.queries.insert_request writes it: request, its enterprise, instrument.
+_ITEM = "INSERT INTO request_items (request_id, enterprise_id, instrument_id, position) VALUES ($1, $2, $3, 3)"
+# A replacement's event as service.history.queries.record_event writes it: the instrument, the one
+# that replaced it, and the instrument's enterprise.
+_RELATED_EVENT = """
+    INSERT INTO instrument_events (instrument_id, kind, related_instrument_id, related_enterprise_id, occurred_at)
+    VALUES ($1, 'replaced', $2, $3, now())"""
+# A document in lab L's name as service.certificates.routes.record_result writes it: its instrument
+# and enterprise, the request it answers and the document it corrects (either may be NULL).
+_DOCUMENT = f"""
+    INSERT INTO certificates (instrument_id, enterprise_id, lab_id, request_id, supersedes, correction_reason, kind,
+                              number, outcome, performed_on, issued_on, legal_effect, effect_note, content_sha256,
+                              recorded_by_role, recorded_at)
+    VALUES ($1, $2, $3, $4, $5, CASE WHEN $5::uuid IS NOT NULL THEN 'corrected' END, 'verification_certificate',
+            'RLS-' || gen_random_uuid(), 'pass', '{VERIFIED}', '{VERIFIED}', 'history', 'x', repeat('0', 64), 'lab',
+            now())"""
 
 _REPOINTS: dict[str, Move] = {
     "A's delivery to B's webhook and elsewhere": Move(
@@ -857,14 +885,14 @@ _REPOINTS: dict[str, Move] = {
     ),
     "A's new request item naming B's certificate": Move(
         _DONE_ITEM,
-        lambda w: (w.a_request, w.a_other, w.b_certificate),
+        lambda w: (w.a_request, w.a, w.a_other, w.b_certificate),
         refusal=asyncpg.ForeignKeyViolationError,
         match=f'{_MISPOINTED} "request_items_certificate_fkey"',
     ),
     # A's own certificate, but another instrument's: the item would be done without its result.
     "A's new request item naming its neighbour's certificate": Move(
         _DONE_ITEM,
-        lambda w: (w.a_request, w.a_other, w.a_certificate),
+        lambda w: (w.a_request, w.a, w.a_other, w.a_certificate),
         refusal=asyncpg.ForeignKeyViolationError,
         match=f'{_MISPOINTED} "request_items_certificate_fkey"',
     ),
@@ -893,23 +921,130 @@ _REPOINTS: dict[str, Move] = {
         match=f'{_MISPOINTED} "instrument_events_certificate_fkey"',
     ),
 }
-# The worker writes deliveries and notices. Lab L writes those notices and events of the
-# instrument of its request, and the items of its request; regulator of A the items and events of
-# its region.
+# schema/0026_remaining_references_fixed.sql
+_REPOINTS |= {
+    # An item of lab L's request naming B's instrument: lab L would see it, and B's certificates.
+    "A's new request item naming B's instrument": Move(
+        _ITEM,
+        lambda w: (w.a_request, w.a, w.b_instrument),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "request_items_instrument_fkey"',
+    ),
+    "A's new request item naming B's instrument as B's": Move(
+        _ITEM,
+        lambda w: (w.a_request, w.b, w.b_instrument),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "request_items_request_fkey"',
+    ),
+    "A's new request item without its enterprise": Move(
+        _ITEM,
+        lambda w: (w.a_request, None, w.a_other),
+        refusal=asyncpg.NotNullViolationError,
+        match='null value in column "enterprise_id" of relation "request_items"',
+    ),
+    # Neither its request nor its instrument is B's: both keys object, whichever runs first.
+    "A's request item to B": Move(
+        "UPDATE request_items SET enterprise_id = $1 WHERE request_id = $2",
+        lambda w: (w.b, w.a_request),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "request_items_(request|instrument)_fkey"',
+    ),
+    "A's new event naming B's instrument": Move(
+        _RELATED_EVENT,
+        lambda w: (w.a_requested, w.b_instrument, w.a),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "instrument_events_related_fkey"',
+    ),
+    "A's new event naming B's instrument as B's": Move(
+        _RELATED_EVENT,
+        lambda w: (w.a_requested, w.b_instrument, w.b),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "instrument_events_related_owner_fkey"',
+    ),
+    "A's new event naming B's instrument without an enterprise": Move(
+        _RELATED_EVENT,
+        lambda w: (w.a_requested, w.b_instrument, None),
+        refusal=asyncpg.CheckViolationError,
+        match='violates check constraint "instrument_events_related_enterprise"',
+    ),
+    "A's event to B's instrument": Move(
+        "UPDATE instrument_events SET related_instrument_id = $1, related_enterprise_id = $2 WHERE instrument_id = $3",
+        lambda w: (w.b_instrument, w.a, w.a_requested),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "instrument_events_related_fkey"',
+    ),
+    # A certificate of A's naming B's instrument in lab L's name: lab L would see that instrument.
+    "A's new certificate of B's instrument": Move(
+        _DOCUMENT,
+        lambda w: (w.b_instrument, w.a, w.lab_l, None, None),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "certificates_instrument_fkey"',
+    ),
+    # The same pair the other way round, which a lab may write: it sees A's instrument, not B.
+    "A's instrument's new certificate given to B": Move(
+        _DOCUMENT,
+        lambda w: (w.a_requested, w.b, w.lab_l, None, None),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "certificates_instrument_fkey"',
+    ),
+    "A's new certificate correcting B's": Move(
+        _DOCUMENT,
+        lambda w: (w.a_requested, w.a, w.lab_l, None, w.b_certificate),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "certificates_superseded_fkey"',
+    ),
+    "A's new certificate correcting its neighbour's": Move(
+        _DOCUMENT,
+        lambda w: (w.a_other, w.a, w.lab_l, None, w.a_certificate),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "certificates_superseded_fkey"',
+    ),
+    "A's new certificate answering B's request": Move(
+        _DOCUMENT,
+        lambda w: (w.a_requested, w.a, w.lab_l, w.b_request, None),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "certificates_request_fkey"',
+    ),
+    # Lab L's request holds no item for A's other instrument.
+    "A's new certificate answering a request without it": Move(
+        _DOCUMENT,
+        lambda w: (w.a_other, w.a, w.lab_l, w.a_request, None),
+        refusal=asyncpg.ForeignKeyViolationError,
+        match=f'{_MISPOINTED} "certificates_request_fkey"',
+    ),
+}
+# The worker writes deliveries and notices. Lab L writes those notices, events and certificates of
+# the instrument of its request, and the items of its request, but sees nothing of A's other
+# instrument nor writes anything of B; regulator of A writes the notices, items, events and
+# certificates of its region; A writes nothing of B.
 _WORKER_REPOINTS = [name for name in _REPOINTS if name.startswith(("A's delivery", "A's notice", "A's new notice"))]
+_NOTICE_REPOINTS = [name for name in _REPOINTS if "notice" in name]
 _ITEM_REPOINTS = [name for name in _REPOINTS if "request item" in name]
 _EVENT_REPOINTS = [name for name in _REPOINTS if "event" in name]
+_GIVEN_TO_B = "A's instrument's new certificate given to B"
+_CERTIFICATE_REPOINTS = [name for name in _REPOINTS if "new certificate" in name and name != _GIVEN_TO_B]
 _LAB_REPOINTS = [
     "A's notice to B's certificate",
     "A's new notice naming B's certificate",
     *_ITEM_REPOINTS,
     "A's event to B's certificate",
     "A's new event naming B's certificate",
+    "A's event to B's instrument",
+    "A's new event naming B's instrument",
+    "A's new event naming B's instrument as B's",
+    "A's new event naming B's instrument without an enterprise",
+    _GIVEN_TO_B,
+    "A's new certificate correcting B's",
+    "A's new certificate answering B's request",
 ]
 _API_REPOINTS = (
-    [(who, name) for who in (Who.ENTERPRISE_A, Who.ADMIN) for name in _REPOINTS]
+    [(Who.ENTERPRISE_A, name) for name in _REPOINTS if name != _GIVEN_TO_B]
+    + [(Who.ADMIN, name) for name in _REPOINTS]
     + [(Who.LAB_OF_A, name) for name in _LAB_REPOINTS]
-    + [(Who.REGULATOR_OF_A, name) for name in _ITEM_REPOINTS + _EVENT_REPOINTS]
+    + [
+        (Who.REGULATOR_OF_A, name)
+        for name in _NOTICE_REPOINTS + _ITEM_REPOINTS + _EVENT_REPOINTS + _CERTIFICATE_REPOINTS
+    ]
 )
 
 
@@ -961,12 +1096,17 @@ async def test_the_api_writes_no_delivery_even_for_its_own_notice(world: World, 
 
 async def test_references_within_the_owner_still_work(world: World, api_pool: asyncpg.Pool) -> None:
     """The keys refuse only what points away: an instrument's own certificate, a replacement of
-    the same enterprise, a delivery update that leaves its webhook and target alone, and a notice
+    the same enterprise, a delivery update that leaves its webhook and target alone, a notice
     naming its own instrument's certificate (the notice a recorded result writes, which building
-    the world did through the API for A's and B's certificates)."""
+    the world did through the API for A's and B's certificates), an item of A's request for A's
+    own instrument, an event naming A's other instrument, and a certificate of the instrument of
+    lab L's request answering that request and correcting the instrument's own certificate."""
     async with acting(api_pool, world, Who.ENTERPRISE_A) as conn:
         for sql, args in [
             (_RESULT_NOTICE, (world.a, world.a_requested, world.a_certificate)),
+            (_ITEM, (world.a_request, world.a, world.a_other)),
+            (_RELATED_EVENT, (world.a_other, world.a_requested, world.a)),
+            (_DOCUMENT, (world.a_requested, world.a, world.lab_l, world.a_request, world.a_certificate)),
             (
                 "UPDATE instruments SET current_certificate_id = $1 WHERE id = $2",
                 (world.a_certificate, world.a_requested),
@@ -1029,6 +1169,67 @@ async def test_the_result_paths_still_name_the_instruments_own_certificate(
             world.a_certificate,
         )
         assert [e["kind"] for e in events] == ["result_recorded", "result_recorded", "certificate_revoked"]
+
+
+async def test_the_api_paths_write_items_certificates_and_events_of_one_enterprise(
+    make_tenant: MakeTenant, lab: LabAccount, admin: Api, pool: asyncpg.Pool
+) -> None:
+    """What the new keys of schema/0026 hold, written through the API: the items of a request an
+    enterprise and an admin make carry its enterprise; a result answers its request's item of that
+    instrument; a correction supersedes that instrument's document; a replacement's two events
+    name each other's instrument with their enterprise."""
+    tenant = await make_tenant()
+    first = await tenant.register(**GAUGE, last_verified_on=VERIFIED)
+    second = await tenant.register(**GAUGE, last_verified_on=VERIFIED)
+    own = await _created(tenant.api, "/v1/verification-requests", {"lab_id": lab.id, "instrument_ids": [first["id"]]})
+    body = {"lab_id": lab.id, "instrument_ids": [second["id"]], "enterprise_id": tenant.id}
+    admins = await _created(admin, "/v1/verification-requests", body)
+    for request in (own, admins):
+        await lab.accept(request["id"])
+    results = {}
+    for instrument in (first, second):
+        recorded = await lab.record(instrument["id"])
+        assert recorded.status_code == 201, recorded.text
+        results[instrument["id"]] = recorded.json()["certificate"]
+    corrected = results[first["id"]]
+    correction = await lab.record(first["id"], supersedes=corrected["id"], correction_reason="结论笔误")
+    assert correction.status_code == 201, correction.text
+    replaced = await tenant.api.post(
+        f"/v1/instruments/{second['id']}/replace",
+        json={"replacement": GAUGE | {"name": "新压力表", "serial_no": uuid.uuid4().hex[:10]}},
+    )
+    assert replaced.status_code == 201, replaced.text
+    successor = replaced.json()["replacement"]["id"]
+
+    enterprise = uuid.UUID(tenant.id)
+    items = await pool.fetch(
+        "SELECT request_id, instrument_id, enterprise_id FROM request_items WHERE request_id = ANY($1::uuid[])",
+        [uuid.UUID(own["id"]), uuid.UUID(admins["id"])],
+    )
+    assert {(str(i["request_id"]), str(i["instrument_id"]), i["enterprise_id"]) for i in items} == {
+        (own["id"], first["id"], enterprise),
+        (admins["id"], second["id"], enterprise),
+    }
+    documents = await pool.fetch(
+        "SELECT id, instrument_id, request_id, supersedes FROM certificates WHERE enterprise_id = $1", enterprise
+    )
+    assert {(str(d["instrument_id"]), str(d["request_id"]), str(d["supersedes"])) for d in documents} == {
+        (first["id"], own["id"], "None"),
+        (second["id"], admins["id"], "None"),
+        (first["id"], "None", corrected["id"]),
+    }
+    related = await pool.fetch(
+        """SELECT instrument_id, kind, related_instrument_id, related_enterprise_id FROM instrument_events
+           WHERE instrument_id = ANY($1::uuid[]) AND related_instrument_id IS NOT NULL""",
+        [uuid.UUID(second["id"]), uuid.UUID(successor)],
+    )
+    assert {
+        (str(e["instrument_id"]), e["kind"], str(e["related_instrument_id"]), e["related_enterprise_id"])
+        for e in related
+    } == {
+        (second["id"], "replaced", successor, enterprise),
+        (successor, "registered", second["id"], enterprise),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1160,6 +1361,9 @@ _WORKER_REFUSED: dict[str, tuple[str, Callable[[World], tuple[Any, ...]]]] = {
         lambda w: (w.b_certificate, w.a_request),
     ),
     "insert an event": (_RESULT_EVENT, lambda w: (w.a_requested, w.b_certificate)),
+    # Nor an item or a certificate naming B's instrument (schema/0026).
+    "insert a request item": (_ITEM, lambda w: (w.a_request, w.a, w.b_instrument)),
+    "insert a certificate": (_DOCUMENT, lambda w: (w.b_instrument, w.a, w.lab_l, None, None)),
 } | _AUDIT_WRITES
 
 _API_REFUSED: dict[str, tuple[str, Callable[[World], tuple[Any, ...]]]] = {

@@ -20,7 +20,7 @@
 -- 1.2-1.6 s after; audit_record itself takes ~0.4 ms a row).
 --
 -- Plain CREATE INDEX in the migration's transaction, as 0019: the deploy order stops the API and
--- the worker first (README), and the builds, the clock's count and the drop took 17 s on the bench.
+-- the worker first (README), and the builds, the clock's count and the drop took 15 s on the bench.
 
 -- GET /v1/audit?actor_key_id=: the rows one key wrote. The command line and migrations write
 -- with no key, which no filter asks for.
@@ -58,7 +58,7 @@ CREATE INDEX audit_log_region ON audit_log (region_code COLLATE "C") WHERE regio
 -- row whose `at` is before since - L has only rows earlier than since before it, and a row at or
 -- after until + L only rows at or after until after it. audit_seq_from and audit_seq_until find
 -- such rows by bisecting seq (log2 of the rows in probes of the primary key: 21 for 2,000,000,
--- ~0.4 ms), and the page reads between them: its rows, and any within 2 L of the span's ends. On
+-- ~0.2 ms), and the page reads between them: its rows, and any within 2 L of the span's ends. On
 -- a register whose clock only moves forward, L is its longest write transaction (2 minutes on the
 -- bench); a clock once set far back makes L large and the bounds loose, never wrong.
 --

@@ -5,19 +5,20 @@
 --
 -- A filter without an index in page order of its own walked the index of its scope, keeping the
 -- rows that matched, until a page was full: on the bench's 2,000,000 audit rows a key that wrote
--- 120 of them read 833,000 rows (160 ms) for a page, as did an action, an entity or an entity id of
--- as few rows; a time span a year and a half back read every row written since (1,500,000, 400 ms);
--- an enterprise's or a lab's API keys, 7,000-8,500 of 20,000 keys.
+-- 120 of them read 833,000 rows (~200 ms) for a page, as did an action, an entity or an entity id
+-- of as few rows; a time span a year and a half back read every row written since (1,500,000,
+-- 300-400 ms), and a quarter hour holding less than a page the whole trail (0.5 s); an
+-- enterprise's or a lab's API keys, 6,300-8,500 of 20,000 keys.
 --
--- Each index below is (filter, seq) ascending, read backwards for newest first: a new row has the
+-- Each (filter, seq) index below is ascending, read backwards for newest first: a new row has the
 -- highest seq of its value, so it lands at the end of that value's run, where PostgreSQL splits a
 -- full page leaving the old one full ("split after new item"); descending, it lands at the start
 -- and every split leaves two half-full pages (a value holding most rows, 400,000 appended: 34 MB
 -- descending, 19 MB ascending). Built on the bench's 2,000,000 rows, 60-95 MB each, where the
 -- trail there is 414 MB of rows without their before and after (an instrument's row is ~1 KB of
 -- JSON twice). Each costs every audited row an index entry, appended under the trail's lock at
--- commit: all of this migration together ~10 µs a row (50,000 rows inserted: 0.5-0.9 s before,
--- 1.2-1.6 s after; audit_record itself takes ~0.4 ms a row).
+-- commit: with the clock's trigger below, ~10 µs a row (50,000 rows inserted: 0.5-0.6 s before,
+-- 1.0-1.3 s after, ~5 µs a row the trigger's), where audit_record itself takes ~0.4 ms a row.
 --
 -- Plain CREATE INDEX in the migration's transaction, as 0019: the deploy order stops the API and
 -- the worker first (README), and the builds, the clock's count and the drop took 15 s on the bench.
@@ -59,8 +60,8 @@ CREATE INDEX audit_log_region ON audit_log (region_code COLLATE "C") WHERE regio
 -- after until + L only rows at or after until after it. audit_seq_from and audit_seq_until find
 -- such rows by bisecting seq (log2 of the rows in probes of the primary key: 21 for 2,000,000,
 -- ~0.2 ms), and the page reads between them: its rows, and any within 2 L of the span's ends. On
--- a register whose clock only moves forward, L is its longest write transaction (2 minutes on the
--- bench); a clock once set far back makes L large and the bounds loose, never wrong.
+-- a register whose clock only moves forward, L is its longest write transaction; a clock once set
+-- far back makes L large and the bounds loose, never wrong.
 --
 -- audit_clock keeps the latest `at` and L, moved on by each appended row, in the appending
 -- transaction under the trail's lock, so a reader's snapshot has the clock of the rows it sees.
@@ -171,10 +172,11 @@ CREATE INDEX api_keys_role ON api_keys (role, created_at, id);
 
 -- Whether a lab sees an enterprise (0008 lab_sees_enterprise: a request of the enterprise's it
 -- holds, or a document it issued to it), which row-level security asks for each enterprise row a
--- lab reads: once a row of a lab's page of an instrument's documents. Each answer walked the
--- enterprise's requests (verification_requests_enterprise), then the lab's documents
--- (certificates_lab_number), for the other: ~115 buffers a row on the bench, 6,800 a page. Now
--- one probe each. The pairs repeat (a lab works for an enterprise many times), so their entries
--- are stored once per pair (deduplication): 0.4 and 2.5 MB on the bench.
+-- lab reads: once a row of a lab's page of requests, and of its page of an instrument's documents
+-- (which now reads the instrument and its enterprise once: service/certificates/queries.py). Each
+-- answer walked the enterprise's requests (verification_requests_enterprise), then the lab's
+-- documents (certificates_lab_number), for the other: ~115 buffers on the bench. Now one probe
+-- each. The pairs repeat (a lab works for an enterprise many times), so their entries are stored
+-- once per pair (deduplication): 0.4 and 2.5 MB on the bench.
 CREATE INDEX verification_requests_enterprise_lab ON verification_requests (enterprise_id, lab_id);
 CREATE INDEX certificates_enterprise_lab ON certificates (enterprise_id, lab_id) WHERE lab_id IS NOT NULL;

@@ -31,10 +31,10 @@ _DOCUMENT = """c.id, c.instrument_id, c.enterprise_id, c.lab_id, l.name AS lab_n
            c.failed_items, c.as_found, c.as_left, c.regulation_applied, c.standards_used, c.signatories,
            c.conclusion, c.legal_effect, c.effect_note, c.supersedes, s.id AS superseded_by,
            c.correction_reason, c.content_sha256, c.recorded_at, c.recorded_by_role,
-           c.revoked_on, c.revoked_reason, c.revoked_at, e.timezone"""
+           c.revoked_on, c.revoked_reason, c.revoked_at"""
 
 _SELECT = f"""
-    SELECT {_DOCUMENT}, i.current_certificate_id IS NOT DISTINCT FROM c.id AS is_current
+    SELECT {_DOCUMENT}, i.current_certificate_id IS NOT DISTINCT FROM c.id AS is_current, e.timezone
     FROM certificates c
     JOIN instruments i ON i.id = c.instrument_id
     JOIN enterprises e ON e.id = c.enterprise_id
@@ -42,17 +42,21 @@ _SELECT = f"""
     LEFT JOIN certificates s ON s.supersedes = c.id
 """
 
-# One instrument's documents ($1): the instrument read once for the page (an InitPlan each, where
-# a join read it, under its row-level security, once per row), as _SELECT's join would have it:
-# no row unless the instrument is visible.
+# One instrument's documents ($1), as _SELECT with the instrument and its enterprise read once for
+# the page, where the joins read them, and their row-level security asked (a lab's: whether it
+# sees the instrument, the enterprise), once per row. A document's enterprise is its instrument's
+# (schema/0026), and no row comes unless both are visible, as with the joins.
 _OF_INSTRUMENT = f"""
-    SELECT {_DOCUMENT},
-           (SELECT current_certificate_id FROM instruments WHERE id = $1) IS NOT DISTINCT FROM c.id AS is_current
+    WITH instrument AS MATERIALIZED (
+        SELECT i.current_certificate_id, e.timezone
+        FROM instruments i JOIN enterprises e ON e.id = i.enterprise_id WHERE i.id = $1
+    )
+    SELECT {_DOCUMENT}, i.current_certificate_id IS NOT DISTINCT FROM c.id AS is_current, i.timezone
     FROM certificates c
-    JOIN enterprises e ON e.id = c.enterprise_id
+    CROSS JOIN instrument i
     LEFT JOIN labs l ON l.id = c.lab_id
     LEFT JOIN certificates s ON s.supersedes = c.id
-    WHERE c.instrument_id = $1 AND EXISTS (SELECT FROM instruments WHERE id = $1)
+    WHERE c.instrument_id = $1
 """
 
 

@@ -629,7 +629,7 @@ async def test_a_populated_register_takes_the_remaining_keys(scratch_dsn: str, t
         await _results(conn)
         audited = await conn.fetchval("SELECT count(*) FROM audit_log")
         applied = await migrate.migrate(scratch_dsn, NOW)
-        assert [m.name for m in applied] == [_REMAINING_REFERENCES_FIXED]
+        assert _REMAINING_REFERENCES_FIXED in [m.name for m in applied]
         items = await conn.fetch("SELECT request_id, instrument_id, enterprise_id FROM request_items")
         assert {tuple(i) for i in items} == {
             (_REQUEST, _NEW, _E1),
@@ -787,7 +787,7 @@ async def test_a_populated_trail_takes_the_clock_of_its_rows(scratch_dsn: str, t
             async with conn.transaction():
                 await conn.execute("SELECT set_config('metreg.now', $1, true)", at.isoformat())
                 await conn.execute("UPDATE enterprises SET name = $1 WHERE id = $2", f"企业 {at:%H%M}", _E1)
-        assert await migrate.migrate(scratch_dsn, NOW) == [m for m in migrate.discover() if m.name == _LIST_FILTERS]
+        assert _LIST_FILTERS in [m.name for m in await migrate.migrate(scratch_dsn, NOW)]
         clock = await conn.fetchrow("SELECT high, lag FROM audit_clock")
         assert clock is not None
         assert (clock["high"], clock["lag"]) == (NOW + dt.timedelta(minutes=1), dt.timedelta(minutes=20))

@@ -35,6 +35,7 @@ from service.enterprises.queries import select_enterprise
 from service.enterprises.schemas import Enterprise
 from service.instruments.queries import InstrumentFilters, list_query, prefer_ordered_scan
 from service.instruments.rules import Status
+from service.pagination import FOR_ITS_VALUES
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/metreg_bench"
 # Indexes cheaper to build once after the load than to maintain row by row during it.
@@ -166,6 +167,9 @@ class PagePlan(msgspec.Struct, frozen=True, kw_only=True):
 
     milliseconds: float
     rows: int
+    buffers: int = 0
+    """Shared buffers the execution touched (hit or read), the functions its policies and index
+    bounds call included."""
     scans: list[str]
     """Scans of the register's tables (the catalogue left out), as 'Node Type on index or table'."""
     sequential: bool
@@ -213,10 +217,13 @@ async def explain_read(
     """EXPLAIN ANALYZE the read ``sql`` as the API runs it (its role, under row-level security, as
     ``principal``, after the statements ``setup`` of its transaction): the plan PostgreSQL makes for
     the first runs of the statement on a connection (custom, for its values), then the one it may
-    keep from the sixth run on (generic, for any values). ``table`` is the table the read lists;
-    ``large``, those it must never read sequentially."""
+    keep from the sixth run on (generic, for any values), or, for a read that is planned for its
+    values on every run (:data:`~service.pagination.FOR_ITS_VALUES` among ``setup``), that plan
+    twice. ``table`` is the table the read lists; ``large``, those it must never read sequentially."""
     plans = []
-    for mode in ("force_custom_plan", "force_generic_plan"):
+    custom_only = any(FOR_ITS_VALUES in statement for statement in setup)
+    modes = ("force_custom_plan", "force_custom_plan" if custom_only else "force_generic_plan")
+    for mode in modes:
         async with conn.transaction():
             await conn.execute("SET LOCAL ROLE metreg_api")
             await conn.execute(AS_PRINCIPAL, *principal_settings(principal))
@@ -239,6 +246,7 @@ async def explain_read(
             PagePlan(
                 milliseconds=top["Execution Time"],
                 rows=top["Plan"].get("Actual Rows", 0),
+                buffers=top["Plan"].get("Shared Hit Blocks", 0) + top["Plan"].get("Shared Read Blocks", 0),
                 scans=sorted(
                     {
                         f"{n['Node Type']} on {n.get('Index Name') or n.get('Relation Name')}"

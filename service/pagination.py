@@ -4,8 +4,10 @@ A cursor is the sort key of the last row served, base64url-encoded JSON. It is o
 but not secret; a tampered cursor is a 400 naming ``cursor``, never a 500.
 
 Every list has an index in its page order for its scope (an enterprise's, a lab's, an
-instrument's rows, or everyone's, which a regulator's lists walk keeping its region's), so a page
-reads the rows it returns and stops: :func:`read_in_page_order` keeps PostgreSQL to that plan
+instrument's rows, or everyone's, which a regulator's lists walk keeping its region's, or gather
+where its region holds too few: :func:`walks_for_region`); the audit trail's filters and the API
+keys' scopes have theirs (a time span of the trail: bounds of one), so a page reads the rows it
+returns and stops: :func:`read_in_page_order` keeps PostgreSQL to that plan
 (tests/integration/test_list_plans.py).
 """
 
@@ -23,6 +25,7 @@ from litestar.params import QueryParameter
 from service.errors import InvalidInputError
 
 __all__ = (
+    "FOR_ITS_VALUES",
     "PAGE_ORDER",
     "Cursor",
     "Limit",
@@ -103,7 +106,11 @@ PAGE_ORDER = (
 GATHER = "SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0"
 
 
-async def read_in_page_order(db: asyncpg.Connection, *, walk: bool = True) -> None:
+#: What a page read planned for its values on every run sets (:func:`read_in_page_order`).
+FOR_ITS_VALUES = "SET LOCAL plan_cache_mode = force_custom_plan"
+
+
+async def read_in_page_order(db: asyncpg.Connection, *, walk: bool = True, for_its_values: bool = False) -> None:
     """Steer the rest of the transaction's reads to an index scan in page order: for a list whose
     page read is the last statement of its transaction, and whose filters have no index narrower
     than the one in page order (the read would walk that one, filtering, where the planner would
@@ -120,8 +127,14 @@ async def read_in_page_order(db: asyncpg.Connection, *, walk: bool = True) -> No
 
     ``walk=False`` keeps only JIT and parallel workers off, for a page that is cheaper gathered
     and sorted (:func:`walks_for_region`).
+
+    ``for_its_values``: plan the read for its values on every run, not once for any values from
+    the sixth run on. For a filter on a column of a few values, one of which fills most of the
+    table (the audit trail's action and entity): a plan for any value expects one of a few, so a
+    large share of the rows, and walks the scope's index for it, reading most of the table for a
+    rare one. Planned for the value, the rare one is read from the filter's own index.
     """
-    await db.execute(PAGE_ORDER if walk else GATHER)
+    await db.execute(f"{PAGE_ORDER if walk else GATHER}{'; ' + FOR_ITS_VALUES if for_its_values else ''}")
 
 
 # The visible enterprises are the region's (row-level security); the totals are the planner's

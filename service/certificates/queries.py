@@ -26,19 +26,37 @@ __all__ = (
     "select_public_certificate",
 )
 
-_SELECT = """
-    SELECT c.id, c.instrument_id, c.enterprise_id, c.lab_id, l.name AS lab_name, c.issuer_region, c.request_id,
+_DOCUMENT = """c.id, c.instrument_id, c.enterprise_id, c.lab_id, l.name AS lab_name, c.issuer_region, c.request_id,
            c.kind, c.number, c.outcome, c.performed_on, c.issued_on, c.cycle_months, c.valid_until,
            c.failed_items, c.as_found, c.as_left, c.regulation_applied, c.standards_used, c.signatories,
            c.conclusion, c.legal_effect, c.effect_note, c.supersedes, s.id AS superseded_by,
            c.correction_reason, c.content_sha256, c.recorded_at, c.recorded_by_role,
-           c.revoked_on, c.revoked_reason, c.revoked_at,
-           i.current_certificate_id IS NOT DISTINCT FROM c.id AS is_current, e.timezone
+           c.revoked_on, c.revoked_reason, c.revoked_at"""
+
+_SELECT = f"""
+    SELECT {_DOCUMENT}, i.current_certificate_id IS NOT DISTINCT FROM c.id AS is_current, e.timezone
     FROM certificates c
     JOIN instruments i ON i.id = c.instrument_id
     JOIN enterprises e ON e.id = c.enterprise_id
     LEFT JOIN labs l ON l.id = c.lab_id
     LEFT JOIN certificates s ON s.supersedes = c.id
+"""
+
+# One instrument's documents ($1), as _SELECT with the instrument and its enterprise read once for
+# the page, where the joins read them, and their row-level security asked (a lab's: whether it
+# sees the instrument, the enterprise), once per row. A document's enterprise is its instrument's
+# (schema/0026), and no row comes unless both are visible, as with the joins.
+_OF_INSTRUMENT = f"""
+    WITH instrument AS MATERIALIZED (
+        SELECT i.current_certificate_id, e.timezone
+        FROM instruments i JOIN enterprises e ON e.id = i.enterprise_id WHERE i.id = $1
+    )
+    SELECT {_DOCUMENT}, i.current_certificate_id IS NOT DISTINCT FROM c.id AS is_current, i.timezone
+    FROM certificates c
+    CROSS JOIN instrument i
+    LEFT JOIN labs l ON l.id = c.lab_id
+    LEFT JOIN certificates s ON s.supersedes = c.id
+    WHERE c.instrument_id = $1
 """
 
 
@@ -137,7 +155,7 @@ async def select_instrument_certificates(
         after = " AND (c.performed_on, c.recorded_at, c.id) < ($3, $4, $5)"
     await read_in_page_order(db)
     records = await db.fetch(
-        f"""{_SELECT} WHERE c.instrument_id = $1{after}
+        f"""{_OF_INSTRUMENT}{after}
             ORDER BY c.performed_on DESC, c.recorded_at DESC, c.id DESC LIMIT $2""",
         *args,
     )

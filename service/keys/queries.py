@@ -99,7 +99,12 @@ async def select_keys(
     limit: int,
     cursor: str | None,
 ) -> tuple[list[ApiKey], str | None]:
-    """One page of keys, newest first; ``active_at``: only those that work at that instant."""
+    """One page of keys, newest first; ``active_at``: only those that work at that instant.
+
+    The role, enterprise and lab each have an index in page order (schema/0027). ``active_at``
+    walks the keys in page order, keeping those not revoked that have not ended: no index holds
+    the keys that work at an instant, which end as the clock moves on.
+    """
     params = Params()
     clauses = []
     if role is not None:

@@ -631,6 +631,31 @@ async def test_the_filters(admin: Api, tenant: Tenant, pool: asyncpg.Pool, clock
         assert fields_of(body) == [name]
 
 
+async def test_a_write_whose_time_is_behind_the_trail_is_found_by_its_time(
+    admin: Api, tenant: Tenant, pool: asyncpg.Pool, clock: FixedClock
+) -> None:
+    """A transaction that began before another committed appends its rows after the other's with
+    an earlier `at`: the trail's clock (schema/0027) takes the lag, and a time span, read as a
+    range of seq within that lag, still finds the row."""
+    latest = await pool.fetchval("SELECT high FROM audit_clock")
+    clock.set(latest + dt.timedelta(days=1))
+    await tenant.register(**GAUGE, last_verified_on=VERIFIED)
+    clock.set(latest)
+    late = await tenant.register(**GAUGE, last_verified_on=VERIFIED)
+    row = await pool.fetchrow("SELECT high, lag FROM audit_clock")
+    assert row is not None
+    assert row["high"] == latest + dt.timedelta(days=1)
+    assert row["lag"] >= dt.timedelta(days=1)
+    assert tuple(await pool.fetchrow("SELECT high, lag FROM audit_clock_recount()")) == tuple(row)
+
+    window = {"since": latest.isoformat(), "until": (latest + dt.timedelta(seconds=1)).isoformat()}
+    found = await listed(admin, enterprise_id=tenant.id, **window)
+    assert [i["entity_id"] for i in found if i["entity"] == "instruments"] == [late["id"]]
+    assert seqs(await listed(admin, **window)) == await db_seqs(
+        pool, "at >= $1 AND at < $2", latest, latest + dt.timedelta(seconds=1)
+    )
+
+
 async def test_paging_is_complete_and_without_duplicates(admin: Api, tenant: Tenant, pool: asyncpg.Pool) -> None:
     for _ in range(4):
         await tenant.register(**GAUGE, last_verified_on=VERIFIED)

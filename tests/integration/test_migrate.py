@@ -629,7 +629,7 @@ async def test_a_populated_register_takes_the_remaining_keys(scratch_dsn: str, t
         await _results(conn)
         audited = await conn.fetchval("SELECT count(*) FROM audit_log")
         applied = await migrate.migrate(scratch_dsn, NOW)
-        assert [m.name for m in applied] == [_REMAINING_REFERENCES_FIXED]
+        assert _REMAINING_REFERENCES_FIXED in [m.name for m in applied]
         items = await conn.fetch("SELECT request_id, instrument_id, enterprise_id FROM request_items")
         assert {tuple(i) for i in items} == {
             (_REQUEST, _NEW, _E1),
@@ -763,5 +763,39 @@ async def test_a_row_naming_another_enterprises_row_stops_the_migration_with_not
         assert await conn.fetchval(_ITEMS_ENTERPRISE_NOT_NULL) is None  # no such column
         assert await conn.fetchval("SELECT to_regclass('verification_requests_id_enterprise')") is None
         assert await conn.fetchval("SELECT to_regproc('request_enterprise')") is None
+    finally:
+        await conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# schema/0027_list_filters.sql on a database that already holds an audit trail
+
+_LIST_FILTERS = "list_filters"
+
+
+async def test_a_populated_trail_takes_the_clock_of_its_rows(scratch_dsn: str, tmp_path: Path) -> None:
+    """The trail an older release wrote, its `at` out of seq order where a transaction that began
+    earlier committed later: the clock starts from the latest `at` and the longest lag, and moves
+    on with each row appended after."""
+    await _migrated_up_to_before(scratch_dsn, _LIST_FILTERS, tmp_path)
+    conn = await asyncpg.connect(scratch_dsn)
+    try:
+        async with conn.transaction():  # written by the old audit_record, in one transaction
+            await conn.execute("SELECT set_config('metreg.now', $1, true)", (NOW - dt.timedelta(hours=3)).isoformat())
+            await _register(conn, successor_of=None)
+        for at in (NOW, NOW - dt.timedelta(minutes=20), NOW + dt.timedelta(minutes=1)):
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('metreg.now', $1, true)", at.isoformat())
+                await conn.execute("UPDATE enterprises SET name = $1 WHERE id = $2", f"企业 {at:%H%M}", _E1)
+        assert _LIST_FILTERS in [m.name for m in await migrate.migrate(scratch_dsn, NOW)]
+        clock = await conn.fetchrow("SELECT high, lag FROM audit_clock")
+        assert clock is not None
+        assert (clock["high"], clock["lag"]) == (NOW + dt.timedelta(minutes=1), dt.timedelta(minutes=20))
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('metreg.now', $1, true)", (NOW - dt.timedelta(hours=1)).isoformat())
+            await conn.execute("UPDATE enterprises SET name = 'later' WHERE id = $1", _E1)
+        clock = await conn.fetchrow("SELECT high, lag FROM audit_clock")
+        assert clock is not None
+        assert (clock["high"], clock["lag"]) == (NOW + dt.timedelta(minutes=1), dt.timedelta(hours=1, minutes=1))
     finally:
         await conn.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -797,5 +798,140 @@ async def test_a_populated_trail_takes_the_clock_of_its_rows(scratch_dsn: str, t
         clock = await conn.fetchrow("SELECT high, lag FROM audit_clock")
         assert clock is not None
         assert (clock["high"], clock["lag"]) == (NOW + dt.timedelta(minutes=1), dt.timedelta(hours=1, minutes=1))
+    finally:
+        await conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# schema/0027_signers_and_successors.sql on a database that already holds a register and keys
+
+_SIGNERS_AND_SUCCESSORS = "signers_and_successors"
+_KEY = """
+    INSERT INTO api_keys (id, prefix, secret_sha256, role, name, enterprise_id, lab_id, region_code, created_at,
+                          rotated_to)
+    VALUES ($1::uuid, substr(md5($1::uuid::text), 1, 12), sha256(convert_to($1::uuid::text, 'UTF8')), $2, 'k', $3, $4,
+            $5, $6, $7)"""
+# Rotated as rotate_key rotates: E1's first key to its second, which is rotated to its third.
+_E1_KEY, _E1_SECOND, _E1_THIRD, _E2_KEY, _LAB_KEY, _REGULATOR_KEY, _ADMIN_KEY = (
+    uuid.UUID(int=n) for n in range(20, 27)
+)
+_SIGNER_POLICIES = """
+    SELECT tablename::text, policyname::text, permissive, cmd FROM pg_policies
+    WHERE policyname IN ('issuer', 'revoker', 'result_giver', 'result_keeper', 'result_writer') ORDER BY 1, 2"""
+_KEYS_OF_API_KEYS = """
+    SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+    WHERE conrelid = 'api_keys'::regclass AND contype = 'f' ORDER BY 1"""
+
+
+async def _keys(conn: asyncpg.Connection) -> None:
+    """Keys of every role over the register of _register and _requests, inserted newest last."""
+    at = [NOW + dt.timedelta(seconds=n) for n in range(7)]
+    await conn.execute(_KEY, _E1_THIRD, "enterprise", _E1, None, None, at[0], None)
+    await conn.execute(_KEY, _E1_SECOND, "enterprise", _E1, None, None, at[1], _E1_THIRD)
+    await conn.execute(_KEY, _E1_KEY, "enterprise", _E1, None, None, at[2], _E1_SECOND)
+    await conn.execute(_KEY, _E2_KEY, "enterprise", _E2, None, None, at[3], None)
+    await conn.execute(_KEY, _LAB_KEY, "lab", None, _LAB, None, at[4], None)
+    await conn.execute(_KEY, _REGULATOR_KEY, "regulator", None, None, "53", at[5], None)
+    await conn.execute(_KEY, _ADMIN_KEY, "admin", None, None, None, at[6], None)
+
+
+async def _populated_before_the_signers(dsn: str, folder: Path) -> asyncpg.Connection:
+    """The register of the migration tests above as an older release wrote it (items, results and
+    events before 0026, which then applies), and keys of every role."""
+    await _migrated_up_to_before(dsn, _REMAINING_REFERENCES_FIXED, folder)
+    conn = await asyncpg.connect(dsn)
+    await _register(conn, successor_of=None)
+    await _requests(conn)
+    await _results(conn)
+    await _migrated_up_to_before(dsn, _SIGNERS_AND_SUCCESSORS, folder)
+    await _keys(conn)
+    return conn
+
+
+async def test_a_populated_register_and_its_keys_take_the_signers_and_successors(
+    scratch_dsn: str, tmp_path: Path
+) -> None:
+    """Every key gets its scope and a rotation chain stays linked under the new key; the policies
+    come in beside the old ones, the API loses UPDATE on the history, and a key's scope stays out
+    of the audit trail; no register row changes."""
+    conn = await _populated_before_the_signers(scratch_dsn, tmp_path)
+    try:
+        counts = "SELECT (SELECT count(*) FROM certificates), (SELECT count(*) FROM request_items), " + (
+            "(SELECT count(*) FROM instrument_events), (SELECT count(*) FROM audit_log)"
+        )
+        before = tuple(await conn.fetchrow(counts))
+        assert [m.name for m in await migrate.migrate(scratch_dsn, NOW)] == [_SIGNERS_AND_SUCCESSORS]
+        assert tuple(await conn.fetchrow(counts)) == before
+
+        keys = {row["id"]: (row["scope"], row["rotated_to"]) for row in await conn.fetch("SELECT * FROM api_keys")}
+        assert keys == {
+            _E1_KEY: (f"enterprise:{_E1}", _E1_SECOND),
+            _E1_SECOND: (f"enterprise:{_E1}", _E1_THIRD),
+            _E1_THIRD: (f"enterprise:{_E1}", None),
+            _E2_KEY: (f"enterprise:{_E2}", None),
+            _LAB_KEY: (f"lab:{_LAB}", None),
+            _REGULATOR_KEY: ("regulator:53", None),
+            _ADMIN_KEY: ("admin:", None),
+        }
+        assert [tuple(k) for k in await conn.fetch(_KEYS_OF_API_KEYS)] == [
+            ("api_keys_enterprise_id_fkey", "FOREIGN KEY (enterprise_id) REFERENCES enterprises(id)"),
+            ("api_keys_lab_id_fkey", "FOREIGN KEY (lab_id) REFERENCES labs(id)"),
+            ("api_keys_successor_fkey", "FOREIGN KEY (rotated_to, scope) REFERENCES api_keys(id, scope)"),
+        ]
+        assert [tuple(p) for p in await conn.fetch(_SIGNER_POLICIES)] == [
+            ("certificates", "issuer", "RESTRICTIVE", "INSERT"),
+            ("certificates", "revoker", "RESTRICTIVE", "UPDATE"),
+            ("instrument_events", "result_writer", "RESTRICTIVE", "INSERT"),
+            ("request_items", "result_giver", "RESTRICTIVE", "INSERT"),
+            ("request_items", "result_keeper", "RESTRICTIVE", "UPDATE"),
+        ]
+        privileges = "SELECT has_table_privilege('metreg_api', 'instrument_events', $1)"
+        assert (await conn.fetchval(privileges, "INSERT"), await conn.fetchval(privileges, "UPDATE")) == (True, False)
+
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="api_keys_successor_fkey"):
+            await conn.execute("UPDATE api_keys SET rotated_to = $1 WHERE id = $2", _E2_KEY, _E1_THIRD)
+        await conn.execute("UPDATE api_keys SET name = 'renamed' WHERE id = $1", _E1_KEY)
+        audited = await conn.fetchval(
+            "SELECT after FROM audit_log WHERE entity = 'api_keys' AND entity_id = $1 ORDER BY seq DESC LIMIT 1",
+            str(_E1_KEY),
+        )
+        after = json.loads(audited)
+        assert (after["name"], after["rotated_to"]) == ("renamed", str(_E1_SECOND))
+        assert not {"scope", "secret_sha256", "last_used_at"} & set(after)
+    finally:
+        await conn.close()
+
+
+async def test_a_key_rotated_into_another_scope_stops_the_migration_naming_it_until_cleared(
+    scratch_dsn: str, tmp_path: Path
+) -> None:
+    """What an enterprise key could do until now: point a key of its own at another tenant's (and
+    a lab's at an admin's). The migration names each link and applies nothing; cleared, it applies."""
+    conn = await _populated_before_the_signers(scratch_dsn, tmp_path)
+    try:
+        await conn.execute("UPDATE api_keys SET rotated_to = $1 WHERE id = $2", _E2_KEY, _E1_THIRD)
+        await conn.execute("UPDATE api_keys SET rotated_to = $1 WHERE id = $2", _ADMIN_KEY, _LAB_KEY)
+        version = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+        with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
+            await migrate.migrate(scratch_dsn, NOW)
+        lines = str(refused.value).splitlines()
+        assert lines[0].startswith("keys rotated to a key of another role or scope: 2.")
+        assert "UPDATE api_keys SET rotated_to = NULL" in lines[0]
+        assert lines[1:] == [
+            f"  key {_E1_THIRD} (enterprise {_E1}) -> key {_E2_KEY} (enterprise {_E2})",
+            f"  key {_LAB_KEY} (lab {_LAB}) -> key {_ADMIN_KEY} (admin)",
+        ]
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == version
+        assert await conn.fetch(_SIGNER_POLICIES) == []
+        assert await conn.fetchval("SELECT has_table_privilege('metreg_api', 'instrument_events', 'UPDATE')")
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_attribute WHERE attrelid = 'api_keys'::regclass AND attname = 'scope'"
+            )
+            == 0
+        )
+
+        await conn.execute("UPDATE api_keys SET rotated_to = NULL WHERE id = ANY($1::uuid[])", [_E1_THIRD, _LAB_KEY])
+        assert [m.name for m in await migrate.migrate(scratch_dsn, NOW)] == [_SIGNERS_AND_SUCCESSORS]
     finally:
         await conn.close()

@@ -62,26 +62,40 @@
 -- any key may update the keys of its own scope (the policy of 0008), so an enterprise could point
 -- one of its keys at another tenant's key, and an admin revoking the first then revoked the other
 -- too. A successor is of the same role and scope (rotate_key copies them, and they never change
--- afterwards, 0017). A composite key on (rotated_to, role, enterprise_id, lab_id, region_code)
--- cannot say so: each role leaves some of those columns NULL and MATCH SIMPLE skips the check of
--- any row with a NULL in it (MATCH FULL refuses such rows outright). So each key carries its scope
--- as one NOT NULL value, a stored generated column ('enterprise:<id>', 'lab:<id>',
--- 'regulator:<code>', 'admin:'), and (rotated_to, scope) references (id, scope). Chosen over a
--- trigger looking the successor up: the check is PostgreSQL's own, binds every role (the tables'
--- owner too), sees through row-level security without a SECURITY DEFINER function, is checked only
--- where rotated_to is written (a rotation), and cannot drift from the columns it derives from. Its
--- cost is a column nobody writes, kept out of the audit trail's images like the key's hash (it
--- says nothing role, enterprise_id, lab_id and region_code do not), and the rewrite of api_keys to
--- add it (below).
+-- afterwards, 0017). One composite key on (rotated_to, role, enterprise_id, lab_id, region_code)
+-- cannot say so: each role leaves some of those columns NULL, and MATCH SIMPLE skips the check of
+-- any row with a NULL in it (MATCH FULL refuses such rows outright). But each role carries exactly
+-- its own scope column (0001's CHECKs: enterprise_id for an enterprise, lab_id for a lab,
+-- region_code for a regulator, none for an admin), so "the same role and scope" is "the same role,
+-- and the same value in whichever scope column the key has": four keys, (rotated_to, role),
+-- (rotated_to, enterprise_id), (rotated_to, lab_id) and (rotated_to, region_code), each
+-- referencing the same pair of the successor, the last three skipped where the key has no such
+-- column. Each needs a unique index on (id, column), which the primary key makes trivially true.
+-- The plain key on rotated_to, which the role's implies, goes.
+--
+-- Declarative rather than a trigger looking the successor up: the check is PostgreSQL's own, binds
+-- every role (the tables' owner too), sees through row-level security without a SECURITY DEFINER
+-- function, runs only where rotated_to is written (a rotation), and no function has to be kept in
+-- step with the columns. Nor a stored generated column holding the scope as one NOT NULL value,
+-- with one composite key on it (tried first): api_keys has a BEFORE UPDATE trigger (owner_fixed,
+-- 0017), and with one PostgreSQL 15 treats every stored generated column as updated by every
+-- UPDATE, the trigger being free to change what it is computed from (seen on a copy of the table,
+-- with the trigger and without). In a unique index, that column made
+-- every update of a key, the key check's last_used_at among them, a key update: its row lock
+-- (FOR UPDATE rather than FOR NO KEY UPDATE) conflicts with the KEY SHARE lock a foreign key takes
+-- on the referenced key, so a request's key check waited for any transaction of the same key
+-- holding an Idempotency-Key claim (tests/api/test_idempotency.py caught it). The four indexes are
+-- on columns no UPDATE of metreg sets.
+--
 -- Cross-scope links already there stop the migration, named, before anything is changed.
 --
--- Locks: creating a policy takes ACCESS EXCLUSIVE on its table until COMMIT, and so does adding the
--- column to api_keys. api_keys comes first, locked at once at full strength: every API transaction
--- starts by reading and writing it (the key check) and then reads the other tables, so that once
--- this holds it no request holds it while waiting for this on another table (which, the other way
--- round, would be a deadlock). Requests wait at their key check meanwhile, for the length of the
+-- Locks: creating a policy takes ACCESS EXCLUSIVE on its table until COMMIT, and so does dropping
+-- the plain key of api_keys. api_keys comes first, locked at once at full strength: every API
+-- transaction starts by reading and writing it (the key check) and then reads the other tables,
+-- so that once this holds it no request holds it while waiting for this on another table (which,
+-- the other way round, would be a deadlock). Requests wait at their key check meanwhile, for the length of the
 -- migration: nothing here reads a table but api_keys (creating a policy reads no rows), and with
--- 5,000 keys, half of them rotated, the whole run took 45 to 75 ms (load average about 2).
+-- 5,000 keys, half of them rotated, the whole run took 40 to 65 ms (load average about 3).
 
 
 -- Keys: a successor of the same role and scope.
@@ -112,17 +126,18 @@ BEGIN
     END IF;
 END $$;
 
-ALTER TABLE api_keys ADD COLUMN scope text NOT NULL
-    GENERATED ALWAYS AS (role || ':' || coalesce(enterprise_id::text, lab_id::text, region_code, '')) STORED;
-CREATE UNIQUE INDEX api_keys_id_scope ON api_keys (id, scope);
+CREATE UNIQUE INDEX api_keys_id_role ON api_keys (id, role);
+CREATE UNIQUE INDEX api_keys_id_enterprise ON api_keys (id, enterprise_id);
+CREATE UNIQUE INDEX api_keys_id_lab ON api_keys (id, lab_id);
+CREATE UNIQUE INDEX api_keys_id_region ON api_keys (id, region_code);
 ALTER TABLE api_keys
-    ADD CONSTRAINT api_keys_successor_fkey FOREIGN KEY (rotated_to, scope) REFERENCES api_keys (id, scope),
+    ADD CONSTRAINT api_keys_successor_role_fkey FOREIGN KEY (rotated_to, role) REFERENCES api_keys (id, role),
+    ADD CONSTRAINT api_keys_successor_enterprise_fkey FOREIGN KEY (rotated_to, enterprise_id)
+        REFERENCES api_keys (id, enterprise_id),
+    ADD CONSTRAINT api_keys_successor_lab_fkey FOREIGN KEY (rotated_to, lab_id) REFERENCES api_keys (id, lab_id),
+    ADD CONSTRAINT api_keys_successor_region_fkey FOREIGN KEY (rotated_to, region_code)
+        REFERENCES api_keys (id, region_code),
     DROP CONSTRAINT api_keys_rotated_to_fkey;
-
--- The audit trail's images of a key leave the derived scope out, as its hash and last use.
-DROP TRIGGER audit ON api_keys;
-CREATE CONSTRAINT TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON api_keys
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION audit_record('secret_sha256', 'last_used_at', 'scope');
 
 
 -- Certificates: who records one.

@@ -1511,7 +1511,7 @@ _KEY_SUCCESSORS: dict[str, tuple[Who, Callable[[KeyIds], tuple[uuid.UUID, uuid.U
     "lab L's key to the regulator's, by an admin": (Who.ADMIN, lambda k: (k[Who.REGULATOR_OF_A], k[Who.LAB_OF_A])),
 }
 _SUCCESSOR = "UPDATE api_keys SET rotated_to = $1 WHERE id = $2"
-_NOT_A_SUCCESSOR = 'violates foreign key constraint "api_keys_successor_fkey"'
+_NOT_A_SUCCESSOR = 'violates foreign key constraint "api_keys_successor_(role|enterprise|lab|region)_fkey"'
 # A key of A's scope, as rotate_key inserts a successor (its secret's hash aside), rotated to $2.
 _NEW_KEY = """
     INSERT INTO api_keys (prefix, secret_sha256, role, name, enterprise_id, created_at, rotated_to)
@@ -1548,14 +1548,15 @@ async def test_a_key_is_rotated_to_a_key_of_its_own_scope_only(
 async def test_revoking_a_key_stops_at_a_link_into_another_scope(
     world: World, key_ids: KeyIds, pool: asyncpg.Pool
 ) -> None:
-    """revoke_key's own guard, for a link the key now refuses: with the key dropped (and restored
-    by the rollback), the revocation of A's key pointed at B's leaves B's working."""
+    """revoke_key's own guard, for a link the keys now refuse: with them dropped (and restored by
+    the rollback), the revocation of A's key pointed at B's leaves B's working."""
     a_key, b_key = key_ids[Who.ENTERPRISE_A], key_ids[Who.ENTERPRISE_B]
     async with pool.acquire() as conn:
         transaction = conn.transaction()
         await transaction.start()
         try:
-            await conn.execute("ALTER TABLE api_keys DROP CONSTRAINT api_keys_successor_fkey")
+            for scope in ("role", "enterprise", "lab", "region"):
+                await conn.execute(f"ALTER TABLE api_keys DROP CONSTRAINT api_keys_successor_{scope}_fkey")
             await conn.execute(_SUCCESSOR, b_key, a_key)
             revoked = await revoke_key(conn, a_key, NOW)  # type: ignore[arg-type]
             assert revoked is not None

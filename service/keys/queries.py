@@ -183,7 +183,7 @@ async def revoke_key(db: asyncpg.Connection, key_id: uuid.UUID, now: dt.datetime
     time); None when there is no such key. Whoever held a leaked key may have rotated it.
 
     The chain stops at a key of another role or scope: a rotation never makes one (and since
-    schema/0027 the database refuses such a link), and following it would revoke another
+    schema/0028 the database refuses such a link), and following it would revoke another
     tenant's key.
     """
     rows = await db.fetch(

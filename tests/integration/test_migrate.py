@@ -802,7 +802,7 @@ async def test_a_populated_trail_takes_the_clock_of_its_rows(scratch_dsn: str, t
 
 
 # ---------------------------------------------------------------------------------------------
-# schema/0027_signers_and_successors.sql on a database that already holds a register and keys
+# schema/0028_signers_and_successors.sql on a database that already holds a register and keys
 
 _SIGNERS_AND_SUCCESSORS = "signers_and_successors"
 _KEY = """

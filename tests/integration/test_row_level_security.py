@@ -663,7 +663,7 @@ _MOVES_ONLY_AN_ADMIN_SEES: dict[str, Move] = {
     ),
 }
 MOVES = _MOVES_OF_WHAT_THE_LAB_SEES | _MOVES_OF_AS_OTHER_ROWS | _MOVES_ONLY_AN_ADMIN_SEES
-# Since schema/0027 (tested with the signers below) the API updates no event at all, and an
+# Since schema/0028 (tested with the signers below) the API updates no event at all, and an
 # enterprise no request item that has its result (lab L's item of A's request has): the trigger is
 # left to refuse those moves to the principals that still write the rows, the owner among them.
 _DONE_ITEM_MOVES = ["request item to B's instrument", "request item to B's request"]
@@ -1028,7 +1028,7 @@ _REPOINTS |= {
 # instrument nor writes anything of B; regulator of A writes the notices, items and events of its
 # region; A writes nothing of B.
 #
-# Some writes are refused to some principals before any key is checked (schema/0027, tested with
+# Some writes are refused to some principals before any key is checked (schema/0028, tested with
 # the signers below): the API updates no event; only a lab (in its own name) or an admin records a
 # lab's document, and a document answering B's request is lab M's; only a lab or an admin gives a
 # request item its result or touches one that has it (lab L's item of A's request has); an
@@ -1126,7 +1126,7 @@ async def test_references_within_the_owner_still_work(world: World, api_pool: as
     the world did through the API for A's and B's certificates), an item of A's request for A's
     own instrument, an event naming A's other instrument, and a certificate of the instrument of
     lab L's request answering that request and correcting the instrument's own certificate (which
-    lab L writes: schema/0027)."""
+    lab L writes: schema/0028)."""
     async with acting(api_pool, world, Who.LAB_OF_A) as conn:
         inserted = await conn.execute(
             _DOCUMENT, world.a_requested, world.a, world.lab_l, world.a_request, world.a_certificate
@@ -1264,13 +1264,13 @@ async def test_the_api_paths_write_items_certificates_and_events_of_one_enterpri
 
 # ---------------------------------------------------------------------------------------------
 # Who signs a document, gives a request item its result or writes one into the history, and whose
-# key a rotation names (schema/0027_signers_and_successors.sql)
+# key a rotation names (schema/0028_signers_and_successors.sql)
 #
 # What record_result and the revocation let each principal do (service/certificates/routes.py): a
 # lab records under its own name and answers its own requests, a regulator records in-service
 # inspections in its region's name, an admin either; the recorder or revoker a document names is
 # the principal. The permissive policies let a principal write what it sees; the restrictive ones
-# of 0027 take the rest away and name themselves when they refuse.
+# of 0028 take the rest away and name themselves when they refuse.
 
 # An in-service inspection record as record_result writes it: instrument, enterprise, issuing region.
 _INSPECTION = f"""
@@ -1569,7 +1569,7 @@ async def test_revoking_a_key_stops_at_a_link_into_another_scope(
 async def test_the_api_still_records_revokes_rotates_and_revokes_keys_as_each_signer(
     make_tenant: MakeTenant, make_lab: MakeLab, admin: Api, pool: asyncpg.Pool
 ) -> None:
-    """Under the policies of schema/0027, through the API: lab L's result and lab M's failure, which
+    """Under the policies of schema/0028, through the API: lab L's result and lab M's failure, which
     voids lab L's certificate (a lab revoking another lab's document); an admin's result in lab L's
     name; a regulator's inspection; each document naming its recorder and revoker. Then a key
     rotated by itself and revoked by an admin takes its successor along and no other tenant's key."""

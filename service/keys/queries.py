@@ -180,11 +180,19 @@ async def rotate_key(
 
 async def revoke_key(db: asyncpg.Connection, key_id: uuid.UUID, now: dt.datetime) -> ApiKey | None:
     """Revoke a key and the keys it was rotated to (idempotent: revoking twice keeps the first
-    time); None when there is no such key. Whoever held a leaked key may have rotated it."""
+    time); None when there is no such key. Whoever held a leaked key may have rotated it.
+
+    The chain stops at a key of another role or scope: a rotation never makes one (and since
+    schema/0028 the database refuses such a link), and following it would revoke another
+    tenant's key.
+    """
     rows = await db.fetch(
         f"""WITH RECURSIVE chain AS (
-                SELECT id, rotated_to FROM api_keys WHERE id = $1
-                UNION SELECT k.id, k.rotated_to FROM api_keys k JOIN chain c ON k.id = c.rotated_to
+                SELECT id, rotated_to, role, enterprise_id, lab_id, region_code FROM api_keys WHERE id = $1
+                UNION SELECT k.id, k.rotated_to, k.role, k.enterprise_id, k.lab_id, k.region_code
+                FROM api_keys k JOIN chain c ON k.id = c.rotated_to
+                    AND (k.role, k.enterprise_id, k.lab_id, k.region_code)
+                        IS NOT DISTINCT FROM (c.role, c.enterprise_id, c.lab_id, c.region_code)
             )
             UPDATE api_keys SET revoked_at = coalesce(revoked_at, $2)
             WHERE id IN (SELECT id FROM chain) RETURNING {_COLUMNS}""",

@@ -134,7 +134,8 @@ class ApiKeyController(Controller):
         "/{key_id:str}",
         operation_id="RevokeApiKey",
         summary="Revoke an API key",
-        description="Admin only. The key stops working at once, whatever its grace period; revoking twice is harmless.",
+        description="Admin only. The key stops working at once, whatever its grace period, and so do the keys "
+        "it was rotated to (of its own role and scope); revoking twice is harmless.",
         responses=problem_responses(400, 401, 403, 404),
         opt=access(Actor.ADMIN),
     )

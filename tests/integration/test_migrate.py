@@ -799,3 +799,129 @@ async def test_a_populated_trail_takes_the_clock_of_its_rows(scratch_dsn: str, t
         assert (clock["high"], clock["lag"]) == (NOW + dt.timedelta(minutes=1), dt.timedelta(hours=1, minutes=1))
     finally:
         await conn.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# schema/0028_signers_and_successors.sql on a database that already holds a register and keys
+
+_SIGNERS_AND_SUCCESSORS = "signers_and_successors"
+_KEY = """
+    INSERT INTO api_keys (id, prefix, secret_sha256, role, name, enterprise_id, lab_id, region_code, created_at,
+                          rotated_to)
+    VALUES ($1::uuid, substr(md5($1::uuid::text), 1, 12), sha256(convert_to($1::uuid::text, 'UTF8')), $2, 'k', $3, $4,
+            $5, $6, $7)"""
+# Rotated as rotate_key rotates: E1's first key to its second, which is rotated to its third.
+_E1_KEY, _E1_SECOND, _E1_THIRD, _E2_KEY, _LAB_KEY, _REGULATOR_KEY, _ADMIN_KEY = (
+    uuid.UUID(int=n) for n in range(20, 27)
+)
+_SIGNER_POLICIES = """
+    SELECT tablename::text, policyname::text, permissive, cmd FROM pg_policies
+    WHERE policyname IN ('issuer', 'revoker', 'result_giver', 'result_keeper', 'result_writer') ORDER BY 1, 2"""
+_KEYS_OF_API_KEYS = """
+    SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+    WHERE conrelid = 'api_keys'::regclass AND contype = 'f' ORDER BY 1"""
+
+
+async def _keys(conn: asyncpg.Connection) -> None:
+    """Keys of every role over the register of _register and _requests, inserted newest last."""
+    at = [NOW + dt.timedelta(seconds=n) for n in range(7)]
+    await conn.execute(_KEY, _E1_THIRD, "enterprise", _E1, None, None, at[0], None)
+    await conn.execute(_KEY, _E1_SECOND, "enterprise", _E1, None, None, at[1], _E1_THIRD)
+    await conn.execute(_KEY, _E1_KEY, "enterprise", _E1, None, None, at[2], _E1_SECOND)
+    await conn.execute(_KEY, _E2_KEY, "enterprise", _E2, None, None, at[3], None)
+    await conn.execute(_KEY, _LAB_KEY, "lab", None, _LAB, None, at[4], None)
+    await conn.execute(_KEY, _REGULATOR_KEY, "regulator", None, None, "53", at[5], None)
+    await conn.execute(_KEY, _ADMIN_KEY, "admin", None, None, None, at[6], None)
+
+
+async def _populated_before_the_signers(dsn: str, folder: Path) -> asyncpg.Connection:
+    """The register of the migration tests above as an older release wrote it (items, results and
+    events before 0026, which then applies), and keys of every role."""
+    await _migrated_up_to_before(dsn, _REMAINING_REFERENCES_FIXED, folder)
+    conn = await asyncpg.connect(dsn)
+    await _register(conn, successor_of=None)
+    await _requests(conn)
+    await _results(conn)
+    await _migrated_up_to_before(dsn, _SIGNERS_AND_SUCCESSORS, folder)
+    await _keys(conn)
+    return conn
+
+
+async def test_a_populated_register_and_its_keys_take_the_signers_and_successors(
+    scratch_dsn: str, tmp_path: Path
+) -> None:
+    """A rotation chain of one scope stays linked under the new keys, which replace the plain one;
+    the policies come in beside the old ones and the API loses UPDATE on the history; no row of the
+    register, its keys or its audit trail changes."""
+    conn = await _populated_before_the_signers(scratch_dsn, tmp_path)
+    try:
+        counts = """SELECT (SELECT count(*) FROM certificates), (SELECT count(*) FROM request_items),
+                           (SELECT count(*) FROM instrument_events), (SELECT count(*) FROM audit_log)"""
+        before = tuple(await conn.fetchrow(counts))
+        keys = "SELECT * FROM api_keys ORDER BY id"
+        keys_before = [dict(k) for k in await conn.fetch(keys)]
+        assert [m.name for m in await migrate.migrate(scratch_dsn, NOW)] == [_SIGNERS_AND_SUCCESSORS]
+        assert tuple(await conn.fetchrow(counts)) == before
+        assert [dict(k) for k in await conn.fetch(keys)] == keys_before
+        assert [tuple(k) for k in await conn.fetch(_KEYS_OF_API_KEYS)] == [
+            ("api_keys_enterprise_id_fkey", "FOREIGN KEY (enterprise_id) REFERENCES enterprises(id)"),
+            ("api_keys_lab_id_fkey", "FOREIGN KEY (lab_id) REFERENCES labs(id)"),
+            (
+                "api_keys_successor_enterprise_fkey",
+                "FOREIGN KEY (rotated_to, enterprise_id) REFERENCES api_keys(id, enterprise_id)",
+            ),
+            ("api_keys_successor_lab_fkey", "FOREIGN KEY (rotated_to, lab_id) REFERENCES api_keys(id, lab_id)"),
+            (
+                "api_keys_successor_region_fkey",
+                "FOREIGN KEY (rotated_to, region_code) REFERENCES api_keys(id, region_code)",
+            ),
+            ("api_keys_successor_role_fkey", "FOREIGN KEY (rotated_to, role) REFERENCES api_keys(id, role)"),
+        ]
+        assert [tuple(p) for p in await conn.fetch(_SIGNER_POLICIES)] == [
+            ("certificates", "issuer", "RESTRICTIVE", "INSERT"),
+            ("certificates", "revoker", "RESTRICTIVE", "UPDATE"),
+            ("instrument_events", "result_writer", "RESTRICTIVE", "INSERT"),
+            ("request_items", "result_giver", "RESTRICTIVE", "INSERT"),
+            ("request_items", "result_keeper", "RESTRICTIVE", "UPDATE"),
+        ]
+        privileges = "SELECT has_table_privilege('metreg_api', 'instrument_events', $1)"
+        assert (await conn.fetchval(privileges, "INSERT"), await conn.fetchval(privileges, "UPDATE")) == (True, False)
+
+        successor = "UPDATE api_keys SET rotated_to = $1 WHERE id = $2"
+        for key, other in [(_E1_THIRD, _E2_KEY), (_ADMIN_KEY, _LAB_KEY), (_REGULATOR_KEY, _ADMIN_KEY)]:
+            with pytest.raises(asyncpg.ForeignKeyViolationError, match="api_keys_successor_"):
+                await conn.execute(successor, other, key)
+        await conn.execute(successor, _E1_KEY, _E1_THIRD)  # the same role and scope
+    finally:
+        await conn.close()
+
+
+async def test_a_key_rotated_into_another_scope_stops_the_migration_naming_it_until_cleared(
+    scratch_dsn: str, tmp_path: Path
+) -> None:
+    """What an enterprise key could do until now: point a key of its own at another tenant's (and
+    a lab's at an admin's). The migration names each link and applies nothing; cleared, it applies."""
+    conn = await _populated_before_the_signers(scratch_dsn, tmp_path)
+    try:
+        await conn.execute("UPDATE api_keys SET rotated_to = $1 WHERE id = $2", _E2_KEY, _E1_THIRD)
+        await conn.execute("UPDATE api_keys SET rotated_to = $1 WHERE id = $2", _ADMIN_KEY, _LAB_KEY)
+        version = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+        keys_before = await conn.fetch(_KEYS_OF_API_KEYS)
+        with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
+            await migrate.migrate(scratch_dsn, NOW)
+        lines = str(refused.value).splitlines()
+        assert lines[0].startswith("keys rotated to a key of another role or scope: 2.")
+        assert "UPDATE api_keys SET rotated_to = NULL" in lines[0]
+        assert lines[1:] == [
+            f"  key {_E1_THIRD} (enterprise {_E1}) -> key {_E2_KEY} (enterprise {_E2})",
+            f"  key {_LAB_KEY} (lab {_LAB}) -> key {_ADMIN_KEY} (admin)",
+        ]
+        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == version
+        assert await conn.fetch(_SIGNER_POLICIES) == []
+        assert await conn.fetchval("SELECT has_table_privilege('metreg_api', 'instrument_events', 'UPDATE')")
+        assert await conn.fetch(_KEYS_OF_API_KEYS) == keys_before
+
+        await conn.execute("UPDATE api_keys SET rotated_to = NULL WHERE id = ANY($1::uuid[])", [_E1_THIRD, _LAB_KEY])
+        assert [m.name for m in await migrate.migrate(scratch_dsn, NOW)] == [_SIGNERS_AND_SUCCESSORS]
+    finally:
+        await conn.close()

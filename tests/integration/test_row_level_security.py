@@ -35,6 +35,7 @@ from service.clock import FixedClock
 from service.db import create_pool
 from service.history.queries import record_event
 from service.history.schemas import EventKind
+from service.keys.queries import revoke_key
 from service.requests.queries import attach_result
 from service.settings import Settings
 from tests.conftest import (
@@ -662,11 +663,19 @@ _MOVES_ONLY_AN_ADMIN_SEES: dict[str, Move] = {
     ),
 }
 MOVES = _MOVES_OF_WHAT_THE_LAB_SEES | _MOVES_OF_AS_OTHER_ROWS | _MOVES_ONLY_AN_ADMIN_SEES
-_API_MOVES = (
-    [(Who.LAB_OF_A, move) for move in _MOVES_OF_WHAT_THE_LAB_SEES]
-    + [(Who.ENTERPRISE_A, move) for move in _MOVES_OF_WHAT_THE_LAB_SEES | _MOVES_OF_AS_OTHER_ROWS]
-    + [(Who.ADMIN, move) for move in MOVES]
-)
+# Since schema/0028 (tested with the signers below) the API updates no event at all, and an
+# enterprise no request item that has its result (lab L's item of A's request has): the trigger is
+# left to refuse those moves to the principals that still write the rows, the owner among them.
+_DONE_ITEM_MOVES = ["request item to B's instrument", "request item to B's request"]
+_API_MOVES = [
+    (who, move)
+    for who, move in (
+        [(Who.LAB_OF_A, move) for move in _MOVES_OF_WHAT_THE_LAB_SEES]
+        + [(Who.ENTERPRISE_A, move) for move in _MOVES_OF_WHAT_THE_LAB_SEES | _MOVES_OF_AS_OTHER_ROWS]
+        + [(Who.ADMIN, move) for move in MOVES]
+    )
+    if move != "event to B's instrument" and not (who is Who.ENTERPRISE_A and move in _DONE_ITEM_MOVES)
+]
 # The worker writes notices, deliveries and attempts of every tenant.
 _WORKER_MOVES: dict[str, Move] = {
     "notice to B": MOVES["notice to B"],
@@ -807,15 +816,16 @@ _ITEM = "INSERT INTO request_items (request_id, enterprise_id, instrument_id, po
 _RELATED_EVENT = """
     INSERT INTO instrument_events (instrument_id, kind, related_instrument_id, related_enterprise_id, occurred_at)
     VALUES ($1, 'replaced', $2, $3, now())"""
-# A document in lab L's name as service.certificates.routes.record_result writes it: its instrument
-# and enterprise, the request it answers and the document it corrects (either may be NULL).
+# A document in a lab's name as service.certificates.routes.record_result writes it: its instrument
+# and enterprise, the lab, the request it answers and the document it corrects (either may be NULL),
+# recorded by the transaction's principal (the tables' owner, which has none, as a lab).
 _DOCUMENT = f"""
     INSERT INTO certificates (instrument_id, enterprise_id, lab_id, request_id, supersedes, correction_reason, kind,
                               number, outcome, performed_on, issued_on, legal_effect, effect_note, content_sha256,
-                              recorded_by_role, recorded_at)
+                              recorded_by_key, recorded_by_role, recorded_at)
     VALUES ($1, $2, $3, $4, $5, CASE WHEN $5::uuid IS NOT NULL THEN 'corrected' END, 'verification_certificate',
-            'RLS-' || gen_random_uuid(), 'pass', '{VERIFIED}', '{VERIFIED}', 'history', 'x', repeat('0', 64), 'lab',
-            now())"""
+            'RLS-' || gen_random_uuid(), 'pass', '{VERIFIED}', '{VERIFIED}', 'history', 'x', repeat('0', 64),
+            principal_key(), coalesce(principal_role(), 'lab'), now())"""
 
 _REPOINTS: dict[str, Move] = {
     "A's delivery to B's webhook and elsewhere": Move(
@@ -1001,7 +1011,7 @@ _REPOINTS |= {
     ),
     "A's new certificate answering B's request": Move(
         _DOCUMENT,
-        lambda w: (w.a_requested, w.a, w.lab_l, w.b_request, None),
+        lambda w: (w.a_requested, w.a, w.lab_m, w.b_request, None),
         refusal=asyncpg.ForeignKeyViolationError,
         match=f'{_MISPOINTED} "certificates_request_fkey"',
     ),
@@ -1015,35 +1025,50 @@ _REPOINTS |= {
 }
 # The worker writes deliveries and notices. Lab L writes those notices, events and certificates of
 # the instrument of its request, and the items of its request, but sees nothing of A's other
-# instrument nor writes anything of B; regulator of A writes the notices, items, events and
-# certificates of its region; A writes nothing of B.
+# instrument nor writes anything of B; regulator of A writes the notices, items and events of its
+# region; A writes nothing of B.
+#
+# Some writes are refused to some principals before any key is checked (schema/0028, tested with
+# the signers below): the API updates no event; only a lab (in its own name) or an admin records a
+# lab's document, and a document answering B's request is lab M's; only a lab or an admin gives a
+# request item its result or touches one that has it (lab L's item of A's request has); an
+# enterprise writes no result into its instruments' history.
 _WORKER_REPOINTS = [name for name in _REPOINTS if name.startswith(("A's delivery", "A's notice", "A's new notice"))]
 _NOTICE_REPOINTS = [name for name in _REPOINTS if "notice" in name]
+_EVENT_UPDATES = [name for name in _REPOINTS if name.startswith("A's event")]
+_RESULT_EVENTS = ["A's new event naming B's certificate", "A's new event naming its neighbour's certificate"]
+_EVENT_REPOINTS = [name for name in _REPOINTS if "event" in name and name not in _EVENT_UPDATES]
+_ITEM_RESULTS = [
+    "A's request item to B's certificate",
+    "A's new request item naming B's certificate",
+    "A's new request item naming its neighbour's certificate",
+    "A's request item to B",
+]
 _ITEM_REPOINTS = [name for name in _REPOINTS if "request item" in name]
-_EVENT_REPOINTS = [name for name in _REPOINTS if "event" in name]
 _GIVEN_TO_B = "A's instrument's new certificate given to B"
 _CERTIFICATE_REPOINTS = [name for name in _REPOINTS if "new certificate" in name and name != _GIVEN_TO_B]
 _LAB_REPOINTS = [
     "A's notice to B's certificate",
     "A's new notice naming B's certificate",
     *_ITEM_REPOINTS,
-    "A's event to B's certificate",
     "A's new event naming B's certificate",
-    "A's event to B's instrument",
     "A's new event naming B's instrument",
     "A's new event naming B's instrument as B's",
     "A's new event naming B's instrument without an enterprise",
     _GIVEN_TO_B,
     "A's new certificate correcting B's",
-    "A's new certificate answering B's request",
 ]
 _API_REPOINTS = (
-    [(Who.ENTERPRISE_A, name) for name in _REPOINTS if name != _GIVEN_TO_B]
-    + [(Who.ADMIN, name) for name in _REPOINTS]
+    [
+        (Who.ENTERPRISE_A, name)
+        for name in _REPOINTS
+        if name not in [_GIVEN_TO_B, *_CERTIFICATE_REPOINTS, *_ITEM_RESULTS, *_EVENT_UPDATES, *_RESULT_EVENTS]
+    ]
+    + [(Who.ADMIN, name) for name in _REPOINTS if name not in _EVENT_UPDATES]
     + [(Who.LAB_OF_A, name) for name in _LAB_REPOINTS]
     + [
         (Who.REGULATOR_OF_A, name)
-        for name in _NOTICE_REPOINTS + _ITEM_REPOINTS + _EVENT_REPOINTS + _CERTIFICATE_REPOINTS
+        for name in _NOTICE_REPOINTS + [n for n in _ITEM_REPOINTS if n not in _ITEM_RESULTS] + _EVENT_REPOINTS
     ]
 )
 
@@ -1100,13 +1125,18 @@ async def test_references_within_the_owner_still_work(world: World, api_pool: as
     naming its own instrument's certificate (the notice a recorded result writes, which building
     the world did through the API for A's and B's certificates), an item of A's request for A's
     own instrument, an event naming A's other instrument, and a certificate of the instrument of
-    lab L's request answering that request and correcting the instrument's own certificate."""
+    lab L's request answering that request and correcting the instrument's own certificate (which
+    lab L writes: schema/0028)."""
+    async with acting(api_pool, world, Who.LAB_OF_A) as conn:
+        inserted = await conn.execute(
+            _DOCUMENT, world.a_requested, world.a, world.lab_l, world.a_request, world.a_certificate
+        )
+        assert inserted == "INSERT 0 1"
     async with acting(api_pool, world, Who.ENTERPRISE_A) as conn:
         for sql, args in [
             (_RESULT_NOTICE, (world.a, world.a_requested, world.a_certificate)),
             (_ITEM, (world.a_request, world.a, world.a_other)),
             (_RELATED_EVENT, (world.a_other, world.a_requested, world.a)),
-            (_DOCUMENT, (world.a_requested, world.a, world.lab_l, world.a_request, world.a_certificate)),
             (
                 "UPDATE instruments SET current_certificate_id = $1 WHERE id = $2",
                 (world.a_certificate, world.a_requested),
@@ -1230,6 +1260,388 @@ async def test_the_api_paths_write_items_certificates_and_events_of_one_enterpri
         (second["id"], "replaced", successor, enterprise),
         (successor, "registered", second["id"], enterprise),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Who signs a document, gives a request item its result or writes one into the history, and whose
+# key a rotation names (schema/0028_signers_and_successors.sql)
+#
+# What record_result and the revocation let each principal do (service/certificates/routes.py): a
+# lab records under its own name and answers its own requests, a regulator records in-service
+# inspections in its region's name, an admin either; the recorder or revoker a document names is
+# the principal. The permissive policies let a principal write what it sees; the restrictive ones
+# of 0028 take the rest away and name themselves when they refuse.
+
+# An in-service inspection record as record_result writes it: instrument, enterprise, issuing region.
+_INSPECTION = f"""
+    INSERT INTO certificates (instrument_id, enterprise_id, issuer_region, kind, number, outcome, performed_on,
+                              issued_on, legal_effect, effect_note, content_sha256, recorded_by_key,
+                              recorded_by_role, recorded_at)
+    VALUES ($1, $2, $3, 'inspection_record', 'RLS-' || gen_random_uuid(), 'pass', '{VERIFIED}', '{VERIFIED}', 'none',
+            'x', repeat('0', 64), principal_key(), principal_role(), now())"""
+# A lab's document with the recorder given: instrument, enterprise, lab, request, recording key and role.
+_RECORDED_AS = f"""
+    INSERT INTO certificates (instrument_id, enterprise_id, lab_id, request_id, kind, number, outcome, performed_on,
+                              issued_on, legal_effect, effect_note, content_sha256, recorded_by_key,
+                              recorded_by_role, recorded_at)
+    VALUES ($1, $2, $3, $4, 'verification_certificate', 'RLS-' || gen_random_uuid(), 'pass', '{VERIFIED}',
+            '{VERIFIED}', 'history', 'x', repeat('0', 64), $5, $6, now())"""
+# The one-time revocation as revoke_certificate writes it, by the principal or by the key and role given.
+_REVOCATION = """
+    UPDATE certificates SET revoked_on = performed_on, revoked_reason = 'rls', revoked_at = now(),
+                            revoked_by_key = principal_key(), revoked_by_role = principal_role()
+    WHERE id = $1"""
+_REVOKED_AS = """
+    UPDATE certificates SET revoked_on = performed_on, revoked_reason = 'rls', revoked_at = now(),
+                            revoked_by_key = $2, revoked_by_role = $3
+    WHERE id = $1"""
+_REVOCATION_EVENT = f"""
+    INSERT INTO instrument_events (instrument_id, kind, effective_on, certificate_id, occurred_at)
+    VALUES ($1, 'certificate_revoked', '{VERIFIED}', $2, now())"""
+_SEALED_EVENT = """
+    INSERT INTO instrument_events (instrument_id, kind, from_lifecycle, to_lifecycle, occurred_at)
+    VALUES ($1, 'sealed', 'in_service', 'sealed', now())"""
+
+KeyIds = Mapping[Who, uuid.UUID]
+
+
+@dataclasses.dataclass(frozen=True)
+class Signing:
+    who: Who
+    sql: str
+    args: Callable[[World, KeyIds], tuple[Any, ...]]
+    refused_by: str | None  # the restrictive policy that refuses it; None: it is written
+
+
+_SIGNINGS: dict[str, Signing] = {
+    # Certificates: the owner, a regulator and a lab for another lab are refused; the public check
+    # sees the certificate it checks, and so passes the permissive policy with a correction of it.
+    "enterprise: its document in its lab's name": Signing(
+        Who.ENTERPRISE_A, _DOCUMENT, lambda w, k: (w.a_requested, w.a, w.lab_l, w.a_request, None), "issuer"
+    ),
+    "enterprise: a document in a lab's name without a request": Signing(
+        Who.ENTERPRISE_A, _DOCUMENT, lambda w, k: (w.a_other, w.a, w.lab_l, None, None), "issuer"
+    ),
+    "enterprise: an inspection record in its regulator's name": Signing(
+        Who.ENTERPRISE_A, _INSPECTION, lambda w, k: (w.a_other, w.a, REGULATOR_OF_A), "issuer"
+    ),
+    "regulator: a document in a lab's name": Signing(
+        Who.REGULATOR_OF_A, _DOCUMENT, lambda w, k: (w.a_requested, w.a, w.lab_l, w.a_request, None), "issuer"
+    ),
+    "regulator: an inspection record in another region's name": Signing(
+        Who.REGULATOR_OF_A, _INSPECTION, lambda w, k: (w.a_other, w.a, REGULATOR_OF_B), "issuer"
+    ),
+    "regulator: an inspection record in a district's name": Signing(
+        Who.REGULATOR_OF_A, _INSPECTION, lambda w, k: (w.a_other, w.a, REGION_A), "issuer"
+    ),
+    "lab: a document in another lab's name": Signing(
+        Who.LAB_OF_A, _DOCUMENT, lambda w, k: (w.a_requested, w.a, w.lab_m, None, None), "issuer"
+    ),
+    "lab: its document answering another lab's request": Signing(
+        Who.LAB_OF_A, _DOCUMENT, lambda w, k: (w.a_requested, w.a, w.lab_l, w.b_request, None), "issuer"
+    ),
+    "lab: an inspection record": Signing(
+        Who.LAB_OF_A, _INSPECTION, lambda w, k: (w.a_requested, w.a, REGULATOR_OF_A), "issuer"
+    ),
+    "lab: its document recorded as an admin's": Signing(
+        Who.LAB_OF_A,
+        _RECORDED_AS,
+        lambda w, k: (w.a_requested, w.a, w.lab_l, w.a_request, k[Who.ADMIN], "admin"),
+        "issuer",
+    ),
+    "lab: its document recorded by another key": Signing(
+        Who.LAB_OF_A,
+        _RECORDED_AS,
+        lambda w, k: (w.a_requested, w.a, w.lab_l, w.a_request, k[Who.ENTERPRISE_A], "lab"),
+        "issuer",
+    ),
+    "admin: a document recorded as the lab's": Signing(
+        Who.ADMIN,
+        _RECORDED_AS,
+        lambda w, k: (w.a_requested, w.a, w.lab_l, w.a_request, k[Who.LAB_OF_A], "lab"),
+        "issuer",
+    ),
+    "admin: a lab's document answering another lab's request": Signing(
+        Who.ADMIN, _DOCUMENT, lambda w, k: (w.a_requested, w.a, w.lab_l, w.b_request, None), "issuer"
+    ),
+    "public: a correction of the certificate it checks": Signing(
+        Who.PUBLIC, _DOCUMENT, lambda w, k: (w.a_requested, w.a, w.lab_l, None, w.a_certificate), "issuer"
+    ),
+    "lab: its own document answering its request": Signing(
+        Who.LAB_OF_A, _DOCUMENT, lambda w, k: (w.a_requested, w.a, w.lab_l, w.a_request, None), None
+    ),
+    "admin: a lab's document": Signing(Who.ADMIN, _DOCUMENT, lambda w, k: (w.a_other, w.a, w.lab_m, None, None), None),
+    "admin: an inspection record in the enterprise's region's name": Signing(
+        Who.ADMIN, _INSPECTION, lambda w, k: (w.a_other, w.a, REGION_A), None
+    ),
+    "regulator: an inspection record in its own name": Signing(
+        Who.REGULATOR_OF_A, _INSPECTION, lambda w, k: (w.a_other, w.a, REGULATOR_OF_A), None
+    ),
+    # Revocations: never the owner nor the public check; the revoker is the principal.
+    "enterprise: revokes its certificate": Signing(
+        Who.ENTERPRISE_A, _REVOCATION, lambda w, k: (w.a_certificate,), "revoker"
+    ),
+    "public: revokes the certificate it checks": Signing(
+        Who.PUBLIC, _REVOCATION, lambda w, k: (w.a_certificate,), "revoker"
+    ),
+    "lab: revokes as an admin": Signing(
+        Who.LAB_OF_A, _REVOKED_AS, lambda w, k: (w.a_certificate, k[Who.ADMIN], "admin"), "revoker"
+    ),
+    "admin: revokes as the lab": Signing(
+        Who.ADMIN, _REVOKED_AS, lambda w, k: (w.a_certificate, k[Who.LAB_OF_A], "lab"), "revoker"
+    ),
+    "lab: revokes its certificate": Signing(Who.LAB_OF_A, _REVOCATION, lambda w, k: (w.a_certificate,), None),
+    "regulator: revokes a certificate of its region": Signing(
+        Who.REGULATOR_OF_A, _REVOCATION, lambda w, k: (w.a_certificate,), None
+    ),
+    "admin: revokes a certificate": Signing(Who.ADMIN, _REVOCATION, lambda w, k: (w.a_certificate,), None),
+    # Request items: a result is given by a lab or an admin (the lab's own requests: the permissive policy).
+    "enterprise: an item of its request with a result": Signing(
+        Who.ENTERPRISE_A, _DONE_ITEM, lambda w, k: (w.a_request, w.a, w.a_other, w.a_certificate), "result_giver"
+    ),
+    "regulator: an item of a request of its region with a result": Signing(
+        Who.REGULATOR_OF_A, _DONE_ITEM, lambda w, k: (w.a_request, w.a, w.a_other, w.a_certificate), "result_giver"
+    ),
+    "enterprise: an item of its request waiting for its result": Signing(
+        Who.ENTERPRISE_A, _ITEM, lambda w, k: (w.a_request, w.a, w.a_other), None
+    ),
+    # History: results and revocations by those who record and revoke documents.
+    "enterprise: a result in its instrument's history": Signing(
+        Who.ENTERPRISE_A, _RESULT_EVENT, lambda w, k: (w.a_requested, w.a_certificate), "result_writer"
+    ),
+    "enterprise: a revocation in its instrument's history": Signing(
+        Who.ENTERPRISE_A, _REVOCATION_EVENT, lambda w, k: (w.a_requested, w.a_certificate), "result_writer"
+    ),
+    "enterprise: a seal in its instrument's history": Signing(
+        Who.ENTERPRISE_A, _SEALED_EVENT, lambda w, k: (w.a_requested,), None
+    ),
+    "regulator: a result in the history of an instrument of its region": Signing(
+        Who.REGULATOR_OF_A, _RESULT_EVENT, lambda w, k: (w.a_requested, w.a_certificate), None
+    ),
+    "regulator: a revocation in the history of an instrument of its region": Signing(
+        Who.REGULATOR_OF_A, _REVOCATION_EVENT, lambda w, k: (w.a_requested, w.a_certificate), None
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+async def key_ids(world: World, pool: asyncpg.Pool) -> KeyIds:
+    return await _key_ids(world, pool, Who.ENTERPRISE_A, Who.ENTERPRISE_B, Who.REGULATOR_OF_A, Who.LAB_OF_A, Who.ADMIN)
+
+
+@pytest.mark.parametrize("signing", list(_SIGNINGS))
+async def test_only_the_issuer_signs_and_only_who_records_results_writes_them(
+    signing: str, world: World, key_ids: KeyIds, api_pool: asyncpg.Pool
+) -> None:
+    who, sql, args, refused_by = dataclasses.astuple(_SIGNINGS[signing])
+    async with acting(api_pool, world, who) as conn:
+        if refused_by is None:
+            assert await conn.execute(sql, *args(world, key_ids)) in ("INSERT 0 1", "UPDATE 1")
+        else:
+            with pytest.raises(
+                asyncpg.InsufficientPrivilegeError, match=f'violates row-level security policy "{refused_by}"'
+            ):
+                await conn.execute(sql, *args(world, key_ids))
+
+
+async def test_who_sees_nothing_of_an_instrument_signs_nothing_for_it(world: World, api_pool: asyncpg.Pool) -> None:
+    """The permissive policy still comes first: regulator of A records nothing for B's instrument
+    (region 62), in its own name or B's region's."""
+    for region in (REGULATOR_OF_A, REGULATOR_OF_B):
+        async with acting(api_pool, world, Who.REGULATOR_OF_A) as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="violates row-level security policy for"):
+                await conn.execute(_INSPECTION, world.b_instrument, world.b, region)
+
+
+@pytest.mark.parametrize("who", [Who.ENTERPRISE_A, Who.REGULATOR_OF_A])
+async def test_an_enterprise_or_a_regulator_neither_gives_an_item_its_result_nor_takes_it_away(
+    who: Who, world: World, api_pool: asyncpg.Pool
+) -> None:
+    """Lab L's item of A's request has its result: neither A nor its regulator may undo it or touch
+    it (the item is not there for them to update), nor give a waiting item one."""
+    async with acting(api_pool, world, who) as conn:
+        for sql in (
+            "UPDATE request_items SET certificate_id = NULL WHERE request_id = $1",
+            "UPDATE request_items SET withdrawn_on = '2026-06-15' WHERE request_id = $1",
+        ):
+            assert await conn.execute(sql, world.a_request) == "UPDATE 0", sql
+        done = "SELECT certificate_id, withdrawn_on FROM request_items WHERE request_id = $1 AND instrument_id = $2"
+        assert tuple(await conn.fetchrow(done, world.a_request, world.a_requested)) == (world.a_certificate, None)
+        assert await conn.execute(_ITEM, world.a_request, world.a, world.a_other) == "INSERT 0 1"
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match='row-level security policy "result_keeper"'):
+            await conn.execute(
+                "UPDATE request_items SET certificate_id = $1 WHERE request_id = $2 AND instrument_id = $3",
+                world.a_certificate,
+                world.a_request,
+                world.a_other,
+            )
+
+
+_API_PRINCIPALS = [Who.ENTERPRISE_A, Who.REGULATOR_OF_A, Who.LAB_OF_A, Who.ADMIN]
+
+
+@pytest.mark.parametrize("who", _API_PRINCIPALS, ids=str)
+async def test_no_api_principal_rewrites_a_history_event(who: Who, world: World, api_pool: asyncpg.Pool) -> None:
+    async with acting(api_pool, world, who) as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for table instrument_events"):
+            await conn.execute(
+                "UPDATE instrument_events SET reason = 'rewritten' WHERE instrument_id = $1", world.a_requested
+            )
+
+
+@pytest.mark.parametrize("who", _API_PRINCIPALS, ids=str)
+async def test_no_api_principal_deletes_or_alters_a_certificate(who: Who, world: World, api_pool: asyncpg.Pool) -> None:
+    """Whoever may revoke it: the revocation is the one change (schema/0005), deletion none."""
+    async with acting(api_pool, world, who) as conn:
+        with pytest.raises(asyncpg.RestrictViolationError, match="only a one-time revocation may be added"):
+            await conn.execute("UPDATE certificates SET number = number || 'X' WHERE id = $1", world.a_certificate)
+    async with acting(api_pool, world, who) as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for table certificates"):
+            await conn.execute("DELETE FROM certificates WHERE id = $1", world.a_certificate)
+
+
+# A key's successor: (successor, key). A key of another role or scope, as each principal could
+# once name one for a key of its own scope, and an admin for any.
+_KEY_SUCCESSORS: dict[str, tuple[Who, Callable[[KeyIds], tuple[uuid.UUID, uuid.UUID]]]] = {
+    "A's key to B's": (Who.ENTERPRISE_A, lambda k: (k[Who.ENTERPRISE_B], k[Who.ENTERPRISE_A])),
+    "A's key to the admin's": (Who.ENTERPRISE_A, lambda k: (k[Who.ADMIN], k[Who.ENTERPRISE_A])),
+    "lab L's key to A's": (Who.LAB_OF_A, lambda k: (k[Who.ENTERPRISE_A], k[Who.LAB_OF_A])),
+    "the regulator's key to B's": (Who.REGULATOR_OF_A, lambda k: (k[Who.ENTERPRISE_B], k[Who.REGULATOR_OF_A])),
+    "A's key to B's, by an admin": (Who.ADMIN, lambda k: (k[Who.ENTERPRISE_B], k[Who.ENTERPRISE_A])),
+    "lab L's key to the regulator's, by an admin": (Who.ADMIN, lambda k: (k[Who.REGULATOR_OF_A], k[Who.LAB_OF_A])),
+}
+_SUCCESSOR = "UPDATE api_keys SET rotated_to = $1 WHERE id = $2"
+_NOT_A_SUCCESSOR = 'violates foreign key constraint "api_keys_successor_(role|enterprise|lab|region)_fkey"'
+# A key of A's scope, as rotate_key inserts a successor (its secret's hash aside), rotated to $2.
+_NEW_KEY = """
+    INSERT INTO api_keys (prefix, secret_sha256, role, name, enterprise_id, created_at, rotated_to)
+    VALUES (substr(md5(gen_random_uuid()::text), 1, 12), sha256('rls'::bytea), 'enterprise', 'rls', $1, now(), $2)
+    RETURNING id"""
+
+
+@pytest.mark.parametrize("link", list(_KEY_SUCCESSORS))
+async def test_no_key_is_rotated_to_a_key_of_another_role_or_scope(
+    link: str, world: World, key_ids: KeyIds, api_pool: asyncpg.Pool, pool: asyncpg.Pool
+) -> None:
+    who, keys = _KEY_SUCCESSORS[link]
+    async with acting(api_pool, world, who) as conn:
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match=_NOT_A_SUCCESSOR):
+            await conn.execute(_SUCCESSOR, *keys(key_ids))
+    async with pool.acquire() as conn, conn.transaction():  # the tables' owner
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match=_NOT_A_SUCCESSOR):
+            await conn.execute(_SUCCESSOR, *keys(key_ids))
+
+
+async def test_a_key_is_rotated_to_a_key_of_its_own_scope_only(
+    world: World, key_ids: KeyIds, api_pool: asyncpg.Pool
+) -> None:
+    """As rotate_key does it: a new key of the same scope, and the old key pointed at it. A new key
+    pointed at another tenant's is refused as an old one is."""
+    async with acting(api_pool, world, Who.ENTERPRISE_A) as conn:
+        successor = await conn.fetchval(_NEW_KEY, world.a, None)
+        assert await conn.execute(_SUCCESSOR, successor, key_ids[Who.ENTERPRISE_A]) == "UPDATE 1"
+    async with acting(api_pool, world, Who.ENTERPRISE_A) as conn:
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match=_NOT_A_SUCCESSOR):
+            await conn.fetchval(_NEW_KEY, world.a, key_ids[Who.ENTERPRISE_B])
+
+
+async def test_revoking_a_key_stops_at_a_link_into_another_scope(
+    world: World, key_ids: KeyIds, pool: asyncpg.Pool
+) -> None:
+    """revoke_key's own guard, for a link the keys now refuse: with them dropped (and restored by
+    the rollback), the revocation of A's key pointed at B's leaves B's working."""
+    a_key, b_key = key_ids[Who.ENTERPRISE_A], key_ids[Who.ENTERPRISE_B]
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            for scope in ("role", "enterprise", "lab", "region"):
+                await conn.execute(f"ALTER TABLE api_keys DROP CONSTRAINT api_keys_successor_{scope}_fkey")
+            await conn.execute(_SUCCESSOR, b_key, a_key)
+            revoked = await revoke_key(conn, a_key, NOW)  # type: ignore[arg-type]
+            assert revoked is not None
+            assert revoked.revoked_at == NOW
+            assert await conn.fetchval("SELECT revoked_at FROM api_keys WHERE id = $1", b_key) is None
+        finally:
+            await transaction.rollback()
+
+
+async def test_the_api_still_records_revokes_rotates_and_revokes_keys_as_each_signer(
+    make_tenant: MakeTenant, make_lab: MakeLab, admin: Api, pool: asyncpg.Pool
+) -> None:
+    """Under the policies of schema/0028, through the API: lab L's result and lab M's failure, which
+    voids lab L's certificate (a lab revoking another lab's document); an admin's result in lab L's
+    name; a regulator's inspection; each document naming its recorder and revoker. Then a key
+    rotated by itself and revoked by an admin takes its successor along and no other tenant's key."""
+    tenant, bystander = await make_tenant(), await make_tenant()
+    lab_l, lab_m = await make_lab(), await make_lab()
+    regulator = Api(admin.client, await mint(pool, Role.REGULATOR, region_code="31"))
+
+    async def key_id(api: Api) -> uuid.UUID:
+        parsed = parse_key(api.key or "")
+        assert parsed is not None
+        found: uuid.UUID = await pool.fetchval("SELECT id FROM api_keys WHERE prefix = $1", parsed[0])
+        return found
+
+    gauge = await tenant.register(**GAUGE, last_verified_on=VERIFIED)
+    other = await tenant.register(**GAUGE, last_verified_on=VERIFIED)
+    await accepted_request(tenant, lab_l, gauge["id"])
+    passed = await lab_l.record(gauge["id"])
+    assert passed.status_code == 201, passed.text
+    await accepted_request(tenant, lab_m, gauge["id"])
+    failed = await lab_m.record(gauge["id"], kind="result_notice", outcome="fail", failed_items=["示值误差"])
+    assert failed.status_code == 201, failed.text
+    assert failed.json()["certificate"]["legal_effect"] == "voids"
+    on_behalf = await admin.post(
+        f"/v1/instruments/{other['id']}/certificates",
+        json={
+            "kind": "verification_certificate",
+            "number": f"AD-{uuid.uuid4().hex[:8]}",
+            "lab_id": lab_l.id,
+            "performed_on": "2026-06-10",
+            "issued_on": "2026-06-12",
+        },
+    )
+    assert on_behalf.status_code == 201, on_behalf.text
+    inspected = await regulator.post(
+        f"/v1/instruments/{other['id']}/certificates",
+        json={
+            "kind": "inspection_record",
+            "number": f"XJ-{uuid.uuid4().hex[:8]}",
+            "outcome": "pass",
+            "performed_on": "2026-06-11",
+            "issued_on": "2026-06-11",
+        },
+    )
+    assert inspected.status_code == 201, inspected.text
+
+    documents = {
+        row["id"]: tuple(row)[1:]
+        for row in await pool.fetch(
+            """SELECT id, lab_id, issuer_region, recorded_by_key, recorded_by_role, revoked_by_key, revoked_by_role
+               FROM certificates WHERE enterprise_id = $1""",
+            uuid.UUID(tenant.id),
+        )
+    }
+    l_key, m_key = await key_id(lab_l.api), await key_id(lab_m.api)
+    assert documents == {
+        _id(passed.json()["certificate"]): (uuid.UUID(lab_l.id), None, l_key, "lab", m_key, "lab"),
+        _id(failed.json()["certificate"]): (uuid.UUID(lab_m.id), None, m_key, "lab", None, None),
+        _id(on_behalf.json()["certificate"]): (uuid.UUID(lab_l.id), None, await key_id(admin), "admin", None, None),
+        _id(inspected.json()["certificate"]): (None, "31", await key_id(regulator), "regulator", None, None),
+    }
+
+    old = str(await key_id(tenant.api))
+    rotated = await tenant.api.post(f"/v1/api-keys/{old}/rotate", json={"grace_seconds": 600})
+    assert rotated.status_code == 201, rotated.text
+    assert (await admin.delete(f"/v1/api-keys/{old}")).status_code == 204
+    revoked = await pool.fetch(
+        "SELECT id FROM api_keys WHERE revoked_at IS NOT NULL AND (enterprise_id = $1 OR enterprise_id = $2)",
+        uuid.UUID(tenant.id),
+        uuid.UUID(bystander.id),
+    )
+    assert {str(row["id"]) for row in revoked} == {old, rotated.json()["id"]}
+    assert (await bystander.api.get(f"/v1/enterprises/{bystander.id}")).status_code == 200
 
 
 # ---------------------------------------------------------------------------------------------

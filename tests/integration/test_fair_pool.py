@@ -4,6 +4,7 @@ its statement runs (service.db.FairPool, service.auth.AuthenticatedReader)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -83,6 +84,26 @@ async def test_a_cancelled_waiter_leaves_no_turn_behind(single: FairPool) -> Non
             await waiting
     async with single.acquire(wait_s=5) as conn:
         assert await conn.fetchval("SELECT 1") == 1
+
+
+async def test_a_connection_that_cannot_be_made_gives_its_turn_back() -> None:
+    """asyncpg fails to connect (here nothing listens): the request is a 503 at once, and its turn
+    goes back, so the next request meets the same refusal at once too instead of waiting its whole
+    time for a turn nobody will ever return."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    unreachable = FairPool(
+        await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{port}/none", min_size=0, max_size=1)
+    )
+    try:
+        for _ in range(3):
+            with pytest.raises(UnavailableError) as refused:
+                async with unreachable.acquire(wait_s=2):
+                    pytest.fail("nothing listens")
+            assert isinstance(refused.value.__cause__, ConnectionRefusedError), refused.value.__cause__
+    finally:
+        await unreachable.close()
 
 
 async def test_a_read_holds_its_connection_only_while_it_runs(single: FairPool, pool: asyncpg.Pool) -> None:

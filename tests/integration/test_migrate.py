@@ -472,7 +472,7 @@ async def test_an_item_or_event_naming_another_instruments_certificate_stops_the
         await conn.close()
 
 
-# schema/0024_delivery_per_webhook.sql and 0025_webhook_url_per_owner.sql on a database in use
+# schema/0024_webhook_url_per_owner.sql and 0025_delivery_per_webhook.sql on a database in use
 
 _DELIVERY_PER_WEBHOOK = "delivery_per_webhook"
 _WEBHOOK_URL_PER_OWNER = "webhook_url_per_owner"
@@ -520,7 +520,7 @@ async def test_duplicate_webhooks_stop_the_migration_naming_them_until_their_own
 ) -> None:
     """An older release accepted a second webhook of one owner at one URL. Which to keep is the
     owner's to say (its secret, its events), so `metreg migrate` refuses, naming each owner, URL and
-    webhook, with nothing of 0025 applied; once the extra one is deleted it applies. Other owners at
+    webhook, with nothing of 0024 applied; once the extra one is deleted it applies. Other owners at
     that URL, and deleted webhooks, are no duplicates."""
     await _migrated_up_to_before(scratch_dsn, _WEBHOOK_URL_PER_OWNER, tmp_path)
     env = {"DATABASE_URL": scratch_dsn}
@@ -547,6 +547,13 @@ async def test_duplicate_webhooks_stop_the_migration_naming_them_until_their_own
         assert not {str(gone), *map(str, others)} & set(refused.output.replace(",", " ").split())
         assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == before
         assert await conn.fetchval("SELECT to_regclass('webhooks_owner_url')") is None
+        # Nor is one delivery per webhook (0025) applied ahead of it: meanwhile the duplicates
+        # share one delivery per notice, as before, rather than the receiver getting one for each.
+        assert await conn.fetchval("SELECT to_regclass('deliveries_webhook')") is None
+        notice = await conn.fetchval(f"{_PLANNED_NOTICE} RETURNING id", _E1, _NEW, NOW)
+        await conn.execute(_DELIVERY, notice, "webhook", older, _HOOK, NOW)
+        with pytest.raises(asyncpg.UniqueViolationError, match="deliveries_target"):
+            await conn.execute(_DELIVERY, notice, "webhook", newer, _HOOK, NOW)
         with pytest.raises(asyncpg.UniqueViolationError, match="owners and URLs with more: 1"):
             await migrate.migrate(scratch_dsn, NOW)
 

@@ -831,7 +831,8 @@ _LIST_FILTERS = "list_filters"
 async def test_a_populated_trail_takes_the_clock_of_its_rows(scratch_dsn: str, tmp_path: Path) -> None:
     """The trail an older release wrote, its `at` out of seq order where a transaction that began
     earlier committed later: the clock starts from the latest `at` and the longest lag, and moves
-    on with each row appended after."""
+    on with each row appended after. Its `high` is the latest `at` rounded up to the next minute,
+    and the lag is counted from it: at least the trail's and at most a minute more."""
     await _migrated_up_to_before(scratch_dsn, _LIST_FILTERS, tmp_path)
     conn = await asyncpg.connect(scratch_dsn)
     try:
@@ -845,13 +846,15 @@ async def test_a_populated_trail_takes_the_clock_of_its_rows(scratch_dsn: str, t
         assert _LIST_FILTERS in [m.name for m in await migrate.migrate(scratch_dsn, NOW)]
         clock = await conn.fetchrow("SELECT high, lag FROM audit_clock")
         assert clock is not None
-        assert (clock["high"], clock["lag"]) == (NOW + dt.timedelta(minutes=1), dt.timedelta(minutes=20))
+        # Latest `at` NOW + 1 minute, longest lag 20 minutes (NOW - 20 minutes after NOW).
+        assert (clock["high"], clock["lag"]) == (NOW + dt.timedelta(minutes=2), dt.timedelta(minutes=21))
         async with conn.transaction():
             await conn.execute("SELECT set_config('metreg.now', $1, true)", (NOW - dt.timedelta(hours=1)).isoformat())
             await conn.execute("UPDATE enterprises SET name = 'later' WHERE id = $1", _E1)
         clock = await conn.fetchrow("SELECT high, lag FROM audit_clock")
         assert clock is not None
-        assert (clock["high"], clock["lag"]) == (NOW + dt.timedelta(minutes=1), dt.timedelta(hours=1, minutes=1))
+        # The lag is now 1 hour 1 minute behind the latest `at`.
+        assert (clock["high"], clock["lag"]) == (NOW + dt.timedelta(minutes=2), dt.timedelta(hours=1, minutes=2))
     finally:
         await conn.close()
 

@@ -183,6 +183,9 @@ class PagePlan(msgspec.Struct, frozen=True, kw_only=True):
     """Whether the statement was compiled by JIT."""
     parallel: bool
     """Whether it started parallel workers (Gather)."""
+    row_filters: list[str] = []
+    """The Filter of each node outside subplans: what is evaluated for each row those nodes read
+    (a function there runs once a row, where in an InitPlan it runs once)."""
 
 
 def _read(node: dict[str, Any]) -> int:
@@ -265,6 +268,7 @@ async def explain_read(
                 ),
                 jit="JIT" in top,
                 parallel=any(n["Node Type"].startswith("Gather") for n in nodes),
+                row_filters=[n["Filter"] for n in _main_nodes(top["Plan"]) if "Filter" in n],
             )
         )
     return plans[0], plans[1]

@@ -63,12 +63,33 @@ CREATE INDEX audit_log_region ON audit_log (region_code COLLATE "C") WHERE regio
 -- a register whose clock only moves forward, L is its longest write transaction; a clock once set
 -- far back makes L large and the bounds loose, never wrong.
 --
--- audit_clock keeps the latest `at` and L, moved on by each appended row, in the appending
--- transaction under the trail's lock, so a reader's snapshot has the clock of the rows it sees.
--- It writes only when a row moves them: a transaction's rows share their `at`, so at most once a
--- transaction. A trigger of its own on audit_log, not a line in audit_record: a writer already
--- inside the old audit_record when this commits (the command line) would append without it; a
--- trigger on audit_log is taken when the INSERT runs, which waits for this (SHARE, below).
+-- audit_clock keeps a bound of the latest `at` and L, moved on by each appended row, in the
+-- appending transaction under the trail's lock, so a reader's snapshot has the clock of the rows
+-- it sees. It is one row, and it writes only when a row moves it: were `high` the latest `at`
+-- itself, that would be every audited commit, and under an old snapshot (`metreg audit verify`, a
+-- long export, pg_dump) its dead versions would pile up, each append walking them while it holds
+-- the trail's lock. So `high` is the latest `at` rounded up to the next minute (UTC), and the lag
+-- is counted from it: the row changes when the first row of a new minute comes, at most once a
+-- minute, and when the lag grows, which it only ever does (in-order rows of one minute fall
+-- behind `high` less and less; the lag reaches a minute within the first minutes and then moves
+-- only for a row later than any before it by more than that).
+--
+-- The bounds stay safe, and loose by at most a minute each side. Let H(s) be `high` just after
+-- row s: the latest `at` of the rows up to s, rounded up, so max at(r <= s) < H(s) <= max at(r <=
+-- s) + 1 minute. The lag kept is the largest H(s) - at(s). For rows r before s, at(r) < H(s), so
+-- at(r) - at(s) < H(s) - at(s) <= lag: the lag kept is at least the true L, and the bounds built on
+-- it hold every row of the span. And H(s) - at(s) <= max(at(r <= s)) - at(s) + 1 minute <= L + 1
+-- minute (that maximum is at(s) itself or an earlier row's): at most a minute more than the true
+-- L, so a page reads at most the rows of a minute more beyond each end of its span.
+--
+-- The lag never shrinks: one write transaction that took an hour (a large import, a command-line
+-- run) makes every span read afterwards take the rows within an hour of its ends, for good (the
+-- rows are still right; a page reads more of them). audit_clock_recount() counts it afresh from the
+-- rows there are, which gives the same lag (it is the trail's, not the clock's).
+--
+-- A trigger of its own on audit_log, not a line in audit_record: a writer already inside the old
+-- audit_record when this commits (the command line) would append without it; a trigger on
+-- audit_log is taken when the INSERT runs, which waits for this (SHARE, below).
 CREATE TABLE audit_clock (
     only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
     high     timestamptz,
@@ -78,10 +99,15 @@ CREATE TABLE audit_clock (
 REVOKE ALL ON audit_clock FROM metreg_api, metreg_worker;
 
 -- Runs as whoever inserts into audit_log: audit_record's owner (SECURITY DEFINER), no one else.
+-- `high` is a whole minute (UTC) after every `at` appended: an `at` before it rounds up to at most
+-- it, so that row moves the clock only where it falls further behind `high` than the lag.
 CREATE FUNCTION audit_clock_advance() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    high_after constant timestamptz := date_trunc('minute', NEW.at, 'UTC') + interval '1 minute';
 BEGIN
-    UPDATE public.audit_clock SET high = greatest(high, NEW.at), lag = greatest(lag, high - NEW.at)
-    WHERE high IS NULL OR NEW.at > high OR high - NEW.at > lag;
+    UPDATE public.audit_clock
+    SET high = greatest(high, high_after), lag = greatest(lag, greatest(high, high_after) - NEW.at)
+    WHERE high IS NULL OR NEW.at >= high OR high - NEW.at > lag;
     RETURN NULL;
 END $$;
 
@@ -89,12 +115,13 @@ END $$;
 CREATE FUNCTION audit_clock_recount() RETURNS audit_clock
     LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
     WITH ordered AS (
-        SELECT at, max(at) OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+        SELECT at, max(date_trunc('minute', at, 'UTC')) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING)
+                   + interval '1 minute' AS high
         FROM audit_log
     )
     UPDATE audit_clock
-    SET high = (SELECT max(at) FROM ordered),
-        lag = coalesce((SELECT max(before - at) FROM ordered WHERE before > at), '0')
+    SET high = (SELECT max(high) FROM ordered),
+        lag = coalesce((SELECT max(high - at) FROM ordered), '0')
     RETURNING *
 $$;
 REVOKE EXECUTE ON FUNCTION audit_clock_recount() FROM PUBLIC;

@@ -95,7 +95,7 @@ async def create_targets_of(
     region covers the enterprise's), and for the enterprise's own notices every ``notify_emails``
     address (held for the notice's ``digest_at`` when the enterprise takes a digest).
 
-    A webhook's delivery is its own, keyed by the webhook (deliveries_webhook, schema/0024), not
+    A webhook's delivery is its own, keyed by the webhook (deliveries_webhook, schema/0025), not
     by its URL: two owners' webhooks at one URL each get theirs, signed with their own secret and
     seen by their own owner. An e-mail's is keyed by its address (deliveries_email).
 

@@ -32,7 +32,7 @@ async def insert_webhook(
 
     Raises:
         DuplicateError: naming ``url`` when the owner has an active webhook there already (one
-            created by a concurrent request included: the insert waits for it, schema/0025).
+            created by a concurrent request included: the insert waits for it, schema/0024).
     """
     row = await db.fetchrow(
         f"""INSERT INTO webhooks (enterprise_id, region_code, url, events, secret, created_at)

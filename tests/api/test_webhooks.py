@@ -90,7 +90,7 @@ async def test_one_owner_never_sees_or_deletes_anothers_webhook(make_tenant: Mak
 
 
 # ---------------------------------------------------------------------------------------------
-# One webhook per owner and URL (schema/0025)
+# One webhook per owner and URL (schema/0024)
 
 
 async def test_a_second_webhook_at_a_url_its_owner_has_is_409_naming_url(

@@ -126,14 +126,44 @@ async def trail(conn: asyncpg.Connection) -> list[dict[str, Any]]:
 async def test_the_clock_keeps_the_latest_instant_and_the_longest_lag_of_the_rows_appended(
     conn: asyncpg.Connection, trail: list[dict[str, Any]]
 ) -> None:
+    """The clock's `high` is the latest `at` rounded up to the next minute, and its lag is counted
+    from it (so that the row changes at most once a minute, and when the lag grows): at least the
+    trail's true lag, so the bounds hold every row, and at most a minute more."""
     clock = await conn.fetchrow("SELECT high, lag FROM audit_clock")
     assert clock is not None
-    high, lag = trail[0]["at"], dt.timedelta(0)
+    latest, true_lag = trail[0]["at"], dt.timedelta(0)
+    high, lag = None, dt.timedelta(0)
     for row in trail:
-        lag, high = max(lag, high - row["at"]), max(high, row["at"])
+        true_lag, latest = max(true_lag, latest - row["at"]), max(latest, row["at"])
+        high = max(high or latest, minute_after(row["at"]))
+        lag = max(lag, high - row["at"])
     assert (clock["high"], clock["lag"]) == (high, lag)
-    assert lag > dt.timedelta(hours=23)  # the row of a day back
+    assert latest < clock["high"] <= latest + STEP
+    assert true_lag <= clock["lag"] <= true_lag + STEP
+    assert true_lag > dt.timedelta(hours=23)  # the row of a day back
     assert tuple(await conn.fetchrow("SELECT high, lag FROM audit_clock_recount()")) == tuple(clock)
+
+
+async def test_the_clock_row_is_rewritten_once_a_minute_not_once_a_commit(
+    conn: asyncpg.Connection, trail: list[dict[str, Any]]
+) -> None:
+    """Each append is a commit of its own here: rows in order within one minute leave the clock's
+    row as it is (no dead version of it for an old snapshot to keep), the first row of the next
+    minute moves it."""
+    start = NOW + dt.timedelta(days=10)
+    version = "SELECT xmin::text FROM audit_clock"
+    await append(conn, [{"at": start + dt.timedelta(seconds=1)}])
+    moved = await conn.fetchval(version)
+    await append(conn, [{"at": start + dt.timedelta(seconds=s)} for s in range(2, 40, 3)])
+    assert await conn.fetchval(version) == moved
+    await append(conn, [{"at": start + STEP}])
+    assert await conn.fetchval(version) != moved
+    assert await conn.fetchval("SELECT high FROM audit_clock") == start + 2 * STEP
+
+
+def minute_after(at: dt.datetime) -> dt.datetime:
+    """The whole minute (UTC) after ``at``."""
+    return at.astimezone(dt.UTC).replace(second=0, microsecond=0) + STEP
 
 
 @pytest.mark.parametrize("scope", ["admin", "enterprise"])

@@ -88,3 +88,16 @@ async def test_a_regulator_walks_everyones_rows_only_where_its_region_holds_enou
     assert not await walks(province, "notices", 10_000_000)  # more than the table holds: gather
     assert not await walks("99", "notices", LIMIT)  # no enterprise there: nothing to walk for
     assert not await walks("99", "verification_requests", LIMIT)
+
+
+async def test_a_gathered_page_of_a_span_finds_its_bounds_once(lists: tuple[asyncpg.Connection, Subjects]) -> None:
+    """A regulator of a small region gathers its rows from audit_log_region, which holds no seq: a
+    span's bounds there are no index condition but a condition on each row gathered, and each is a
+    bisection of the trail. They are InitPlans, run once for the page."""
+    conn, found = lists
+    [case] = [c for c in CASES if c.name == "audit trail of a span as remote"]
+    for page in await explain_case(conn, case, found, limit=LIMIT):
+        assert page.gathered, page.page
+        for plan in (page.custom, page.generic):
+            assert not [f for f in plan.row_filters if "audit_seq_" in f], (page.page, plan.row_filters)
+            assert misplanned(case, plan, limit=LIMIT, gathered=True) == [], (page.page, plan)

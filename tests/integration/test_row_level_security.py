@@ -1032,7 +1032,9 @@ _REPOINTS |= {
 # the signers below): the API updates no event; only a lab (in its own name) or an admin records a
 # lab's document, and a document answering B's request is lab M's; only a lab or an admin gives a
 # request item its result or touches one that has it (lab L's item of A's request has); an
-# enterprise writes no result into its instruments' history.
+# enterprise writes no result into its instruments' history. Since schema/0029 (tested there too)
+# only an enterprise or an admin adds a request item at all: a lab's or a regulator's is refused
+# before its keys are looked at.
 _WORKER_REPOINTS = [name for name in _REPOINTS if name.startswith(("A's delivery", "A's notice", "A's new notice"))]
 _NOTICE_REPOINTS = [name for name in _REPOINTS if "notice" in name]
 _EVENT_UPDATES = [name for name in _REPOINTS if name.startswith("A's event")]
@@ -1045,12 +1047,13 @@ _ITEM_RESULTS = [
     "A's request item to B",
 ]
 _ITEM_REPOINTS = [name for name in _REPOINTS if "request item" in name]
+_ITEM_UPDATES = [name for name in _ITEM_REPOINTS if "new request item" not in name]
 _GIVEN_TO_B = "A's instrument's new certificate given to B"
 _CERTIFICATE_REPOINTS = [name for name in _REPOINTS if "new certificate" in name and name != _GIVEN_TO_B]
 _LAB_REPOINTS = [
     "A's notice to B's certificate",
     "A's new notice naming B's certificate",
-    *_ITEM_REPOINTS,
+    *_ITEM_UPDATES,
     "A's new event naming B's certificate",
     "A's new event naming B's instrument",
     "A's new event naming B's instrument as B's",
@@ -1068,7 +1071,7 @@ _API_REPOINTS = (
     + [(Who.LAB_OF_A, name) for name in _LAB_REPOINTS]
     + [
         (Who.REGULATOR_OF_A, name)
-        for name in _NOTICE_REPOINTS + [n for n in _ITEM_REPOINTS if n not in _ITEM_RESULTS] + _EVENT_REPOINTS
+        for name in _NOTICE_REPOINTS + [n for n in _ITEM_UPDATES if n not in _ITEM_RESULTS] + _EVENT_REPOINTS
     ]
 )
 
@@ -1298,6 +1301,9 @@ _REVOKED_AS = """
 _REVOCATION_EVENT = f"""
     INSERT INTO instrument_events (instrument_id, kind, effective_on, certificate_id, occurred_at)
     VALUES ($1, 'certificate_revoked', '{VERIFIED}', $2, now())"""
+# A work order as service.requests.queries.insert_request writes it: enterprise, lab.
+_REQUEST = """
+    INSERT INTO verification_requests (enterprise_id, lab_id, created_at, updated_at) VALUES ($1, $2, now(), now())"""
 _SEALED_EVENT = """
     INSERT INTO instrument_events (instrument_id, kind, from_lifecycle, to_lifecycle, occurred_at)
     VALUES ($1, 'sealed', 'in_service', 'sealed', now())"""
@@ -1400,11 +1406,32 @@ _SIGNINGS: dict[str, Signing] = {
         Who.ENTERPRISE_A, _DONE_ITEM, lambda w, k: (w.a_request, w.a, w.a_other, w.a_certificate), "result_giver"
     ),
     "regulator: an item of a request of its region with a result": Signing(
-        Who.REGULATOR_OF_A, _DONE_ITEM, lambda w, k: (w.a_request, w.a, w.a_other, w.a_certificate), "result_giver"
+        Who.REGULATOR_OF_A, _DONE_ITEM, lambda w, k: (w.a_request, w.a, w.a_other, w.a_certificate), "requester"
     ),
     "enterprise: an item of its request waiting for its result": Signing(
         Who.ENTERPRISE_A, _ITEM, lambda w, k: (w.a_request, w.a, w.a_other), None
     ),
+    # Work orders (schema/0029): only an enterprise (its own: the permissive policy) or an admin
+    # opens one or adds an item to one. A lab's request in its own name would make it one that
+    # holds a request of that enterprise, and an item of it one that sees the instrument named.
+    "lab: a work order of another enterprise for itself": Signing(
+        Who.LAB_OF_A, _REQUEST, lambda w, k: (w.b, w.lab_l), "requester"
+    ),
+    "lab: a work order of its client for itself": Signing(
+        Who.LAB_OF_A, _REQUEST, lambda w, k: (w.a, w.lab_l), "requester"
+    ),
+    "lab: an item of its own request": Signing(
+        Who.LAB_OF_A, _ITEM, lambda w, k: (w.a_request, w.a, w.a_other), "requester"
+    ),
+    "regulator: a work order of an enterprise of its region": Signing(
+        Who.REGULATOR_OF_A, _REQUEST, lambda w, k: (w.a, w.lab_l), "requester"
+    ),
+    "regulator: an item of a request of its region": Signing(
+        Who.REGULATOR_OF_A, _ITEM, lambda w, k: (w.a_request, w.a, w.a_other), "requester"
+    ),
+    "enterprise: its own work order": Signing(Who.ENTERPRISE_A, _REQUEST, lambda w, k: (w.a, w.lab_m), None),
+    "admin: a work order of an enterprise": Signing(Who.ADMIN, _REQUEST, lambda w, k: (w.b, w.lab_l), None),
+    "admin: an item of a request": Signing(Who.ADMIN, _ITEM, lambda w, k: (w.a_request, w.a, w.a_other), None),
     # History: results and revocations by those who record and revoke documents.
     "enterprise: a result in its instrument's history": Signing(
         Who.ENTERPRISE_A, _RESULT_EVENT, lambda w, k: (w.a_requested, w.a_certificate), "result_writer"
@@ -1458,16 +1485,20 @@ async def test_an_enterprise_or_a_regulator_neither_gives_an_item_its_result_nor
     who: Who, world: World, api_pool: asyncpg.Pool
 ) -> None:
     """Lab L's item of A's request has its result: neither A nor its regulator may undo it or touch
-    it (the item is not there for them to update), nor give a waiting item one."""
-    async with acting(api_pool, world, who) as conn:
+    it (the item is not there for them to update), nor give a waiting item one (which A adds: only an
+    enterprise or an admin adds items, schema/0029)."""
+    async with acting(api_pool, world, Who.ENTERPRISE_A) as conn:
+        assert await conn.execute(_ITEM, world.a_request, world.a, world.a_other) == "INSERT 0 1"
+        if who is not Who.ENTERPRISE_A:
+            await conn.execute(_FORGET_PRINCIPAL)
+            await become(conn, world, who)
         for sql in (
-            "UPDATE request_items SET certificate_id = NULL WHERE request_id = $1",
-            "UPDATE request_items SET withdrawn_on = '2026-06-15' WHERE request_id = $1",
+            "UPDATE request_items SET certificate_id = NULL WHERE request_id = $1 AND instrument_id = $2",
+            "UPDATE request_items SET withdrawn_on = '2026-06-15' WHERE request_id = $1 AND instrument_id = $2",
         ):
-            assert await conn.execute(sql, world.a_request) == "UPDATE 0", sql
+            assert await conn.execute(sql, world.a_request, world.a_requested) == "UPDATE 0", sql
         done = "SELECT certificate_id, withdrawn_on FROM request_items WHERE request_id = $1 AND instrument_id = $2"
         assert tuple(await conn.fetchrow(done, world.a_request, world.a_requested)) == (world.a_certificate, None)
-        assert await conn.execute(_ITEM, world.a_request, world.a, world.a_other) == "INSERT 0 1"
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match='row-level security policy "result_keeper"'):
             await conn.execute(
                 "UPDATE request_items SET certificate_id = $1 WHERE request_id = $2 AND instrument_id = $3",
@@ -1476,6 +1507,13 @@ async def test_an_enterprise_or_a_regulator_neither_gives_an_item_its_result_nor
                 world.a_other,
             )
 
+
+# Clears the principal of the transaction, so that another key may authenticate in it (the key
+# check finds a key only before a principal is set, or as its own scope).
+_FORGET_PRINCIPAL = """
+    SELECT set_config(name, '', true)
+    FROM unnest(ARRAY['metreg.role', 'metreg.key_id', 'metreg.enterprise_id', 'metreg.lab_id',
+                      'metreg.region_code']) AS name"""
 
 _API_PRINCIPALS = [Who.ENTERPRISE_A, Who.REGULATOR_OF_A, Who.LAB_OF_A, Who.ADMIN]
 
@@ -1892,3 +1930,81 @@ async def test_a_claimed_key_cannot_commit_without_its_answer(world: World, pool
                 NOW,
             )
     assert await pool.fetchval("SELECT count(*) FROM idempotency_keys WHERE idempotency_key = 'unanswered'") == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# A correction supersedes a document of its own issuer only (schema/0029_requesters_and_correctors.sql)
+
+# An in-service inspection record correcting a document: instrument, enterprise, issuing region, the
+# document it supersedes.
+_INSPECTION_CORRECTION = f"""
+    INSERT INTO certificates (instrument_id, enterprise_id, issuer_region, supersedes, correction_reason, kind,
+                              number, outcome, performed_on, issued_on, legal_effect, effect_note, content_sha256,
+                              recorded_by_key, recorded_by_role, recorded_at)
+    VALUES ($1, $2, $3, $4, 'corrected', 'inspection_record', 'RLS-' || gen_random_uuid(), 'pass', '{VERIFIED}',
+            '{VERIFIED}', 'none', 'x', repeat('0', 64), principal_key(), coalesce(principal_role(), 'regulator'),
+            now())"""
+# Lab L's certificate of A's instrument, corrected in lab M's name, or by an inspection record.
+_CORRECTIONS_OF_ANOTHER_ISSUER: list[tuple[Who | None, str, Callable[[World], tuple[Any, ...]], str]] = [
+    (who, _DOCUMENT, lambda w: (w.a_requested, w.a, w.lab_m, None, w.a_certificate), "certificates_corrected_lab_fkey")
+    for who in (Who.ADMIN, None)
+] + [
+    (who, _INSPECTION_CORRECTION, lambda w: (w.a_requested, w.a, REGULATOR_OF_A, w.a_certificate),
+     "certificates_corrected_region_fkey")
+    for who in (Who.REGULATOR_OF_A, Who.ADMIN, None)
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("who", "sql", "args", "key"),
+    _CORRECTIONS_OF_ANOTHER_ISSUER,
+    ids=[f"{who or 'owner'}-{key}" for who, _, _, key in _CORRECTIONS_OF_ANOTHER_ISSUER],
+)
+async def test_no_one_corrects_another_issuers_document(
+    who: Who | None,
+    sql: str,
+    args: Callable[[World], tuple[Any, ...]],
+    key: str,
+    world: World,
+    api_pool: asyncpg.Pool,
+    pool: asyncpg.Pool,
+) -> None:
+    """The signers' policies let an admin record in any lab's or region's name and a regulator in
+    its own: the document superseded must still be of that issuer (the tables' owner too)."""
+    context = acting(api_pool, world, who) if who is not None else pool.acquire()
+    async with context as conn:
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match=f'{_MISPOINTED} "{key}"'):
+            async with conn.transaction():
+                await conn.execute(sql, *args(world))
+
+
+async def test_a_lab_corrects_its_own_documents_and_no_other_labs(
+    make_tenant: MakeTenant, make_lab: MakeLab, api_pool: asyncpg.Pool
+) -> None:
+    """Lab 2 holds an accepted request for the instrument lab 1 issued a certificate for: the API
+    refuses its correction of lab 1's certificate, and so does the database when lab 2 writes it
+    itself; lab 1's own correction goes through the API."""
+    first, second = await make_lab(), await make_lab()
+    tenant = await make_tenant()
+    instrument = await tenant.register(**GAUGE, last_verified_on=VERIFIED)
+    await accepted_request(tenant, first, instrument["id"])
+    recorded = await first.record(instrument["id"])
+    assert recorded.status_code == 201, recorded.text
+    certificate = recorded.json()["certificate"]["id"]
+    await accepted_request(tenant, second, instrument["id"])
+
+    refused = await second.record(instrument["id"], supersedes=certificate, correction_reason="结论笔误")
+    assert refused.status_code == 403, refused.text
+    parsed = parse_key(second.api.key or "")
+    assert parsed is not None
+    async with api_pool.acquire() as conn, conn.transaction():
+        assert await conn.fetchrow(_AUTHENTICATE, parsed[0], hash_secret(parsed[1]), NOW, "rls-lab-2", "RlsTest")
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match=f'{_MISPOINTED} "certificates_corrected_lab_fkey"'):
+            await conn.execute(
+                _DOCUMENT, uuid.UUID(instrument["id"]), uuid.UUID(tenant.id), uuid.UUID(second.id), None,
+                uuid.UUID(certificate),
+            )  # fmt: skip
+
+    corrected = await first.record(instrument["id"], supersedes=certificate, correction_reason="结论笔误")
+    assert corrected.status_code == 201, corrected.text
+    assert corrected.json()["certificate"]["supersedes"] == certificate

@@ -1,5 +1,5 @@
 -- An owner has at most one active webhook per URL. A second one at the same URL is the same
--- receiver getting every notice twice (one delivery per webhook since 0024), signed with two
+-- receiver getting every notice twice once deliveries are one per webhook (0025), signed with two
 -- secrets; POST /v1/webhooks answers it with a 409 naming `url` (service/webhooks/queries.py
 -- insert_webhook). The check is this index, not a read before the insert: two creations at once
 -- would both read nothing and both insert, while here the second waits for the first and conflicts.
@@ -16,12 +16,14 @@
 -- them, listing each owner, URL and webhook, rather than deactivating all but one: which of them
 -- to keep is the owner's choice, not the deployer's. They may subscribe to different events
 -- (keeping one could silently stop a kind of notice) and carry different secrets (the receiver
--- checks the one it was given; until 0024 each notice was signed with either, whichever won), and a
+-- checks the one it was given; until 0025 each notice was signed with either, whichever won), and a
 -- deactivation here would be a change to a tenant's delivery with no actor to audit. Deleting the
 -- extra ones is an ordinary, audited `DELETE /v1/webhooks/{id}` by the owner or an admin, possible
--- with the previous release (0024 before this applies on its own, and the previous release works
--- on it), or an UPDATE by the operator (audited as `sql`); then `metreg migrate` again. Nothing is
--- lost meanwhile: each duplicate gets its own delivery.
+-- with the previous release (the migrations before this one apply on their own, and the previous
+-- release works on them), or an UPDATE by the operator (audited as `sql`); then `metreg migrate`
+-- again. This comes before 0025 (one delivery per webhook) so that meanwhile deliveries are still
+-- one per notice and URL (0006's deliveries_target): a receiver behind duplicates gets each notice
+-- once, as before, not once per duplicate.
 --
 -- The lock is the one the index build takes, taken first: no webhook is written between the check
 -- and the build, which would otherwise fail on a duplicate created meanwhile with a bare message.

@@ -12,6 +12,10 @@
 -- B-tree entry holds 2,704, so such a webhook's delivery failed to be written, and the delivery job
 -- with it, for its whole batch. A webhook's key is now two uuids.)
 --
+-- It comes after 0024, which leaves an owner one active webhook per URL: applied to a database
+-- still holding an owner's duplicates, this would have sent that receiver every notice once per
+-- duplicate while 0024 refused to apply.
+--
 -- E-mail keeps its uniqueness on the address: an enterprise's notify_emails are its own, written
 -- deduplicated (case-insensitively), and one mail per address and notice is the rule.
 --

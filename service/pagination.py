@@ -106,11 +106,15 @@ PAGE_ORDER = (
 GATHER = "SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0"
 
 
+_NO_BITMAPS = "SET LOCAL enable_bitmapscan = off"
+
 #: What a page read planned for its values on every run sets (:func:`read_in_page_order`).
 FOR_ITS_VALUES = "SET LOCAL plan_cache_mode = force_custom_plan"
 
 
-async def read_in_page_order(db: asyncpg.Connection, *, walk: bool = True, for_its_values: bool = False) -> None:
+async def read_in_page_order(
+    db: asyncpg.Connection, *, walk: bool = True, for_its_values: bool = False, bitmaps: bool = True
+) -> None:
     """Steer the rest of the transaction's reads to an index scan in page order: for a list whose
     page read is the last statement of its transaction, and whose filters have no index narrower
     than the one in page order (the read would walk that one, filtering, where the planner would
@@ -126,7 +130,9 @@ async def read_in_page_order(db: asyncpg.Connection, *, walk: bool = True, for_i
     trail 20 ms starting two workers for a 0.3 ms walk. Both go too. Figures: bench/explain_lists.py.
 
     ``walk=False`` keeps only JIT and parallel workers off, for a page that is cheaper gathered
-    and sorted (:func:`walks_for_region`).
+    and sorted (:func:`walks_for_region`); with ``bitmaps=False``, bitmap scans too, for a
+    gathered page whose own index a bitmap would AND with the primary key's below the cursor
+    (the audit trail's region: every row below the cursor read).
 
     ``for_its_values``: plan the read for its values on every run, not once for any values from
     the sixth run on. For a filter on a column of a few values, one of which fills most of the
@@ -134,7 +140,12 @@ async def read_in_page_order(db: asyncpg.Connection, *, walk: bool = True, for_i
     large share of the rows, and walks the scope's index for it, reading most of the table for a
     rare one. Planned for the value, the rare one is read from the filter's own index.
     """
-    await db.execute(f"{PAGE_ORDER if walk else GATHER}{'; ' + FOR_ITS_VALUES if for_its_values else ''}")
+    settings = [PAGE_ORDER if walk else GATHER]
+    if not walk and not bitmaps:
+        settings.append(_NO_BITMAPS)
+    if for_its_values:
+        settings.append(FOR_ITS_VALUES)
+    await db.execute("; ".join(settings))
 
 
 # The visible enterprises are the region's (row-level security); the totals are the planner's

@@ -29,12 +29,6 @@ class _PageKey(msgspec.Struct, frozen=True, array_like=True):
     seq: int
 
 
-# A gathered page reads its region's rows from audit_log_region alone: a bitmap of them ANDed
-# with one of the primary key below the cursor (which a plan for any cursor finds cheap) reads
-# every row below the cursor.
-_BY_REGION = "SET LOCAL enable_bitmapscan = off"
-
-
 async def select_entries(
     db: asyncpg.Connection, principal: Principal, where: AuditFilter, *, limit: int, cursor: str | None
 ) -> tuple[list[AuditEntry], str | None]:
@@ -84,10 +78,13 @@ async def select_entries(
         clauses.append(f"at < {until}" + (f" AND seq < (SELECT audit_seq_until({until}))" if walk else ""))
     if cursor:
         clauses.append(f"seq < {params(decode_cursor(cursor, _PageKey).seq)}")
-    # The actions and entities are few, and one of each fills most of the trail.
-    await read_in_page_order(db, walk=walk, for_its_values=where.action is not None or where.entity is not None)
-    if not walk:
-        await db.execute(_BY_REGION)
+    # The actions and entities are few, and one of each fills most of the trail. A gathered page
+    # reads its region's rows from audit_log_region alone: a bitmap of them ANDed with one of the
+    # primary key below the cursor (which a plan for any cursor finds cheap) reads every row below
+    # the cursor.
+    await read_in_page_order(
+        db, walk=walk, for_its_values=where.action is not None or where.entity is not None, bitmaps=False
+    )
     rows = await db.fetch(
         f"""SELECT seq, at, request_id, actor_key_id, actor_role, action, entity, entity_id, operation,
                    enterprise_id, region_code, before, after, encode(prev_hash, 'hex') AS prev_hash,

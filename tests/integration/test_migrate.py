@@ -237,6 +237,14 @@ async def _migrated_up_to_before(dsn: str, name: str, folder: Path) -> None:
     await migrate.migrate(dsn, NOW, folder)
 
 
+async def _refused_with_nothing_applied(conn: asyncpg.Connection, dsn: str, constraint: str) -> None:
+    """`migrate` stops at the foreign key ``constraint`` and records no migration of its run."""
+    before = await conn.fetchval("SELECT max(version) FROM schema_migrations")
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match=constraint):
+        await migrate.migrate(dsn, NOW)
+    assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == before
+
+
 async def _register(conn: asyncpg.Connection, *, successor_of: uuid.UUID | None) -> None:
     """Two enterprises; in the first a replaced instrument, its successor and the successor's
     certificate, linked as the app links them; the second's instrument replaces ``successor_of``
@@ -285,10 +293,7 @@ async def test_a_cross_tenant_link_stops_the_migration_with_nothing_applied(scra
     conn = await asyncpg.connect(scratch_dsn)
     try:
         await _register(conn, successor_of=_OLD)  # the second enterprise's instrument replaces the first's
-        before = await conn.fetchval("SELECT max(version) FROM schema_migrations")
-        with pytest.raises(asyncpg.ForeignKeyViolationError, match="instruments_replaces_fkey"):
-            await migrate.migrate(scratch_dsn, NOW)
-        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == before
+        await _refused_with_nothing_applied(conn, scratch_dsn, "instruments_replaces_fkey")
         assert await conn.fetchval("SELECT to_regclass('certificates_id_instrument')") is None
     finally:
         await conn.close()
@@ -361,10 +366,7 @@ async def test_a_notice_naming_another_instruments_certificate_stops_the_migrati
     try:
         await _register(conn, successor_of=None)
         await conn.execute(_RESULT_NOTICE, _E2, _THEIRS, _CERT, NOW)  # the second enterprise's, the first's certificate
-        before = await conn.fetchval("SELECT max(version) FROM schema_migrations")
-        with pytest.raises(asyncpg.ForeignKeyViolationError, match="notices_certificate_fkey"):
-            await migrate.migrate(scratch_dsn, NOW)
-        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == before
+        await _refused_with_nothing_applied(conn, scratch_dsn, "notices_certificate_fkey")
         keys = await conn.fetch(_KEYS_TO_CERTIFICATES)
         assert [k["conname"] for k in keys] == ["notices_certificate_id_fkey"]
     finally:
@@ -459,10 +461,7 @@ async def test_an_item_or_event_naming_another_instruments_certificate_stops_the
         await _requests(conn)
         sql, args, constraint = _MISPOINTED_ROWS[row]
         await conn.execute(sql, *args)
-        before = await conn.fetchval("SELECT max(version) FROM schema_migrations")
-        with pytest.raises(asyncpg.ForeignKeyViolationError, match=constraint):
-            await migrate.migrate(scratch_dsn, NOW)
-        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == before
+        await _refused_with_nothing_applied(conn, scratch_dsn, constraint)
         keys = await conn.fetch(_KEYS_OF_ITEMS_AND_EVENTS)
         assert [k["conname"] for k in keys] == [
             "instrument_events_certificate_id_fkey",
@@ -772,11 +771,8 @@ async def test_a_row_naming_another_enterprises_row_stops_the_migration_with_not
         await _results(conn)
         sql, args, constraint = _MISPOINTED_REFERENCES[row]
         await conn.execute(sql, *args)
-        before = await conn.fetchval("SELECT max(version) FROM schema_migrations")
         keys_before = await conn.fetch(_KEYS_OF_THE_THREE)
-        with pytest.raises(asyncpg.ForeignKeyViolationError, match=constraint):
-            await migrate.migrate(scratch_dsn, NOW)
-        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == before
+        await _refused_with_nothing_applied(conn, scratch_dsn, constraint)
         assert await conn.fetch(_KEYS_OF_THE_THREE) == keys_before
         assert await conn.fetchval(_ITEMS_ENTERPRISE_NOT_NULL) is None  # no such column
         assert await conn.fetchval("SELECT to_regclass('verification_requests_id_enterprise')") is None
@@ -811,10 +807,7 @@ async def test_a_correction_of_another_issuers_document_stops_the_migration_nami
         if corrector == "the issuing lab":
             assert [m.name for m in await migrate.migrate(scratch_dsn, NOW)] == [_REQUESTERS_AND_CORRECTORS]
             return
-        before = await conn.fetchval("SELECT max(version) FROM schema_migrations")
-        with pytest.raises(asyncpg.ForeignKeyViolationError, match="certificates_corrected_lab_fkey"):
-            await migrate.migrate(scratch_dsn, NOW)
-        assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == before
+        await _refused_with_nothing_applied(conn, scratch_dsn, "certificates_corrected_lab_fkey")
         assert await conn.fetchval("SELECT to_regclass('certificates_id_lab')") is None
         policies = "SELECT count(*) FROM pg_policies WHERE policyname = 'requester'"
         assert await conn.fetchval(policies) == 0
